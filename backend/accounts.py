@@ -1,0 +1,132 @@
+"""User accounts: creation, sign-in, roles, disabling.
+
+Names are unique case-insensitively (``name_key``). A wrong password and an unknown name
+give the same error so that sign-in does not reveal which names exist.
+"""
+
+from __future__ import annotations
+
+import re
+
+from argon2 import PasswordHasher
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from . import ledger
+from .db import Database
+from .db.models import ROLES, User, utcnow
+from .errors import AuthError, InvalidParameter, NotFound
+from .passwords import DEFAULT_HASHER, check_password_policy, hash_password, verify_password
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{1,31}$")
+
+# Verifying against a real hash for unknown names keeps the timing of a failed sign-in
+# the same whether or not the name exists.
+_DUMMY_HASH = DEFAULT_HASHER.hash("not-a-real-password")
+
+
+def normalize_name(name: str) -> str:
+    return name.strip().lower()
+
+
+def check_name(name: str) -> str:
+    name = name.strip()
+    if not NAME_PATTERN.match(name):
+        raise InvalidParameter(
+            "A user name has 2–32 characters: letters, digits, '_', '.' or '-', starting with a letter or digit.",
+            zh="用户名为 2–32 个字符：字母、数字、'_'、'.' 或 '-'，以字母或数字开头。",
+            param="name",
+        )
+    return name
+
+
+def create_user(
+    db: Database,
+    name: str,
+    password: str,
+    *,
+    role: str = "creator",
+    welcome_credits: int = 0,
+    hasher: PasswordHasher = DEFAULT_HASHER,
+) -> User:
+    """Create an account, granting ``welcome_credits`` through the ledger."""
+    name = check_name(name)
+    check_password_policy(password)
+    if role not in ROLES:
+        raise InvalidParameter(f"Unknown role {role!r}; use one of {', '.join(ROLES)}.", param="role")
+    password_hash = hash_password(password, hasher)
+    try:
+        with db.write() as s:
+            user = User(name=name, name_key=normalize_name(name), password_hash=password_hash, role=role, balance=0)
+            s.add(user)
+            s.flush()
+            if welcome_credits:
+                ledger.credit(s, user.id, welcome_credits, kind="grant", note="welcome")
+    except IntegrityError:
+        raise InvalidParameter(
+            f"The name {name!r} is taken; choose another.", zh=f"用户名 {name!r} 已被使用，请换一个。", param="name"
+        ) from None
+    return user
+
+
+def find_user(s: Session, name: str) -> User:
+    user = s.scalar(select(User).where(User.name_key == normalize_name(name)))
+    if user is None:
+        raise NotFound(f"No user named {name!r}.", zh=f"没有名为 {name!r} 的用户。")
+    return user
+
+
+def get_user(s: Session, user_id: int) -> User:
+    user = s.get(User, user_id)
+    if user is None:
+        raise NotFound(f"No user with id {user_id}.", zh=f"没有编号为 {user_id} 的用户。")
+    return user
+
+
+def authenticate(db: Database, name: str, password: str, *, hasher: PasswordHasher = DEFAULT_HASHER) -> User:
+    """The user if ``password`` is right and the account enabled; rehashes outdated hashes."""
+    failure = AuthError("Wrong user name or password.", zh="用户名或密码错误。")
+    with db.read() as s:
+        user = s.scalar(select(User).where(User.name_key == normalize_name(name)))
+    if user is None:
+        verify_password(_DUMMY_HASH, password, hasher)
+        raise failure
+    if not verify_password(user.password_hash, password, hasher):
+        raise failure
+    if user.disabled:
+        raise AuthError("This account is disabled; ask an administrator.", zh="该账户已被停用，请联系管理员。")
+    values: dict[str, object] = {"last_login_at": utcnow()}
+    if hasher.check_needs_rehash(user.password_hash):
+        values["password_hash"] = hash_password(password, hasher)
+    with db.write() as s:
+        s.execute(update(User).where(User.id == user.id).values(**values))
+    user.password_hash = str(values.get("password_hash", user.password_hash))
+    return user
+
+
+def set_password(db: Database, user_id: int, password: str, *, hasher: PasswordHasher = DEFAULT_HASHER) -> None:
+    check_password_policy(password)
+    with db.write() as s:
+        get_user(s, user_id).password_hash = hash_password(password, hasher)
+
+
+def set_disabled(db: Database, name: str, disabled: bool) -> User:
+    with db.write() as s:
+        user = find_user(s, name)
+        user.disabled = disabled
+    return user
+
+
+def set_role(db: Database, name: str, role: str) -> User:
+    if role not in ROLES:
+        raise InvalidParameter(f"Unknown role {role!r}; use one of {', '.join(ROLES)}.", param="role")
+    with db.write() as s:
+        user = find_user(s, name)
+        user.role = role
+    return user
+
+
+def list_users(db: Database) -> list[User]:
+    with db.read() as s:
+        return list(s.scalars(select(User).order_by(User.id)))

@@ -1,0 +1,47 @@
+"""``python -m backend``: the operator's command line.
+
+Each sub-module registers one group of commands. A handler receives the
+:class:`~backend.cli.context.Context` and the parsed arguments and returns the exit code.
+Errors go to stderr with a non-zero exit; ``--json`` prints machine-readable output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from ..errors import StudioError
+from . import assets, codes, credits, formula, ledger, schema, users, workflows
+from .context import Context
+
+GROUPS = (schema, users, credits, codes, ledger, workflows, formula, assets)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m backend", description="AIGC Studio administration.")
+    parser.add_argument("--config", help="TOML settings file (default: $STUDIO_CONFIG)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for group in GROUPS:
+        group.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        ctx = Context.from_args(args)
+        try:
+            return int(args.handler(ctx, args) or 0)
+        finally:
+            ctx.close()
+    except StudioError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,114 @@
+"""Settings: loaded once at the entry point, then passed down explicitly.
+
+Sources, later ones winning: the defaults below, an optional TOML file (``--config`` or
+``STUDIO_CONFIG``), then ``STUDIO_*`` environment variables. Nothing below the entry
+point reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+from .errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+SIGNUP_MODES = ("open", "invite", "off")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything an entry point needs to build the backend.
+
+    Empty ``redis_url``/``amqp_url`` select the in-process registry and bus; an empty
+    ``comfyui_urls`` selects the embedded simulated node.
+    """
+
+    data_dir: Path = Path("data")
+    database_url: str = ""  # empty: SQLite file under data_dir
+    redis_url: str = ""
+    amqp_url: str = ""
+    comfyui_urls: tuple[str, ...] = ()
+    workflows_dir: Path = REPO_ROOT / "workflows"
+    #: Uploads larger than this are refused before decoding.
+    max_upload_bytes: int = 20 * 1024 * 1024
+    #: Images with more pixels than this are refused (decompression-bomb guard).
+    max_image_pixels: int = 36_000_000
+    welcome_credits: int = 100
+    signup_mode: str = "open"
+    #: Wrong redeem-code guesses allowed per user per window.
+    redeem_max_failures: int = 5
+    redeem_window_seconds: int = 900
+    secret_key: str = ""  # empty: generated once and kept under data_dir
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def assets_dir(self) -> Path:
+        return self.data_dir / "assets"
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'studio.db').resolve()}"
+
+    @classmethod
+    def load(cls, env: Mapping[str, str] | None = None, config_file: str | Path | None = None) -> "Settings":
+        """Build settings from a TOML file and ``STUDIO_*`` variables of ``env``."""
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        path = config_file or env.get("STUDIO_CONFIG")
+        if path:
+            try:
+                with open(path, "rb") as fh:
+                    values.update(tomllib.load(fh))
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise ConfigError(f"Cannot read config file {path}: {exc}") from None
+        for f in fields(cls):
+            key = "STUDIO_" + f.name.upper()
+            if key in env:
+                values[f.name] = env[key]
+        return cls().with_values(values)
+
+    def with_values(self, values: Mapping[str, object]) -> "Settings":
+        """A copy with ``values`` (strings or TOML values) converted and validated."""
+        known = {f.name: f for f in fields(self)}
+        converted: dict[str, object] = {}
+        for name, raw in values.items():
+            if name not in known:
+                raise ConfigError(f"Unknown setting {name!r}; known settings: {', '.join(sorted(known))}")
+            converted[name] = _convert(name, getattr(self, name), raw)
+        result = replace(self, **converted)
+        result._validate()
+        return result
+
+    def _validate(self) -> None:
+        if self.signup_mode not in SIGNUP_MODES:
+            raise ConfigError(f"signup_mode must be one of {', '.join(SIGNUP_MODES)}, not {self.signup_mode!r}")
+        for name in ("max_upload_bytes", "max_image_pixels", "redeem_max_failures", "redeem_window_seconds"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive")
+        if self.welcome_credits < 0:
+            raise ConfigError("welcome_credits must not be negative")
+
+
+def _convert(name: str, current: object, raw: object) -> object:
+    try:
+        if isinstance(current, bool):
+            return raw if isinstance(raw, bool) else str(raw).lower() in ("1", "true", "yes", "on")
+        if isinstance(current, int):
+            return int(raw)  # type: ignore[arg-type]
+        if isinstance(current, Path):
+            return Path(str(raw))
+        if isinstance(current, tuple):
+            items = raw if isinstance(raw, list) else str(raw).replace(",", " ").split()
+            return tuple(str(i).strip() for i in items if str(i).strip())
+        if isinstance(current, Mapping):
+            return dict(raw)  # type: ignore[call-overload]
+        return str(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"Setting {name!r} has an invalid value {raw!r}") from None

@@ -1,0 +1,174 @@
+"""The job lifecycle in the database (design §4): creation with its charge, and transitions.
+
+Every change of state is one conditional UPDATE from the states it may come from, so a
+duplicate (a redelivered event, two sweepers, an agent racing an admin) changes nothing
+the second time. Failing or cancelling a job refunds it in the same transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from . import ledger
+from .db import Database
+from .db.models import Job, User, utcnow
+from .errors import InvalidParameter, JobStateError, NotFound, PermissionDenied
+
+ACTIVE_STATES = ("queued", "dispatched", "submitted", "running")
+TERMINAL_STATES = ("succeeded", "failed", "cancelled")
+
+#: The states each state may be entered from.
+ENTERED_FROM: Mapping[str, tuple[str, ...]] = {
+    # back to the backlog: a lost node, or a dispatch the agent never took
+    "queued": ("dispatched", "submitted"),
+    "dispatched": ("queued",),
+    "submitted": ("dispatched",),
+    "running": ("dispatched", "submitted"),
+    "succeeded": ("dispatched", "submitted", "running"),
+    "failed": ACTIVE_STATES,
+    "cancelled": ACTIVE_STATES,
+}
+
+#: The timestamp column stamped when a state is entered.
+_STAMP = {"dispatched": "dispatched_at", "submitted": "submitted_at", "running": "started_at"}
+
+MAX_IDEMPOTENCY_KEY = 64
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """What submit decided for a job before it is stored and charged."""
+
+    user_id: int
+    workflow: str
+    params: dict[str, Any]
+    inputs: dict[str, str]
+    cost: int
+    idempotency_key: str
+    memory_mb: float = 0.0
+    estimate_seconds: float = 0.0
+
+
+def create(db: Database, new: NewJob) -> tuple[Job, bool]:
+    """Store and charge a job in one transaction; ``(job, created)``.
+
+    A replayed idempotency key returns the first job with ``created=False`` and charges
+    nothing. Raises InsufficientCredits (nothing stored) when the balance is too low.
+    """
+    key = new.idempotency_key
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY:
+        raise InvalidParameter(f"An idempotency key has 1–{MAX_IDEMPOTENCY_KEY} characters.", param="idempotency_key")
+    existing = _by_key(db, new.user_id, key)
+    if existing is not None:
+        return _same_request(existing, new), False
+    try:
+        with db.write() as s:
+            if s.scalar(select(User.disabled).where(User.id == new.user_id)):
+                raise PermissionDenied("This account is disabled.", zh="该账户已被停用。")
+            job = Job(
+                id=uuid.uuid4().hex,
+                user_id=new.user_id,
+                workflow=new.workflow,
+                params=dict(new.params),
+                inputs=dict(new.inputs),
+                idempotency_key=key,
+                state="queued",
+                cost=new.cost,
+                memory_mb=new.memory_mb,
+                estimate_seconds=new.estimate_seconds,
+            )
+            s.add(job)
+            s.flush()  # the job row must exist before the ledger row refers to it
+            ledger.charge(s, new.user_id, job.id, new.cost)
+        return job, True
+    except IntegrityError:
+        # Another request with the same key committed first; its job is the answer.
+        existing = _by_key(db, new.user_id, key)
+        if existing is None:
+            raise
+        return _same_request(existing, new), False
+
+
+def _by_key(db: Database, user_id: int, key: str) -> Job | None:
+    with db.read() as s:
+        return s.scalar(select(Job).where(Job.user_id == user_id, Job.idempotency_key == key))
+
+
+def _same_request(job: Job, new: NewJob) -> Job:
+    if job.workflow != new.workflow:
+        raise InvalidParameter(
+            "This idempotency key was already used for another workflow; send a new key for a new request.",
+            zh="该幂等键已用于其他工作流；新的请求请使用新的键。",
+            param="idempotency_key",
+        )
+    return job
+
+
+def transition(s: Session, job_id: str, to: str, *, expect: Collection[str] | None = None, **fields: Any) -> bool:
+    """Move ``job_id`` to ``to`` if it is in one of the allowed states; True if it moved.
+
+    ``expect`` narrows the allowed source states; ``fields`` are set on the row as well.
+    Entering ``failed`` or ``cancelled`` refunds the charge in the same transaction.
+    """
+    allowed = ENTERED_FROM[to] if expect is None else tuple(set(expect) & set(ENTERED_FROM[to]))
+    now = utcnow()
+    values: dict[str, Any] = {"state": to, "updated_at": now, **fields}
+    if to in _STAMP:
+        values.setdefault(_STAMP[to], now)
+    if to in TERMINAL_STATES:
+        values.setdefault("finished_at", now)
+    moved = s.execute(update(Job).where(Job.id == job_id, Job.state.in_(allowed)).values(**values)).rowcount == 1
+    if moved and to in ledger.TERMINAL_REFUNDED:
+        ledger.refund(s, job_id, note=to)
+    return moved
+
+
+def fail(
+    db: Database, job_id: str, *, error_type: str, message: str, stage: str | None = None, expect: Collection[str] | None = None
+) -> bool:
+    """Fail an unfinished job and refund it; False if it had already ended."""
+    with db.write() as s:
+        return transition(
+            s, job_id, "failed", expect=expect, error_type=error_type[:128], error_message=message, error_stage=stage
+        )
+
+
+def succeed(db: Database, job_id: str) -> bool:
+    with db.write() as s:
+        return transition(s, job_id, "succeeded", progress=1.0)
+
+
+def cancel(db: Database, job_id: str, *, by_user: int | None = None) -> bool:
+    """Cancel an unfinished job and refund it. ``by_user`` must own it (None: an admin)."""
+    with db.write() as s:
+        job = s.get(Job, job_id)
+        if job is None or (by_user is not None and job.user_id != by_user):
+            raise NotFound(f"No job {job_id}.", zh=f"没有任务 {job_id}。")
+        if job.state in TERMINAL_STATES:
+            raise JobStateError(f"The job has already {job.state}.", zh="任务已经结束。")
+        return transition(s, job_id, "cancelled", error_type="Cancelled", error_message="cancelled")
+
+
+def get(db: Database, job_id: str, *, user_id: int | None = None) -> Job:
+    """The job; with ``user_id``, only if that user owns it (else NotFound, never 'forbidden')."""
+    with db.read() as s:
+        job = s.get(Job, job_id)
+    if job is None or (user_id is not None and job.user_id != user_id):
+        raise NotFound(f"No job {job_id}.", zh=f"没有任务 {job_id}。")
+    return job
+
+
+def list_for_user(db: Database, user_id: int, *, limit: int = 50, before: dt.datetime | None = None) -> list[Job]:
+    with db.read() as s:
+        stmt = select(Job).where(Job.user_id == user_id)
+        if before is not None:
+            stmt = stmt.where(Job.created_at < before)
+        return list(s.scalars(stmt.order_by(Job.created_at.desc()).limit(limit)))

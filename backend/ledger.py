@@ -1,0 +1,202 @@
+"""The credits ledger: append-only rows, a cached balance, and the invariant checker.
+
+Every movement is one conditional UPDATE of ``users.balance`` plus one ledger row in the
+same transaction. The condition (``balance + amount >= 0``) is evaluated by the database
+against the current row, so concurrent debits can never overdraw an account: on SQLite
+writers are serialized by ``BEGIN IMMEDIATE``, on PostgreSQL a waiting UPDATE re-checks its
+WHERE clause after the other transaction commits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import case, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from .db import Database
+from .db.models import Job, LedgerEntry, User
+from .errors import InsufficientCredits, InvalidParameter, NotFound
+
+USER_KINDS = ("grant", "recharge", "redeem", "adjust")
+TERMINAL_REFUNDED = ("failed", "cancelled")
+
+
+def credit(
+    s: Session,
+    user_id: int,
+    amount: int,
+    *,
+    kind: str,
+    note: str | None = None,
+    actor: str | None = None,
+    code_id: int | None = None,
+) -> LedgerEntry:
+    """Add ``amount`` (negative only for ``adjust``) to a user's balance, with its ledger row."""
+    if kind not in USER_KINDS:
+        raise InvalidParameter(f"Unknown credit kind {kind!r}; use one of {', '.join(USER_KINDS)}.", param="kind")
+    if not isinstance(amount, int) or isinstance(amount, bool):
+        raise InvalidParameter("Credit amounts are whole numbers.", zh="积分数量必须是整数。", param="amount")
+    if amount == 0 or (amount < 0 and kind != "adjust"):
+        raise InvalidParameter(
+            f"A {kind} must add a positive amount of credits.", zh="发放的积分必须为正数。", param="amount"
+        )
+    new_balance = s.scalar(
+        update(User)
+        .where(User.id == user_id, User.balance + amount >= 0)
+        .values(balance=User.balance + amount)
+        .returning(User.balance)
+    )
+    if new_balance is None:
+        if s.get(User, user_id) is None:
+            raise NotFound(f"No user with id {user_id}.")
+        raise InsufficientCredits(
+            f"The adjustment of {amount} would make the balance negative.", zh=f"调整 {amount} 会使余额为负。"
+        )
+    entry = LedgerEntry(
+        user_id=user_id, kind=kind, amount=amount, balance_after=new_balance, note=note, actor=actor, code_id=code_id
+    )
+    s.add(entry)
+    s.flush()
+    return entry
+
+
+def charge(s: Session, user_id: int, job_id: str, cost: int) -> LedgerEntry:
+    """Debit ``cost`` for ``job_id`` if the balance covers it, else raise InsufficientCredits."""
+    if cost < 0:
+        raise InvalidParameter("A price cannot be negative.", param="cost")
+    new_balance = s.scalar(
+        update(User)
+        .where(User.id == user_id, User.balance >= cost)
+        .values(balance=User.balance - cost)
+        .returning(User.balance)
+    )
+    if new_balance is None:
+        balance = s.scalar(select(User.balance).where(User.id == user_id))
+        if balance is None:
+            raise NotFound(f"No user with id {user_id}.")
+        raise InsufficientCredits(
+            f"This costs {cost} credits but your balance is {balance}. Redeem a code or ask an administrator for credits.",
+            zh=f"本次需要 {cost} 积分，当前余额为 {balance}。请兑换积分码或联系管理员充值。",
+        )
+    entry = LedgerEntry(user_id=user_id, kind="charge", amount=-cost, balance_after=new_balance, job_id=job_id)
+    s.add(entry)
+    s.flush()
+    return entry
+
+
+def refund(s: Session, job_id: str, *, note: str | None = None) -> int:
+    """Give back what ``job_id`` was charged, once. Returns the amount (0 if already done)."""
+    charged = s.scalar(select(LedgerEntry).where(LedgerEntry.job_id == job_id, LedgerEntry.kind == "charge"))
+    if charged is None or charged.amount == 0:
+        return 0
+    amount = -charged.amount
+    # A savepoint, so that losing the race on UNIQUE(job_id, kind) undoes only this refund
+    # and leaves the caller's transaction usable.
+    try:
+        with s.begin_nested():
+            new_balance = s.scalar(
+                update(User).where(User.id == charged.user_id).values(balance=User.balance + amount).returning(User.balance)
+            )
+            s.add(
+                LedgerEntry(
+                    user_id=charged.user_id, kind="refund", amount=amount, balance_after=new_balance, job_id=job_id, note=note
+                )
+            )
+            s.flush()
+    except IntegrityError:
+        return 0
+    return amount
+
+
+def balance(s: Session, user_id: int) -> int:
+    value = s.scalar(select(User.balance).where(User.id == user_id))
+    if value is None:
+        raise NotFound(f"No user with id {user_id}.")
+    return value
+
+
+def entries(s: Session, user_id: int, *, limit: int = 100) -> list[LedgerEntry]:
+    """The newest ``limit`` ledger rows of a user, newest first."""
+    stmt = select(LedgerEntry).where(LedgerEntry.user_id == user_id).order_by(LedgerEntry.id.desc()).limit(limit)
+    return list(s.scalars(stmt))
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One broken invariant, in words an operator can act on."""
+
+    subject: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.subject}: {self.message}"
+
+
+def verify(db: Database) -> list[Problem]:
+    """Check every money invariant; an empty list means the books balance.
+
+    - each balance equals the sum of its user's ledger and is not negative;
+    - each user's ``balance_after`` column is the running sum of the amounts;
+    - each job has exactly one charge of ``-cost``; jobs that failed or were cancelled
+      sum to 0 (refunded), every other job sums to ``-cost``;
+    - rows tied to a job are charges or refunds only.
+    """
+    problems: list[Problem] = []
+    with db.read() as s:
+        sums = (
+            select(LedgerEntry.user_id, func.coalesce(func.sum(LedgerEntry.amount), 0).label("total"))
+            .group_by(LedgerEntry.user_id)
+            .subquery()
+        )
+        rows = s.execute(
+            select(User.name, User.balance, func.coalesce(sums.c.total, 0)).outerjoin(sums, sums.c.user_id == User.id)
+        )
+        for name, bal, total in rows:
+            if bal != total:
+                problems.append(Problem(f"user {name}", f"balance {bal} but ledger sums to {total}"))
+            if bal < 0:
+                problems.append(Problem(f"user {name}", f"negative balance {bal}"))
+
+        running: dict[int, int] = {}
+        for entry_id, user_id, amount, after in s.execute(
+            select(LedgerEntry.id, LedgerEntry.user_id, LedgerEntry.amount, LedgerEntry.balance_after).order_by(
+                LedgerEntry.id
+            )
+        ):
+            running[user_id] = running.get(user_id, 0) + amount
+            if running[user_id] != after:
+                problems.append(
+                    Problem(f"ledger row {entry_id}", f"balance_after {after} but the running sum is {running[user_id]}")
+                )
+
+        job_sums = (
+            select(
+                LedgerEntry.job_id,
+                func.sum(LedgerEntry.amount).label("total"),
+                func.sum(case((LedgerEntry.kind == "charge", 1), else_=0)).label("charges"),
+                func.sum(case((LedgerEntry.kind == "charge", LedgerEntry.amount), else_=0)).label("charged"),
+                func.sum(case((LedgerEntry.kind.in_(("charge", "refund")), 0), else_=1)).label("foreign"),
+            )
+            .where(LedgerEntry.job_id.is_not(None))
+            .group_by(LedgerEntry.job_id)
+            .subquery()
+        )
+        for job_id, state, cost, total, charges, charged, foreign in s.execute(
+            select(
+                Job.id, Job.state, Job.cost, job_sums.c.total, job_sums.c.charges, job_sums.c.charged, job_sums.c.foreign
+            ).outerjoin(job_sums, job_sums.c.job_id == Job.id)
+        ):
+            subject = f"job {job_id}"
+            if not charges:
+                problems.append(Problem(subject, "has no charge"))
+                continue
+            if foreign:
+                problems.append(Problem(subject, "has ledger rows other than charge and refund"))
+            if charged != -cost:
+                problems.append(Problem(subject, f"charged {-charged} but costs {cost}"))
+            expected = 0 if state in TERMINAL_REFUNDED else -cost
+            if total != expected:
+                problems.append(Problem(subject, f"is {state} and its entries sum to {total}, expected {expected}"))
+    return problems

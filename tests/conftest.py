@@ -1,0 +1,71 @@
+"""Fixtures shared by the whole suite.
+
+``db`` is parametrized over SQLite and PostgreSQL: every test that takes it runs on both.
+Each backend is migrated once per session (which also tests the migrations) and emptied
+before every test.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from backend.config import Settings
+from backend.db import Database, migrate
+from backend.db.models import Base
+
+from . import services
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+@pytest.fixture(scope="session")
+def _sqlite_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
+    path = tmp_path_factory.mktemp("sqlite") / "studio.db"
+    db = Database(f"sqlite:///{path}")
+    migrate.upgrade(db)
+    yield db
+    db.dispose()
+
+
+@pytest.fixture(scope="session")
+def _postgres_db() -> Iterator[Database]:
+    services.require("PostgreSQL", "127.0.0.1", 5432)
+    schema = f"studio_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    admin = Database(services.POSTGRES_URL)
+    with admin.engine.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in services.POSTGRES_URL else "?"
+    db = Database(f"{services.POSTGRES_URL}{sep}options=-csearch_path%3D{schema}")
+    migrate.upgrade(db)
+    yield db
+    db.dispose()
+    with admin.engine.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+def empty_all_tables(db: Database) -> None:
+    with db.write() as s:
+        for table in reversed(Base.metadata.sorted_tables):
+            s.execute(table.delete())
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request: pytest.FixtureRequest) -> Database:
+    """A migrated, empty database: SQLite, then PostgreSQL."""
+    database: Database = request.getfixturevalue(f"_{request.param}_db")
+    empty_all_tables(database)
+    return database
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings pointing at a fresh data directory (the SQL URL comes from ``db``)."""
+    return Settings(data_dir=tmp_path / "data")
