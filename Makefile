@@ -1,0 +1,28 @@
+# The two commands of the README: `make studio` and `make test`.
+# Both create .venv and install requirements.txt on first use (and when it changes).
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: studio test browser-deps clean
+
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $(STAMP)
+
+studio: $(STAMP)
+	$(PY) run_studio.py $(ARGS)
+
+# Headless Chromium and a CJK font for the browser tests (Debian packages; needs root).
+browser-deps:
+	@command -v chromium >/dev/null && fc-list | grep -qi wqy || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-microhei >/dev/null)
+
+test: $(STAMP) browser-deps
+	GRADIO_ANALYTICS_ENABLED=False HF_HUB_DISABLE_TELEMETRY=1 $(PY) -m pytest $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache
