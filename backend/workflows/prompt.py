@@ -1,0 +1,42 @@
+"""Building the ComfyUI API prompt for one job from a spec's graph template."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+from ..errors import InvalidParameter
+from .spec import FILE_TYPES, WorkflowSpec
+
+#: Output nodes with this input get the job's file-name prefix.
+PREFIX_INPUT = "filename_prefix"
+
+
+def build_prompt(spec: WorkflowSpec, values: Mapping[str, Any], *, uploads: Mapping[str, str] | None = None,
+                 filename_prefix: str | None = None) -> dict[str, Any]:
+    """The API-format prompt for validated ``values`` (see :func:`~.params.validate_params`).
+
+    ``uploads`` maps each file parameter to the file name the node returned from
+    ``/upload/image`` (which may differ from what was asked for). ``filename_prefix``, if
+    given, replaces the ``filename_prefix`` of the output nodes so a job's results are
+    easy to find. The template itself is never changed.
+    """
+    uploads = uploads or {}
+    prompt = copy.deepcopy(dict(spec.graph))
+    for param in spec.params:
+        if param.type in FILE_TYPES:
+            if param.name not in uploads:
+                raise InvalidParameter(f"The file for {param.label.en} ({param.name}) has not been uploaded to the node",
+                                       zh=f"{param.label.zh}（{param.name}）的文件尚未上传到节点", param=param.name)
+            value: Any = uploads[param.name]
+        else:
+            value = values[param.name]
+        for target in param.targets:
+            prompt[target.node]["inputs"][target.input] = value
+    if filename_prefix is not None:
+        for output in spec.outputs:
+            inputs = prompt[output.node]["inputs"]
+            if PREFIX_INPUT in inputs:
+                inputs[PREFIX_INPUT] = filename_prefix
+    return prompt
