@@ -112,11 +112,21 @@ def _same_request(job: Job, new: NewJob) -> Job:
     return job
 
 
-def transition(s: Session, job_id: str, to: str, *, expect: Collection[str] | None = None, **fields: Any) -> bool:
+def transition(
+    s: Session,
+    job_id: str,
+    to: str,
+    *,
+    expect: Collection[str] | None = None,
+    expect_attempts: int | None = None,
+    **fields: Any,
+) -> bool:
     """Move ``job_id`` to ``to`` if it is in one of the allowed states; True if it moved.
 
-    ``expect`` narrows the allowed source states; ``fields`` are set on the row as well.
-    Entering ``failed`` or ``cancelled`` refunds the charge in the same transaction.
+    ``expect`` narrows the allowed source states; ``expect_attempts`` also requires the
+    attempt counter to be unchanged since the caller read the job (so a dispatcher acting
+    on a stale copy cannot reuse an attempt number); ``fields`` are set on the row as
+    well. Entering ``failed`` or ``cancelled`` refunds the charge in the same transaction.
     """
     allowed = ENTERED_FROM[to] if expect is None else tuple(set(expect) & set(ENTERED_FROM[to]))
     now = utcnow()
@@ -125,7 +135,10 @@ def transition(s: Session, job_id: str, to: str, *, expect: Collection[str] | No
         values.setdefault(_STAMP[to], now)
     if to in TERMINAL_STATES:
         values.setdefault("finished_at", now)
-    moved = s.execute(update(Job).where(Job.id == job_id, Job.state.in_(allowed)).values(**values)).rowcount == 1
+    where = [Job.id == job_id, Job.state.in_(allowed)]
+    if expect_attempts is not None:
+        where.append(Job.attempts == expect_attempts)
+    moved = s.execute(update(Job).where(*where).values(**values)).rowcount == 1
     if moved and to in ledger.TERMINAL_REFUNDED:
         ledger.refund(s, job_id, note=to)
     return moved

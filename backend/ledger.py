@@ -110,6 +110,13 @@ def refund(s: Session, job_id: str, *, note: str | None = None) -> int:
     return amount
 
 
+def refunded(db: Database, job_id: str) -> int:
+    """Credits given back for ``job_id`` (0 if none)."""
+    with db.read() as s:
+        amount = s.scalar(select(LedgerEntry.amount).where(LedgerEntry.job_id == job_id, LedgerEntry.kind == "refund"))
+    return int(amount or 0)
+
+
 def balance(s: Session, user_id: int) -> int:
     value = s.scalar(select(User.balance).where(User.id == user_id))
     if value is None:

@@ -77,6 +77,9 @@ class User(Base):
     last_login_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     redeem_failures: Mapped[int] = mapped_column(Integer, default=0)
     redeem_window_start: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: When the dispatcher last gave one of this user's jobs a node; the backlog serves
+    #: the user served least recently first, so nobody's burst starves anyone else.
+    last_served_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class Job(Base):

@@ -1,0 +1,143 @@
+"""The lifecycle consumer: applies agent events to the database and tells the user.
+
+Each event becomes a conditional state change (design §4), so a redelivered or late
+event changes nothing. Events from an older attempt of a job (it was moved to another
+node meanwhile) are recorded in the log and otherwise ignored. A job that ends frees its
+slot at once and wakes the dispatcher, so the node gets its next job without waiting for
+a poll.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import select
+
+from . import assets, jobs
+from .db.models import Job, JobOutput
+from .errors import StudioError
+from .ledger import refunded
+from .messages import failure_reason, prompt_id, user_event
+from .ports.bus import Delivery, Subscription
+from .runtime import Backend
+
+log = logging.getLogger(__name__)
+
+#: Longest failure message kept for the creator; ComfyUI's can be long.
+MAX_MESSAGE = 500
+
+
+class LifecycleConsumer:
+    """Consumes the lifecycle queue; ``on_slot_freed`` is called when a job leaves a node."""
+
+    def __init__(self, backend: Backend, *, on_slot_freed: Callable[[], None] = lambda: None) -> None:
+        self.backend = backend
+        self.on_slot_freed = on_slot_freed
+        self._subscription: Subscription | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        self._subscription = self.backend.bus.consume_lifecycle(self._deliver)
+
+    def stop(self) -> None:
+        if self._subscription is not None:
+            self._subscription.close()
+            self._subscription = None
+
+    def _deliver(self, delivery: Delivery) -> None:
+        try:
+            self.apply(delivery.body)
+        except StudioError as exc:
+            # Permanent problems with one event (an unknown blob, a bad size) must not
+            # block the queue: log it and move on; the sweeper settles the job's state.
+            log.error("job %s: event %s rejected: %s", delivery.body.get("job_id"), delivery.body.get("type"), exc)
+        except Exception:
+            log.exception("job %s: applying event %s failed; it will be retried", delivery.body.get("job_id"), delivery.body.get("type"))
+            delivery.reject(requeue=True)
+            return
+        delivery.ack()
+
+    def apply(self, event: dict[str, Any]) -> None:
+        """Apply one agent event (see :func:`backend.messages.lifecycle`)."""
+        kind, job_id, node_id = event["type"], event["job_id"], event.get("node_id")
+        with self.backend.db.read() as s:
+            job = s.get(Job, job_id)
+        if job is None:
+            log.warning("job %s: event %s for an unknown job from node %s", job_id, kind, node_id)
+            return
+        if job.attempts != event.get("attempt") or job.node_id != node_id:
+            log.info("job %s node_id=%s: stale %s event of attempt %s ignored", job_id, node_id, kind, event.get("attempt"))
+            return
+        handler = getattr(self, f"_on_{kind}", None)
+        if handler is None:
+            log.warning("job %s: unknown event type %r", job_id, kind)
+            return
+        handler(job, event)
+
+    def _tell(self, job: Job, kind: str, **fields: Any) -> None:
+        try:
+            self.backend.bus.publish_user_event(job.user_id, user_event(kind, job.id, **fields))
+        except StudioError as exc:  # user events are best effort; the database has the truth
+            log.warning("job %s: user event %s not sent: %s", job.id, kind, exc)
+
+    def _release(self, job: Job) -> None:
+        if job.node_id:
+            self.backend.registry.release(job.node_id, prompt_id(job.id, job.attempts))
+        self.on_slot_freed()
+
+    def _on_submitted(self, job: Job, event: dict[str, Any]) -> None:
+        with self.backend.db.write() as s:
+            jobs.transition(s, job.id, "submitted", prompt_id=event.get("prompt_id"))
+
+    def _on_started(self, job: Job, event: dict[str, Any]) -> None:
+        with self.backend.db.write() as s:
+            moved = jobs.transition(s, job.id, "running")
+        if moved:
+            self._tell(job, "started", node=job.node_id)
+
+    def _on_output(self, job: Job, event: dict[str, Any]) -> None:
+        record = assets.register_output(
+            self.backend.db,
+            self.backend.blobs,
+            job_id=job.id,
+            node_id=str(event["node"]),
+            position=int(event.get("position", 0)),
+            sha256=event["asset"],
+            size=int(event["size"]),
+            kind=event.get("kind", "image"),
+            format=event.get("format", "PNG"),
+            width=event.get("width"),
+            height=event.get("height"),
+            seconds=event.get("seconds"),
+        )
+        self._tell(job, "output", asset=record.id, kind=record.kind, node=str(event["node"]))
+
+    def _on_succeeded(self, job: Job, event: dict[str, Any]) -> None:
+        with self.backend.db.write() as s:
+            moved = jobs.transition(s, job.id, "succeeded", progress=1.0)
+            outputs = list(s.scalars(select(JobOutput.asset_id).where(JobOutput.job_id == job.id).order_by(JobOutput.id)))
+        self._release(job)
+        if moved:
+            log.info("job %s node_id=%s succeeded with %d output(s)", job.id, job.node_id, len(outputs))
+            self._tell(job, "succeeded", outputs=outputs)
+
+    def _on_failed(self, job: Job, event: dict[str, Any]) -> None:
+        stage = event.get("stage")
+        error_type = str(event.get("error_type") or "Error")
+        message = str(event.get("message") or "")[:MAX_MESSAGE]
+        moved = jobs.fail(self.backend.db, job.id, error_type=error_type, message=message, stage=stage)
+        self._release(job)
+        if moved:
+            log.info("job %s node_id=%s failed at %s: %s", job.id, job.node_id, stage, error_type)
+            self._tell(job, "failed", reason=failure_reason(stage, error_type, message), refunded=refunded(self.backend.db, job.id))
+
+    def _on_requeue(self, job: Job, event: dict[str, Any]) -> None:
+        with self.backend.db.write() as s:
+            moved = jobs.transition(s, job.id, "queued", expect=("dispatched", "submitted"))
+        if moved:
+            log.info("job %s node_id=%s back to the backlog: %s", job.id, job.node_id, event.get("reason"))
+        self._release(job)
+

@@ -1,0 +1,187 @@
+"""Submitting a job (design §4–§5): validate → guard → price → charge → backlog.
+
+:func:`submit` returns one of three outcomes rather than raising, because each is an
+ordinary answer the studio shows: the job was **accepted**, it **needs confirmation**
+(no capable node has a free slot: "about N s — queue anyway?"), or it was **rejected**
+with a message in English and Chinese (invalid parameter, guard, credits, no node that
+can run it). Nothing is charged unless the job is accepted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+
+from . import assets, jobs
+from .db.models import Job
+from .errors import InvalidParameter, NodeUnavailable, StudioError
+from .messages import prompt_id, user_event
+from .placement import CapabilityCache, Needs, capable
+from .runtime import Backend
+from .workflows import InputFacts, WorkflowSpec, quote, validate_params
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Accepted:
+    job: Job
+    #: False when the idempotency key was seen before and this is the first job again.
+    created: bool
+
+
+@dataclass(frozen=True)
+class NeedsConfirmation:
+    wait_seconds: float
+    message: dict[str, str]  # {en, zh}
+
+
+@dataclass(frozen=True)
+class Rejected:
+    error: StudioError
+
+    @property
+    def message(self) -> dict[str, str]:
+        return {"en": self.error.message, "zh": self.error.zh}
+
+
+SubmitResult = Accepted | NeedsConfirmation | Rejected
+
+
+def submit(
+    backend: Backend,
+    user_id: int,
+    workflow: str,
+    params: Mapping[str, Any],
+    *,
+    idempotency_key: str,
+    expert: bool = False,
+    queue_if_busy: bool = False,
+    on_queued: Callable[[], None] = lambda: None,
+) -> SubmitResult:
+    """Submit ``workflow`` with ``params`` for ``user_id``.
+
+    File parameters (images, masks) take the id of an asset the user owns (uploaded
+    before, or an output of one of their jobs). ``queue_if_busy`` is the confirmed
+    resubmit after a :class:`NeedsConfirmation`. ``on_queued`` wakes the dispatcher.
+    """
+    try:
+        replay = _replay(backend, user_id, idempotency_key)
+        if replay is not None:
+            return Accepted(job=replay, created=False)
+        spec = backend.library.get(workflow)
+        values = validate_params(spec, params, expert=expert)
+        inputs, facts = _inputs(backend, spec, values, user_id)
+        priced = quote(spec, values, facts)
+        priced.check()
+        needs = Needs.of(spec, values, priced.memory_mib)
+        wait = _expected_wait(backend, needs)
+        if wait is not None and not queue_if_busy:
+            seconds = round(wait)
+            return NeedsConfirmation(
+                wait_seconds=wait,
+                message={
+                    "en": f"All nodes are busy, about {seconds} s wait. Queue anyway?",
+                    "zh": f"所有节点都在忙，预计等待约 {seconds} 秒。仍要排队吗？",
+                },
+            )
+        job, created = jobs.create(
+            backend.db,
+            jobs.NewJob(
+                user_id=user_id,
+                workflow=spec.name,
+                params=values,
+                inputs=inputs,
+                cost=priced.cost,
+                idempotency_key=idempotency_key,
+                memory_mb=priced.memory_mib,
+                estimate_seconds=priced.seconds,
+            ),
+        )
+    except StudioError as exc:
+        return Rejected(error=exc)
+    if created:
+        log.info("job %s queued: %s for user %s, %d credits", job.id, spec.name, user_id, job.cost)
+        try:
+            backend.bus.publish_user_event(user_id, user_event("queued", job.id, cost=job.cost, workflow=spec.name))
+        except StudioError as exc:
+            log.warning("job %s: queued event not sent: %s", job.id, exc)
+        on_queued()
+    return Accepted(job=job, created=created)
+
+
+def _replay(backend: Backend, user_id: int, key: str) -> Job | None:
+    with backend.db.read() as s:
+        return s.scalar(select(Job).where(Job.user_id == user_id, Job.idempotency_key == key))
+
+
+def _inputs(
+    backend: Backend, spec: WorkflowSpec, values: dict[str, Any], user_id: int
+) -> tuple[dict[str, str], dict[str, InputFacts]]:
+    inputs: dict[str, str] = {}
+    facts: dict[str, InputFacts] = {}
+    for param in spec.file_params:
+        asset_id = values.get(param.name)
+        if not asset_id:
+            continue
+        if not assets.user_can_read(backend.db, user_id, str(asset_id)):
+            raise InvalidParameter(
+                f"{param.label.en}: no such uploaded file; upload it again.",
+                zh=f"{param.label.zh}：找不到上传的文件，请重新上传。",
+                param=param.name,
+            )
+        record = assets.get_asset(backend.db, str(asset_id))
+        if param.type in ("image", "mask") and record.kind != "image":
+            raise InvalidParameter(f"{param.label.en} must be an image.", zh=f"{param.label.zh}必须是图片。", param=param.name)
+        inputs[param.name] = record.id
+        facts[param.name] = InputFacts(width=record.width or 0, height=record.height or 0, seconds=record.seconds or 0.0)
+    return inputs, facts
+
+
+def _expected_wait(backend: Backend, needs: Needs) -> float | None:
+    """None if a capable node has a free slot now, else the expected wait in seconds.
+
+    Raises NodeUnavailable when no online node can run the job at all.
+    """
+    caps = CapabilityCache(backend.registry)
+    able = [v for v in backend.registry.nodes() if capable(v, caps.get(v), needs)]
+    if not able:
+        raise NodeUnavailable(
+            "No online node can run this workflow right now (it needs models or nodes no online host has). "
+            "Try again later or ask an administrator.",
+            zh="目前没有在线节点能运行此工作流（缺少所需的模型或节点）。请稍后再试或联系管理员。",
+        )
+    if any(v.free_slots for v in able):
+        return None
+    with backend.db.read() as s:
+        queued = s.scalar(select(func.coalesce(func.sum(Job.estimate_seconds), 0.0)).where(Job.state == "queued")) or 0.0
+    speed = sum(v.state.speed for v in able) / len(able)
+    ahead = float(queued) * speed + sum(v.outstanding_seconds for v in able)
+    # Each slot ahead of us drains in parallel on its own node.
+    return max(1.0, ahead / len(able))
+
+
+def cancel(backend: Backend, job_id: str, *, user_id: int | None, on_freed: Callable[[], None] = lambda: None) -> bool:
+    """Cancel a job (its owner, or an admin with ``user_id=None``) and refund it.
+
+    A queued job simply leaves the backlog. A job on a node loses its reservation; the
+    node's agent sees that and deletes the prompt from ComfyUI's queue or interrupts it.
+    """
+    job = jobs.get(backend.db, job_id, user_id=user_id)
+    moved = jobs.cancel(backend.db, job_id, by_user=user_id)
+    if job.node_id:
+        backend.registry.release(job.node_id, prompt_id(job.id, job.attempts))
+        on_freed()
+    if moved:
+        try:
+            backend.bus.publish_user_event(job.user_id, user_event("cancelled", job.id, refunded=job.cost))
+        except StudioError as exc:
+            log.warning("job %s: cancelled event not sent: %s", job.id, exc)
+    return moved
+
+
+__all__ = ["Accepted", "NeedsConfirmation", "Rejected", "SubmitResult", "cancel", "submit"]

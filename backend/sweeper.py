@@ -1,0 +1,174 @@
+"""The sweeper: settles what crashes and lost messages leave behind (design §4, §5).
+
+Each pass, from the database (the truth) and the registry (live state):
+
+- a job on a node that is gone (heartbeat expired, or ComfyUI down for longer than the
+  grace period) goes back to the backlog if it had not started, and fails with a refund
+  if it had;
+- a job ``dispatched`` for too long without a ``submitted`` event is republished (the
+  agent recognises a duplicate by its prompt id), and failed after too many attempts;
+- a job running far beyond its estimate is failed;
+- reservations are made to match the jobs on each node: missing ones (the registry
+  lost its data) are restored, leftovers of finished jobs are released.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+
+from . import jobs
+from .db.models import Job, utcnow
+from .dispatcher import job_message
+from .errors import StudioError
+from .ledger import refunded
+from .messages import failure_reason, prompt_id, user_event
+from .runtime import Backend
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SweepPolicy:
+    #: A node reported offline (ComfyUI down) for this long loses its jobs.
+    offline_grace: float = 10.0
+    #: A dispatched job without a ``submitted`` event after this long is republished.
+    republish_after: float = 15.0
+    #: Dispatch attempts before a job that never reaches ComfyUI is failed.
+    max_attempts: int = 5
+    #: A running job is failed after ``max(min_run_timeout, factor × estimate)`` seconds.
+    run_timeout_factor: float = 20.0
+    min_run_timeout: float = 1800.0
+
+
+class Sweeper:
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        policy: SweepPolicy = SweepPolicy(),
+        on_change: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.backend = backend
+        self.policy = policy
+        self.on_change = on_change
+        self._clock = clock
+        self._offline_since: dict[str, float] = {}
+        #: Reservations seen without a matching active job on the previous pass; released
+        #: only when seen twice, so a dispatch between its reserve and its commit is spared.
+        self._suspects: set[tuple[str, str]] = set()
+
+    def run(self, stop: threading.Event, interval: float = 2.0) -> None:
+        while not stop.wait(interval):
+            try:
+                self.sweep_once()
+            except StudioError as exc:
+                log.warning("sweep failed: %s", exc)
+            except Exception:
+                log.exception("sweep crashed")
+
+    def sweep_once(self) -> None:
+        backend, policy = self.backend, self.policy
+        now_mono = self._clock()
+        views = {v.state.node_id: v for v in backend.registry.nodes()}
+        for node, view in views.items():
+            if view.state.online:
+                self._offline_since.pop(node, None)
+            else:
+                self._offline_since.setdefault(node, now_mono)
+        gone = lambda node: node not in views or now_mono - self._offline_since.get(node, now_mono) >= policy.offline_grace  # noqa: E731
+
+        with backend.db.read() as s:
+            active = list(s.scalars(select(Job).where(Job.state.in_(("dispatched", "submitted", "running")))))
+        changed = False
+        now = utcnow()
+        for job in active:
+            if job.node_id is None or gone(job.node_id):
+                changed |= self._node_lost(job)
+            elif job.state == "dispatched" and _age(job.dispatched_at, now) > policy.republish_after:
+                changed |= self._republish(job)
+            elif job.state == "running" and _age(job.started_at, now) > max(
+                policy.min_run_timeout, policy.run_timeout_factor * job.estimate_seconds
+            ):
+                changed |= self._fail(job, "Timeout", "the job ran far longer than predicted and was stopped")
+        self._reconcile_reservations(views)
+        if changed:
+            self.on_change()
+
+    def _node_lost(self, job: Job) -> bool:
+        if job.state == "running":
+            return self._fail(job, "NodeLost", "the node running this job went offline")
+        with self.backend.db.write() as s:
+            moved = jobs.transition(s, job.id, "queued", expect=("dispatched", "submitted"))
+        if moved:
+            log.info("job %s node_id=%s: node lost before the job started; back to the backlog", job.id, job.node_id)
+        if job.node_id:
+            self.backend.registry.release(job.node_id, prompt_id(job.id, job.attempts))
+        return moved
+
+    def _fail(self, job: Job, error_type: str, message: str) -> bool:
+        moved = jobs.fail(self.backend.db, job.id, error_type=error_type, message=message, expect=(job.state,))
+        if job.node_id:
+            self.backend.registry.release(job.node_id, prompt_id(job.id, job.attempts))
+        if moved:
+            log.warning("job %s node_id=%s failed: %s", job.id, job.node_id, message)
+            event = user_event(
+                "failed", job.id, reason=failure_reason(None, error_type, message), refunded=refunded(self.backend.db, job.id)
+            )
+            try:
+                self.backend.bus.publish_user_event(job.user_id, event)
+            except StudioError as exc:
+                log.warning("job %s: user event not sent: %s", job.id, exc)
+        return moved
+
+    def _republish(self, job: Job) -> bool:
+        if job.attempts >= self.policy.max_attempts:
+            return self._fail(job, "Undeliverable", f"no node took the job after {job.attempts} attempts")
+        assert job.node_id is not None
+        backend = self.backend
+        ticket = prompt_id(job.id, job.attempts)
+        if not backend.registry.holds(job.node_id, ticket):
+            backend.registry.restore(job.node_id, {ticket: job.estimate_seconds})
+        spec = backend.library.get(job.workflow)
+        backend.bus.publish_job(job.node_id, job_message(backend, spec, job, job.attempts))
+        with backend.db.write() as s:  # restart the clock for the next republish
+            s.execute(update(Job).where(Job.id == job.id, Job.state == "dispatched").values(dispatched_at=utcnow()))
+        log.info("job %s node_id=%s: republished attempt %d", job.id, job.node_id, job.attempts)
+        return False
+
+    def _reconcile_reservations(self, views: dict) -> None:  # type: ignore[type-arg]
+        backend = self.backend
+        with backend.db.read() as s:
+            rows = s.execute(
+                select(Job.id, Job.attempts, Job.node_id, Job.estimate_seconds).where(
+                    Job.state.in_(("dispatched", "submitted", "running")), Job.node_id.is_not(None)
+                )
+            )
+            expected: dict[str, dict[str, float]] = {}
+            for job_id, attempt, node, estimate in rows:
+                expected.setdefault(node, {})[prompt_id(job_id, attempt)] = estimate
+        suspects: set[tuple[str, str]] = set()
+        for node in set(backend.registry.reserved_nodes()) | set(expected) | set(views):
+            held = backend.registry.reservations(node)
+            missing = {j: e for j, e in expected.get(node, {}).items() if j not in held}
+            if missing:
+                log.warning("node_id=%s: restoring %d lost reservation(s)", node, len(missing))
+                backend.registry.restore(node, missing)
+            for ticket in set(held) - set(expected.get(node, {})):
+                if (node, ticket) in self._suspects:
+                    log.info("prompt %s node_id=%s: releasing a leftover reservation", ticket, node)
+                    backend.registry.release(node, ticket)
+                else:
+                    suspects.add((node, ticket))
+        self._suspects = suspects
+
+
+def _age(moment: dt.datetime | None, now: dt.datetime) -> float:
+    return (now - moment).total_seconds() if moment is not None else 0.0

@@ -1,0 +1,58 @@
+"""The backend's loops: dispatcher, lifecycle consumer and sweeper, as threads.
+
+The studio runs one :class:`Worker` in-process; ``python -m backend worker`` runs one
+without the UI. Several may run against the same servers at once (design §5).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from .dispatcher import Dispatcher
+from .lifecycle import LifecycleConsumer
+from .runtime import Backend
+from .sweeper import SweepPolicy, Sweeper
+
+log = logging.getLogger(__name__)
+
+
+class Worker:
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        dispatch_interval: float = 0.5,
+        sweep_interval: float = 2.0,
+        sweep_policy: SweepPolicy = SweepPolicy(),
+    ) -> None:
+        self.backend = backend
+        self.dispatcher = Dispatcher(backend, interval=dispatch_interval)
+        self.lifecycle = LifecycleConsumer(backend, on_slot_freed=self.dispatcher.wake)
+        self.sweeper = Sweeper(backend, policy=sweep_policy, on_change=self.dispatcher.wake)
+        self.sweep_interval = sweep_interval
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> "Worker":
+        self.lifecycle.start()
+        self._threads = [
+            threading.Thread(target=self.dispatcher.run, args=(self._stop,), name="dispatcher", daemon=True),
+            threading.Thread(target=self.sweeper.run, args=(self._stop, self.sweep_interval), name="sweeper", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+        log.info("worker started")
+        return self
+
+    def wake(self) -> None:
+        """Ask for a dispatch pass now (a job was queued or a slot freed)."""
+        self.dispatcher.wake()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.dispatcher.wake()
+        self.lifecycle.stop()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        log.info("worker stopped")

@@ -1,0 +1,340 @@
+"""Submit, dispatch, lifecycle, sweeper and cancel through the in-process bus and registry.
+
+The agent's side is played by reading the node's job queue and publishing lifecycle
+events on the bus, exactly the messages a real agent sends (the agent's own tests run it
+against the simulator).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from backend import jobs, ledger, messages
+from backend.blobs import BlobStore
+from backend.config import REPO_ROOT, Settings
+from backend.db import Database
+from backend.dispatcher import Dispatcher
+from backend.lifecycle import LifecycleConsumer
+from backend.ports.bus import Delivery
+from backend.ports.memory_bus import MemoryBus
+from backend.ports.memory_registry import MemoryRegistry
+from backend.runtime import Backend
+from backend.submit import Accepted, NeedsConfirmation, Rejected, cancel, submit
+from backend.sweeper import SweepPolicy, Sweeper
+from backend.workflows import Library
+
+from .helpers import make_user
+from .nodes import library_capabilities, register
+
+
+@pytest.fixture(scope="module")
+def library() -> Library:
+    return Library.load(REPO_ROOT / "workflows")
+
+
+@pytest.fixture
+def backend(db: Database, library: Library, tmp_path: Path) -> Iterator[Backend]:
+    b = Backend(
+        settings=Settings(data_dir=tmp_path),
+        db=db,
+        bus=MemoryBus(),
+        registry=MemoryRegistry(),
+        library=library,
+        blobs=BlobStore(tmp_path / "assets"),
+    )
+    yield b
+    b.bus.close()
+
+
+class NodeQueue:
+    """Collects the job messages published to one node, as its agent would receive them."""
+
+    def __init__(self, backend: Backend, node_id: str) -> None:
+        self.node_id = node_id
+        self.messages: queue.Queue[Delivery] = queue.Queue()
+        self.sub = backend.bus.consume_jobs(node_id, self.messages.put, prefetch=100)
+
+    def take(self, timeout: float = 5.0) -> dict:
+        delivery = self.messages.get(timeout=timeout)
+        delivery.ack()
+        return delivery.body
+
+    def drain(self) -> list[dict]:
+        out = []
+        while True:
+            try:
+                out.append(self.take(timeout=0.2))
+            except queue.Empty:
+                return out
+
+
+def txt2img(backend: Backend, user_id: int, **kw) -> object:
+    return submit(backend, user_id, "txt2img-sd15", {"prompt": "a red fox"}, idempotency_key=uuid.uuid4().hex, **kw)
+
+
+def event(msg: dict, node_id: str, kind: str, **fields) -> dict:
+    return messages.lifecycle(kind, job_id=msg["job_id"], attempt=msg["attempt"], node_id=node_id, **fields)
+
+
+def test_accepted_job_is_charged_dispatched_and_published(backend: Backend) -> None:
+    user = make_user(backend.db, "ana", credits=100)
+    register(backend.registry, "n1", library_capabilities(backend.library))
+    node = NodeQueue(backend, "n1")
+    result = txt2img(backend, user.id)
+    assert isinstance(result, Accepted) and result.created
+    job = result.job
+    assert job.state == "queued" and job.cost > 0 and job.params["seed"] >= 0
+    assert Dispatcher(backend).dispatch_once() == 1
+    msg = node.take()
+    assert msg["job_id"] == job.id and msg["prompt_id"] == f"{job.id}-1" and msg["user_id"] == user.id
+    assert msg["prompt"]["3"]["inputs"]["seed"] == job.params["seed"]
+    assert msg["output_nodes"] and msg["stages"]
+    assert backend.registry.holds("n1", f"{job.id}-1")
+    assert jobs.get(backend.db, job.id).state == "dispatched"
+    with backend.db.read() as s:
+        assert ledger.balance(s, user.id) == 100 - job.cost
+
+
+def test_no_capable_node_is_a_clear_rejection_and_charges_nothing(backend: Backend) -> None:
+    user = make_user(backend.db, "bea", credits=100)
+    register(backend.registry, "cpu-only", library_capabilities(backend.library, models=False))
+    result = txt2img(backend, user.id)
+    assert isinstance(result, Rejected) and "No online node can run this workflow" in result.message["en"]
+    assert "没有在线节点" in result.message["zh"]
+    with backend.db.read() as s:
+        assert ledger.balance(s, user.id) == 100
+
+
+def test_invalid_parameter_and_insufficient_credits_are_rejections(backend: Backend) -> None:
+    user = make_user(backend.db, "cal", credits=1)
+    register(backend.registry, "n1", library_capabilities(backend.library))
+    bad = submit(backend, user.id, "txt2img-sd15", {"prompt": "x", "steps": 5}, idempotency_key="k1")
+    assert isinstance(bad, Rejected) and "expert" in bad.message["en"]
+    poor = txt2img(backend, user.id)
+    assert isinstance(poor, Rejected) and "balance is 1" in poor.message["en"]
+    assert ledger.verify(backend.db) == []
+
+
+def test_all_busy_needs_confirmation_then_queues_and_runs_later(backend: Backend) -> None:
+    user = make_user(backend.db, "dee", credits=1000)
+    register(backend.registry, "n1", library_capabilities(backend.library), slots=1)
+    node = NodeQueue(backend, "n1")
+    lifecycle = LifecycleConsumer(backend)
+    first = txt2img(backend, user.id)
+    assert isinstance(first, Accepted)
+    Dispatcher(backend).dispatch_once()
+    running = node.take()
+
+    busy = txt2img(backend, user.id)
+    assert isinstance(busy, NeedsConfirmation) and busy.wait_seconds >= 1
+    assert "queue anyway" in busy.message["en"].lower() and "排队" in busy.message["zh"]
+    with backend.db.read() as s:
+        assert ledger.balance(s, user.id) == 1000 - first.job.cost  # nothing charged for the question
+
+    queued = txt2img(backend, user.id, queue_if_busy=True)
+    assert isinstance(queued, Accepted)
+    assert Dispatcher(backend).dispatch_once() == 0  # still busy
+    for kind in ("submitted", "started", "succeeded"):
+        lifecycle.apply(event(running, "n1", kind, prompt_id=running["prompt_id"]))
+    assert jobs.get(backend.db, first.job.id).state == "succeeded"
+    assert Dispatcher(backend).dispatch_once() == 1
+    assert node.take()["job_id"] == queued.job.id
+
+
+def test_idle_node_first_then_least_work_and_loaded_checkpoint(backend: Backend) -> None:
+    user = make_user(backend.db, "eve", credits=1000)
+    caps = library_capabilities(backend.library)
+    register(backend.registry, "a", caps, slots=2)
+    register(backend.registry, "b", caps, slots=2, checkpoint="v1-5-pruned-emaonly.safetensors")
+    queues = {n: NodeQueue(backend, n) for n in "ab"}
+    dispatcher = Dispatcher(backend)
+    txt2img(backend, user.id)
+    dispatcher.dispatch_once()
+    assert [n for n, q in queues.items() if q.drain()] == ["b"]  # both idle: the one with the checkpoint
+    txt2img(backend, user.id)
+    dispatcher.dispatch_once()
+    assert [n for n, q in queues.items() if q.drain()] == ["a"]  # an idle node beats a busy one
+
+
+def test_node_without_the_model_or_memory_is_never_chosen(backend: Backend) -> None:
+    user = make_user(backend.db, "fox", credits=1000)
+    register(backend.registry, "small", library_capabilities(backend.library), vram_mb=64)
+    register(backend.registry, "nomodel", library_capabilities(backend.library, models=False))
+    register(backend.registry, "good", library_capabilities(backend.library), slots=1)
+    queues = {n: NodeQueue(backend, n) for n in ("small", "nomodel", "good")}
+    for _ in range(3):
+        txt2img(backend, user.id, queue_if_busy=True)
+    assert Dispatcher(backend).dispatch_once() == 1
+    assert {n: len(q.drain()) for n, q in queues.items()} == {"small": 0, "nomodel": 0, "good": 1}
+
+
+def test_fairness_a_burst_does_not_starve_another_user(backend: Backend) -> None:
+    a, b = make_user(backend.db, "alpha", credits=10_000), make_user(backend.db, "beta", credits=10_000)
+    register(backend.registry, "n1", library_capabilities(backend.library), slots=2)
+    node = NodeQueue(backend, "n1")
+    lifecycle = LifecycleConsumer(backend)
+    dispatcher = Dispatcher(backend)
+    for _ in range(30):
+        assert isinstance(txt2img(backend, a.id, queue_if_busy=True), Accepted)
+    dispatcher.dispatch_once()  # A's first two take both slots before B arrives
+    b_jobs = [txt2img(backend, b.id, queue_if_busy=True).job.id for _ in range(3)]  # type: ignore[union-attr]
+    in_flight = [m["job_id"] for m in node.drain()]
+    started_after_b: list[str] = []
+    while in_flight:
+        done = jobs.get(backend.db, in_flight.pop(0))  # the oldest finishes, one slot frees
+        lifecycle.apply(messages.lifecycle("succeeded", job_id=done.id, attempt=done.attempts, node_id="n1"))
+        dispatcher.dispatch_once()
+        for msg in node.drain():
+            started_after_b.append(msg["job_id"])
+            in_flight.append(msg["job_id"])
+    assert len(started_after_b) == 31
+    positions = sorted(started_after_b.index(j) for j in b_jobs)
+    # Alternating with A from the first free slot on: B's jobs are 1st, 3rd and 5th.
+    assert positions == [0, 2, 4], positions
+    assert ledger.verify(backend.db) == []
+
+
+def test_runtime_failure_is_refunded_once_with_the_stage_in_the_reason(backend: Backend) -> None:
+    user = make_user(backend.db, "gil", credits=500)
+    register(backend.registry, "n1", library_capabilities(backend.library))
+    node = NodeQueue(backend, "n1")
+    events: queue.Queue[dict] = queue.Queue()
+    backend.bus.subscribe_user_events(events.put)
+    job = txt2img(backend, user.id).job  # type: ignore[union-attr]
+    Dispatcher(backend).dispatch_once()
+    msg = node.take()
+    lifecycle = LifecycleConsumer(backend)
+    failed = messages.lifecycle(
+        "failed", job_id=job.id, attempt=1, node_id="n1", error_type="IndexError", message="index 3 is out of bounds\n",
+        stage="Sampling",
+    )
+    for _ in range(3):  # redelivered three times
+        lifecycle.apply(failed)
+    stored = jobs.get(backend.db, job.id)
+    assert (stored.state, stored.error_type, stored.error_stage) == ("failed", "IndexError", "Sampling")
+    with backend.db.read() as s:
+        assert ledger.balance(s, user.id) == 500
+    assert not backend.registry.holds("n1", f"{job.id}-1")
+    seen = [events.get(timeout=5) for _ in range(2)]
+    assert [e["type"] for e in seen] == ["queued", "failed"]
+    assert seen[1]["refunded"] == job.cost and "“Sampling”" in seen[1]["reason"]["en"]
+    assert "IndexError" in seen[1]["reason"]["zh"] and seen[1]["user_id"] == user.id
+    assert msg["attempt"] == 1 and ledger.verify(backend.db) == []
+
+
+def test_events_of_an_older_attempt_are_ignored(backend: Backend) -> None:
+    user = make_user(backend.db, "hop", credits=500)
+    register(backend.registry, "n1", library_capabilities(backend.library))
+    job = txt2img(backend, user.id).job  # type: ignore[union-attr]
+    Dispatcher(backend).dispatch_once()
+    lifecycle = LifecycleConsumer(backend)
+    lifecycle.apply(messages.lifecycle("succeeded", job_id=job.id, attempt=7, node_id="n1"))
+    lifecycle.apply(messages.lifecycle("failed", job_id=job.id, attempt=1, node_id="other", error_type="X", message=""))
+    assert jobs.get(backend.db, job.id).state == "dispatched"
+
+
+def test_sweeper_requeues_unstarted_and_fails_started_jobs_of_a_lost_node(backend: Backend) -> None:
+    user = make_user(backend.db, "ivy", credits=500)
+    register(backend.registry, "n1", library_capabilities(backend.library), slots=2, ttl=30)
+    first, second = (txt2img(backend, user.id).job for _ in range(2))  # type: ignore[union-attr]
+    Dispatcher(backend).dispatch_once()
+    LifecycleConsumer(backend).apply(messages.lifecycle("started", job_id=first.id, attempt=1, node_id="n1"))
+    backend.registry.remove("n1")  # heartbeat gone
+    Sweeper(backend).sweep_once()
+    assert jobs.get(backend.db, first.id).state == "failed"
+    assert jobs.get(backend.db, first.id).error_type == "NodeLost"
+    requeued = jobs.get(backend.db, second.id)
+    assert requeued.state == "queued" and requeued.attempts == 1
+    assert backend.registry.reservations("n1") == {}
+    with backend.db.read() as s:
+        assert ledger.balance(s, user.id) == 500 - second.cost
+    # The node comes back: the requeued job goes out again as attempt 2. The stale
+    # messages of attempt 1 still in the queue hold no reservation, so its agent drops them.
+    register(backend.registry, "n1", library_capabilities(backend.library))
+    node = NodeQueue(backend, "n1")
+    Dispatcher(backend).dispatch_once()
+    sent = [m["prompt_id"] for m in node.drain()]
+    assert sent == [f"{first.id}-1", f"{second.id}-1", f"{second.id}-2"]
+    assert [p for p in sent if backend.registry.holds("n1", p)] == [f"{second.id}-2"]
+    assert ledger.verify(backend.db) == []
+
+
+def test_sweeper_restores_reservations_after_the_registry_lost_them(backend: Backend) -> None:
+    user = make_user(backend.db, "jay", credits=500)
+    caps = library_capabilities(backend.library)
+    register(backend.registry, "n1", caps)
+    job = txt2img(backend, user.id).job  # type: ignore[union-attr]
+    Dispatcher(backend).dispatch_once()
+    backend.registry.clear()  # like Redis restarted with its data gone
+    register(backend.registry, "n1", caps)  # the agent re-registers
+    Sweeper(backend).sweep_once()
+    assert backend.registry.holds("n1", f"{job.id}-1")
+
+
+def test_sweeper_releases_leftover_reservations_only_when_seen_twice(backend: Backend) -> None:
+    register(backend.registry, "n1", library_capabilities(backend.library))
+    backend.registry.restore("n1", {"f" * 32: 3.0})
+    sweeper = Sweeper(backend)
+    sweeper.sweep_once()
+    assert backend.registry.holds("n1", "f" * 32)  # could be a dispatch in flight
+    sweeper.sweep_once()
+    assert not backend.registry.holds("n1", "f" * 32)
+
+
+def test_sweeper_republishes_a_dispatch_nobody_took(backend: Backend) -> None:
+    user = make_user(backend.db, "kai", credits=500)
+    register(backend.registry, "n1", library_capabilities(backend.library))
+    job = txt2img(backend, user.id).job  # type: ignore[union-attr]
+    Dispatcher(backend).dispatch_once()  # published, but no agent consumes yet
+    node = NodeQueue(backend, "n1")
+    Sweeper(backend, policy=SweepPolicy(republish_after=0.0)).sweep_once()
+    assert [m["prompt_id"] for m in node.drain()] == [f"{job.id}-1"] * 2  # same attempt: the agent dedupes
+
+
+def test_cancel_refunds_and_frees_the_slot(backend: Backend) -> None:
+    user, other = make_user(backend.db, "lou", credits=500), make_user(backend.db, "max", credits=5)
+    register(backend.registry, "n1", library_capabilities(backend.library))
+    waiting, dispatched = (txt2img(backend, user.id, queue_if_busy=True).job for _ in range(2))  # type: ignore[union-attr]
+    from backend.errors import NotFound
+
+    with pytest.raises(NotFound):
+        cancel(backend, waiting.id, user_id=other.id)  # someone else's job does not exist for them
+    backend.registry.heartbeat(backend.registry.nodes()[0].state.__class__(**{**backend.registry.nodes()[0].state.__dict__, "slots": 1}))
+    Dispatcher(backend).dispatch_once()
+    assert cancel(backend, waiting.id, user_id=user.id)
+    assert cancel(backend, dispatched.id, user_id=user.id)
+    assert {jobs.get(backend.db, j.id).state for j in (waiting, dispatched)} == {"cancelled"}
+    assert backend.registry.reservations("n1") == {}
+    with backend.db.read() as s:
+        assert ledger.balance(s, user.id) == 500
+    assert ledger.verify(backend.db) == []
+
+
+def test_two_dispatchers_never_double_book(backend: Backend) -> None:
+    user = make_user(backend.db, "ned", credits=100_000)
+    for n in ("n1", "n2", "n3"):
+        register(backend.registry, n, library_capabilities(backend.library), slots=2)
+    queues = [NodeQueue(backend, n) for n in ("n1", "n2", "n3")]
+    for _ in range(20):
+        txt2img(backend, user.id, queue_if_busy=True)
+    dispatchers = [Dispatcher(backend) for _ in range(4)]
+    barrier = threading.Barrier(len(dispatchers))
+
+    def run(d: Dispatcher) -> int:
+        barrier.wait()
+        return d.dispatch_once()
+
+    threads = [threading.Thread(target=run, args=(d,)) for d in dispatchers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    published = [m["job_id"] for q in queues for m in q.drain()]
+    assert len(published) == len(set(published)) == 6
+    assert all(len(backend.registry.reservations(n)) == 2 for n in ("n1", "n2", "n3"))
