@@ -1,0 +1,626 @@
+"""The message bus on RabbitMQ (pika), for the distributed studio.
+
+Topology under ``prefix`` (the reasons are in ``docs/bus.md``): a durable quorum queue per
+node ``{prefix}.jobs.{node_id}`` with a delivery limit; a durable quorum queue
+``{prefix}.lifecycle`` with a single active consumer; a topic exchange
+``{prefix}.user-events`` to which each subscriber binds its own exclusive, bounded,
+drop-head queue. Jobs and lifecycle events are persistent and confirmed, and acked
+manually by consumers: at-least-once, so consumers must be idempotent.
+
+Threads: pika connections are not thread-safe. One publisher thread owns the publishing
+connection and is fed through a queue; callers wait on a future. Each subscription owns a
+connection with its I/O thread, plus a worker thread that runs the handler so long work
+never starves heartbeats; acks from other threads reach the I/O thread through
+``add_callback_threadsafe``. Lost connections are re-established with back-off.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import functools
+import json
+import logging
+import queue
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import pika
+import pika.exceptions
+from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
+from pika.spec import Basic, BasicProperties
+
+from ..errors import BusError
+from .bus import Bus, Delivery, EventHandler, JobHandler, Message, Subscription
+
+T = TypeVar("T")
+
+#: What a broken connection, socket or channel raises; everything else is a bug. (They
+#: are shown with repr(): pika's connection errors often have an empty str().)
+_TRANSIENT = (pika.exceptions.AMQPError, OSError)
+#: How often an idle publisher or consumer services its connection (heartbeats, wake-ups).
+_POLL_SECONDS = 1.0
+_FIRST_RETRY_SECONDS = 0.1
+
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
+
+
+def _refusal(exc: BaseException) -> str | None:
+    """What an operator should do about an error that retrying cannot fix, else None."""
+    if isinstance(exc, pika.exceptions.UnroutableError):
+        return "its queue is missing even after declaring it; check the broker's policies"
+    if isinstance(exc, pika.exceptions.NackError):
+        return "the broker refused it (nack); check memory and disk alarms with `rabbitmqctl status`"
+    # Access refused, not found, or a queue that exists with other arguments.
+    if isinstance(exc, pika.exceptions.ChannelClosedByBroker) and exc.reply_code in (403, 404, 406):
+        return f"{exc.reply_text}; if a queue of that name exists with other arguments, delete it or use another prefix"
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Topology:
+    """Durable names a bus declared (server-named user-event queues vanish on their own)."""
+
+    queues: frozenset[str]
+    exchanges: frozenset[str]
+
+
+@dataclasses.dataclass
+class _Op:
+    label: str
+    fn: Callable[[BlockingChannel], Any]
+    future: concurrent.futures.Future[Any]
+    deadline: float
+
+
+class _Publisher:
+    """The thread that owns the publishing connection; every broker call goes through it."""
+
+    log = logging.getLogger(f"{__name__}._Publisher")
+
+    def __init__(self, bus: "RabbitBus") -> None:
+        self._bus = bus
+        self._ops: queue.Queue[_Op | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self._stopping = False
+        self._conn: BlockingConnection | None = None
+        self._channel: BlockingChannel | None = None
+        # Queues/exchanges declared on the current connection; cleared on reconnect so a
+        # broker that lost its definitions gets them again before the next publish.
+        self._declared: set[str] = set()
+        self.last_error = "no error yet"
+        self._thread = threading.Thread(target=self._run, name=f"{bus.prefix}-bus-publisher", daemon=True)
+        self._thread.start()
+
+    def call(self, label: str, fn: Callable[[BlockingChannel], T], timeout: float) -> T:
+        """Run ``fn(channel)`` on the publisher thread; BusError if it fails or times out."""
+        op = _Op(label, fn, concurrent.futures.Future(), time.monotonic() + timeout)
+        with self._lock:
+            if self._stopping:
+                raise BusError(f"The RabbitMQ bus is closed; cannot send {label}. Create a new bus.") from None
+            self._ops.put(op)
+        try:
+            return op.future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            # If the thread has not started it yet, it never will; otherwise the outcome
+            # is unknown (at-least-once: a retry by the caller may duplicate).
+            op.future.cancel()
+            raise BusError(
+                f"RabbitMQ at {self._bus.where} did not confirm {label} within {timeout:g} s "
+                f"(last error: {self.last_error}); it may or may not have been queued. "
+                "Check that RabbitMQ is running and reachable, then retry."
+            ) from None
+
+    def ensure(self, channel: BlockingChannel, name: str, declare: Callable[[BlockingChannel], object]) -> None:
+        """Declare ``name`` once per connection (declarations are idempotent but cost a round trip)."""
+        if name not in self._declared:
+            declare(channel)
+            self._declared.add(name)
+
+    def forget(self, name: str) -> None:
+        self._declared.discard(name)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                op = self._ops.get(timeout=_POLL_SECONDS)
+            except queue.Empty:
+                self._keep_alive()
+                continue
+            if op is None:
+                break
+            if op.future.set_running_or_notify_cancel():
+                self._execute(op)
+        self._disconnect()
+
+    def _execute(self, op: _Op) -> None:
+        delay = _FIRST_RETRY_SECONDS
+        while True:
+            try:
+                op.future.set_result(op.fn(self._open_channel()))
+                return
+            except _TRANSIENT as exc:
+                if isinstance(exc, pika.exceptions.ChannelClosedByBroker):
+                    self._channel = None
+                    self._declared.clear()  # in case a declaration caused it
+                elif not isinstance(exc, (pika.exceptions.UnroutableError, pika.exceptions.NackError)):
+                    self._disconnect()
+                refusal = _refusal(exc)
+                self.last_error = repr(exc)
+            remaining = op.deadline - time.monotonic()
+            if refusal or remaining <= 0 or self._stopping:
+                reason = refusal or f"unreachable ({self.last_error}); check that it is running, then retry"
+                self.log.error("could not send %s: %s", op.label, reason)
+                op.future.set_exception(BusError(f"RabbitMQ at {self._bus.where} did not take {op.label}: {reason}."))
+                return
+            self.log.warning("sending %s failed (%s); retrying in %.1f s", op.label, self.last_error, delay)
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 2, self._bus.max_reconnect_delay)
+
+    def _open_channel(self) -> BlockingChannel:
+        if self._conn is None or not self._conn.is_open:
+            self._disconnect()
+            self._conn = self._bus.connect("publisher")
+            self._declared.clear()
+            self.log.info("connected to RabbitMQ at %s", self._bus.where)
+        if self._channel is None or not self._channel.is_open:
+            self._channel = self._conn.channel()
+            self._channel.confirm_delivery()
+        return self._channel
+
+    def _keep_alive(self) -> None:
+        # A BlockingConnection only answers heartbeats inside pika calls; an idle
+        # publisher that never calls in would be dropped by the broker.
+        if self._conn is not None and self._conn.is_open:
+            try:
+                self._conn.process_data_events(0)
+            except _TRANSIENT as exc:
+                self.last_error = repr(exc)
+                self.log.warning("idle publishing connection lost (%s); reconnecting on next publish", self.last_error)
+                self._disconnect()
+
+    def _disconnect(self) -> None:
+        conn, self._conn, self._channel = self._conn, None, None
+        if conn is not None and conn.is_open:
+            try:
+                conn.close()
+            except _TRANSIENT:
+                pass  # already broken: nothing left to close cleanly
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._stopping:
+                return
+            self._stopping = True
+            self._ops.put(None)
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout=10)
+
+
+class _Inbox:
+    """Hand-off from an I/O thread to a worker thread; ``maxlen`` drops the oldest."""
+
+    def __init__(self, maxlen: int | None = None) -> None:
+        self._items: deque[Any] = deque(maxlen=maxlen)
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def put(self, item: Any) -> None:
+        with self._cond:
+            self._items.append(item)
+            self._cond.notify()
+
+    def get(self) -> Any | None:
+        """The next item, or None once closed."""
+        with self._cond:
+            while not self._closed and not self._items:
+                self._cond.wait()
+            return None if self._closed else self._items.popleft()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._items.clear()  # not settled → the broker requeues them when the channel closes
+            self._cond.notify_all()
+
+
+class _Consumer(Subscription):
+    """One connection + I/O thread consuming one queue, and a worker thread for the handler."""
+
+    log = logging.getLogger(f"{__name__}._Consumer")
+
+    def __init__(self, bus: "RabbitBus", queue_label: str, *, inbox_max: int | None = None) -> None:
+        self._bus = bus
+        self.queue_label = queue_label
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
+        self._ready = threading.Event()
+        self._conn: BlockingConnection | None = None
+        self._channel: BlockingChannel | None = None
+        self.last_error = "no error yet"
+        self._inbox = _Inbox(inbox_max)
+        self._io = threading.Thread(target=self._run_io, name=f"bus-io-{queue_label}", daemon=True)
+        self._worker = threading.Thread(target=self._run_worker, name=f"bus-{queue_label}", daemon=True)
+
+    def start(self, timeout: float) -> None:
+        """Start consuming; BusError unless the first consume succeeds within ``timeout``."""
+        self._io.start()
+        self._worker.start()
+        if not self._ready.wait(timeout):
+            self.close()
+            raise BusError(
+                f"Could not start consuming from {self.queue_label} on RabbitMQ at {self._bus.where} "
+                f"within {timeout:g} s (last error: {self.last_error}). Check that RabbitMQ is "
+                "running and reachable, then retry."
+            ) from None
+
+    # -- I/O thread ------------------------------------------------------------------
+    def _setup(self, channel: BlockingChannel) -> None:
+        """Declare what the queue needs and start ``basic_consume`` on ``channel``."""
+        raise NotImplementedError
+
+    def _reset_channel_state(self) -> None:
+        """Reset per-channel state (called on the I/O thread, before consuming)."""
+
+    def _run_io(self) -> None:
+        delay = _FIRST_RETRY_SECONDS
+        while not self._closing.is_set():
+            conn: BlockingConnection | None = None
+            try:
+                conn = self._bus.connect(f"consumer {self.queue_label}")
+                channel = conn.channel()
+                with self._lock:
+                    self._conn, self._channel = conn, channel
+                    self._reset_channel_state()
+                self._setup(channel)
+                self.log.info("consuming from %s", self.queue_label)
+                self._ready.set()
+                delay = _FIRST_RETRY_SECONDS
+                while not self._closing.is_set():
+                    conn.process_data_events(time_limit=_POLL_SECONDS)
+            except _TRANSIENT as exc:
+                self.last_error = repr(exc)
+                if not self._closing.is_set():
+                    self.log.warning("consuming from %s failed (%s); reconnecting in %.1f s",
+                                     self.queue_label, self.last_error, delay)
+                    self._closing.wait(delay)
+                    delay = min(delay * 2, self._bus.max_reconnect_delay)
+            finally:
+                with self._lock:
+                    self._conn, self._channel = None, None
+                    self._reset_channel_state()
+                if conn is not None and conn.is_open:
+                    try:
+                        conn.close()  # closing the channel requeues what we did not settle
+                    except _TRANSIENT:
+                        pass  # the connection broke meanwhile; the broker requeues anyway
+
+    # -- worker thread ---------------------------------------------------------------
+    def _handle(self, item: Any) -> None:
+        raise NotImplementedError
+
+    def _run_worker(self) -> None:
+        while (item := self._inbox.get()) is not None:
+            self._handle(item)
+
+    def close(self) -> None:
+        self._closing.set()
+        with self._lock:
+            conn = self._conn
+        if conn is not None:
+            try:
+                conn.add_callback_threadsafe(lambda: None)  # wake process_data_events now
+            except _TRANSIENT:
+                pass  # the connection is already gone; the I/O thread sees _closing soon
+        if threading.current_thread() is not self._io and self._io.is_alive():
+            self._io.join(timeout=10)
+        self._inbox.close()
+        if threading.current_thread() is not self._worker and self._worker.is_alive():
+            self._worker.join(timeout=10)
+        self._bus._forget(self)
+
+
+class _RabbitDelivery(Delivery):
+    def __init__(self, consumer: "_JobConsumer", tag: int, raw: bytes, redelivered: bool) -> None:
+        self._consumer = consumer
+        self.tag = tag
+        self.raw = raw
+        self.body: dict[str, Any] = {}
+        self.redelivered = redelivered
+
+    def ack(self) -> None:
+        self._consumer.settle(self, ack=True, requeue=False)
+
+    def reject(self, *, requeue: bool) -> None:
+        self._consumer.settle(self, ack=False, requeue=requeue)
+
+
+class _JobConsumer(_Consumer):
+    """Manual-ack consumer of a durable queue (jobs of a node, or lifecycle events)."""
+
+    log = logging.getLogger(f"{__name__}._JobConsumer")
+
+    def __init__(self, bus: "RabbitBus", queue_name: str, declare: Callable[[BlockingChannel], object],
+                 handler: JobHandler, prefetch: int) -> None:
+        super().__init__(bus, f"queue {queue_name}")
+        self._queue_name = queue_name
+        self._declare = declare
+        self._handler = handler
+        self._prefetch = prefetch
+        # Deliveries of the *current* channel not settled yet, by tag. Tags restart at 1 on
+        # every channel, and acking a tag the channel does not know closes it with
+        # PRECONDITION_FAILED; a delivery from before a reconnect (or settled already) is
+        # therefore never in here, and settling it is a no-op — RabbitMQ redelivers it.
+        self._unsettled: dict[int, _RabbitDelivery] = {}
+
+    def _reset_channel_state(self) -> None:
+        self._unsettled = {}
+
+    def _setup(self, channel: BlockingChannel) -> None:
+        channel.basic_qos(prefetch_count=self._prefetch)
+        self._declare(channel)
+        channel.basic_consume(self._queue_name, self._on_message, auto_ack=False)
+
+    def _on_message(self, channel: BlockingChannel, method: Basic.Deliver,
+                    properties: BasicProperties, body: bytes) -> None:
+        delivery = _RabbitDelivery(self, method.delivery_tag, body, bool(method.redelivered))
+        with self._lock:
+            self._unsettled[delivery.tag] = delivery
+        self._inbox.put(delivery)
+
+    def _handle(self, item: Any) -> None:
+        delivery: _RabbitDelivery = item
+        with self._lock:
+            if self._unsettled.get(delivery.tag) is not delivery:
+                return  # from before a reconnect; the broker redelivers it
+        try:
+            delivery.body = json.loads(delivery.raw)
+            if not isinstance(delivery.body, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:
+            self.log.error("dropping unreadable message from %s: %s", self.queue_label, exc)
+            delivery.reject(requeue=False)
+            return
+        try:
+            self._handler(delivery)
+        except Exception:
+            self.log.exception("handler for %s failed; the message is requeued", self.queue_label)
+            delivery.reject(requeue=True)
+
+    def settle(self, delivery: _RabbitDelivery, *, ack: bool, requeue: bool) -> None:
+        with self._lock:
+            if self._unsettled.get(delivery.tag) is not delivery:
+                return  # settled already, or stale after a reconnect or close
+            del self._unsettled[delivery.tag]
+            conn, channel = self._conn, self._channel
+        if conn is None or channel is None:
+            return
+        send = functools.partial(self._send, channel, delivery.tag, ack, requeue)
+        if threading.current_thread() is self._io:
+            send()
+            return
+        try:
+            conn.add_callback_threadsafe(send)
+        except _TRANSIENT:
+            pass  # the connection just died: the broker requeues the delivery
+
+    def _send(self, channel: BlockingChannel, tag: int, ack: bool, requeue: bool) -> None:
+        """On the I/O thread: settle ``tag`` if ``channel`` is still the live one."""
+        if channel is not self._channel or not channel.is_open:
+            return
+        try:
+            if ack:
+                channel.basic_ack(tag)
+            else:
+                channel.basic_reject(tag, requeue=requeue)
+        except _TRANSIENT as exc:
+            self.log.warning("could not settle a delivery from %s (%s); it will be redelivered",
+                             self.queue_label, repr(exc))
+
+
+class _EventConsumer(_Consumer):
+    """Auto-ack consumer of a private, bounded queue bound to the user-event exchange."""
+
+    log = logging.getLogger(f"{__name__}._EventConsumer")
+
+    def __init__(self, bus: "RabbitBus", handler: EventHandler) -> None:
+        # The local inbox is bounded like the server queue: a slow handler loses the
+        # oldest events, never the connection.
+        super().__init__(bus, f"exchange {bus.user_exchange}", inbox_max=bus.user_event_backlog)
+        self._handler = handler
+
+    def _setup(self, channel: BlockingChannel) -> None:
+        self._bus.declare_user_exchange(channel)
+        # Server-named, exclusive: one per subscriber, deleted with its connection. Events
+        # published while a subscriber reconnects are lost (by design: the DB is the truth).
+        result = channel.queue_declare("", exclusive=True, auto_delete=True, arguments={
+            "x-max-length": self._bus.user_event_backlog,
+            "x-overflow": "drop-head",
+        })
+        name = result.method.queue
+        channel.queue_bind(name, self._bus.user_exchange, routing_key="user.*")
+        channel.basic_consume(name, self._on_message, auto_ack=True)
+
+    def _on_message(self, channel: BlockingChannel, method: Basic.Deliver,
+                    properties: BasicProperties, body: bytes) -> None:
+        self._inbox.put(body)
+
+    def _handle(self, item: Any) -> None:
+        try:
+            self._handler(json.loads(item))
+        except Exception:
+            self.log.exception("user-event handler for %s failed; the event is dropped", self.queue_label)
+
+
+class RabbitBus(Bus):
+    """:class:`Bus` on RabbitMQ (3.8+; tested on 3.10). Safe to use from any thread.
+
+    ``url`` is an AMQP URL (``amqp://user:pass@host:5672/%2F``). ``publish_timeout``
+    bounds every publish, including waiting for a lost connection to come back.
+    ``delivery_limit`` caps deliveries of one job (poison jobs); ``user_event_backlog``
+    bounds each user-event subscriber's queue.
+    """
+
+    log = logging.getLogger(f"{__name__}.RabbitBus")
+
+    def __init__(self, url: str, *, prefix: str = "studio", publish_timeout: float = 10.0, heartbeat: int = 30,
+                 delivery_limit: int = 10, user_event_backlog: int = 10_000,
+                 max_reconnect_delay: float = 5.0) -> None:
+        if not _PREFIX_RE.match(prefix):
+            raise BusError(f"Bus prefix {prefix!r} must be 1–100 characters of A-Z a-z 0-9 _ . : -")
+        if publish_timeout <= 0 or max_reconnect_delay <= 0 or heartbeat < 1:
+            raise BusError("publish_timeout and max_reconnect_delay must be > 0 and heartbeat ≥ 1 s")
+        if delivery_limit < 1 or user_event_backlog < 1:
+            raise BusError("delivery_limit and user_event_backlog must be at least 1")
+        try:
+            params = pika.URLParameters(url)
+        except (ValueError, TypeError) as exc:
+            raise BusError(f"The RabbitMQ URL is invalid ({exc}); expected amqp://user:password@host:5672/vhost") from None
+        self._url = url
+        vhost = "" if params.virtual_host == "/" else f" vhost {params.virtual_host}"
+        #: Where the broker is, without credentials (for messages and logs).
+        self.where = f"{params.host}:{params.port}{vhost}"
+        self.prefix = prefix
+        self.publish_timeout = publish_timeout
+        self.heartbeat = heartbeat
+        self.delivery_limit = delivery_limit
+        self.user_event_backlog = user_event_backlog
+        self.max_reconnect_delay = max_reconnect_delay
+        self.lifecycle_queue = f"{prefix}.lifecycle"
+        self.user_exchange = f"{prefix}.user-events"
+        self._lock = threading.Lock()
+        self._closed = False
+        self._consumers: list[_Consumer] = []
+        self._queues: set[str] = set()
+        self._exchanges: set[str] = set()
+        self._publisher = _Publisher(self)
+
+    # -- topology -----------------------------------------------------------------------
+    def connect(self, role: str) -> BlockingConnection:
+        """A new connection with heartbeats, named after its role for `rabbitmqctl list_connections`."""
+        params = pika.URLParameters(self._url)
+        params.heartbeat = self.heartbeat
+        params.blocked_connection_timeout = 60  # a broker alarm must not hang publishers forever
+        params.client_properties = {"connection_name": f"{self.prefix} {role}"}
+        return BlockingConnection(params)
+
+    @property
+    def topology(self) -> Topology:
+        with self._lock:
+            return Topology(frozenset(self._queues), frozenset(self._exchanges))
+
+    def _job_queue(self, node_id: str) -> tuple[str, Callable[[BlockingChannel], object]]:
+        name = f"{self.prefix}.jobs.{node_id}"
+        if not node_id or len(name.encode()) > 255:  # AMQP's limit for a queue name
+            raise BusError(f"Node id {node_id!r} must be non-empty and make a queue name of at most 255 bytes")
+        # Quorum: replicated and durable. The delivery limit counts every return to the
+        # queue (reject with requeue, or the consumer's channel closing): after it the
+        # message is dropped, so a job that crashes its agent does not loop forever.
+        args = {"x-queue-type": "quorum", "x-delivery-limit": self.delivery_limit}
+        return name, self._durable_queue(name, args)
+
+    def _lifecycle_queue(self) -> tuple[str, Callable[[BlockingChannel], object]]:
+        # One active consumer among all studio replicas keeps a job's events in order. No
+        # explicit delivery limit: an event must not be lost to a burst of handler errors
+        # (RabbitMQ 4.x applies its default of 20 to quorum queues anyway).
+        args = {"x-queue-type": "quorum", "x-single-active-consumer": True}
+        return self.lifecycle_queue, self._durable_queue(self.lifecycle_queue, args)
+
+    def _durable_queue(self, name: str, args: dict[str, Any]) -> Callable[[BlockingChannel], object]:
+        with self._lock:
+            self._queues.add(name)
+        return lambda channel: channel.queue_declare(name, durable=True, arguments=args)
+
+    def declare_user_exchange(self, channel: BlockingChannel) -> None:
+        with self._lock:
+            self._exchanges.add(self.user_exchange)
+        channel.exchange_declare(self.user_exchange, exchange_type="topic", durable=True)
+
+    # -- publishing -------------------------------------------------------------------
+    def _publish(self, label: str, exchange: str, routing_key: str, body: bytes, *, persistent: bool,
+                 target: str, declare: Callable[[BlockingChannel], object]) -> None:
+        properties = BasicProperties(content_type="application/json",
+                                     delivery_mode=2 if persistent else 1)
+        # Jobs and lifecycle events must not vanish when their queue is missing; a user
+        # event with no subscriber is simply nobody's business.
+        mandatory = persistent
+
+        def send(channel: BlockingChannel) -> None:
+            self._publisher.ensure(channel, target, declare)
+            try:
+                channel.basic_publish(exchange, routing_key, body, properties, mandatory=mandatory)
+            except pika.exceptions.UnroutableError:
+                # Someone deleted the queue since we declared it: declare again, retry once.
+                self.log.warning("queue %s vanished; declaring it again", target)
+                self._publisher.forget(target)
+                self._publisher.ensure(channel, target, declare)
+                channel.basic_publish(exchange, routing_key, body, properties, mandatory=mandatory)
+
+        self._publisher.call(label, send, self.publish_timeout)
+
+    def publish_job(self, node_id: str, message: Message) -> None:
+        name, declare = self._job_queue(node_id)
+        self._publish(f"a job for queue {name}", "", name, json.dumps(message).encode(),
+                      persistent=True, target=name, declare=declare)
+
+    def publish_lifecycle(self, message: Message) -> None:
+        name, declare = self._lifecycle_queue()
+        self._publish(f"an event for queue {name}", "", name, json.dumps(message).encode(),
+                      persistent=True, target=name, declare=declare)
+
+    def publish_user_event(self, user_id: int, event: Message) -> None:
+        body = json.dumps({**event, "user_id": user_id}).encode()
+        self._publish(f"a user event for exchange {self.user_exchange}", self.user_exchange,
+                      f"user.{user_id}", body, persistent=False, target=self.user_exchange,
+                      declare=self.declare_user_exchange)
+
+    def job_queue_depth(self, node_id: str) -> int:
+        name, _ = self._job_queue(node_id)
+
+        def depth(channel: BlockingChannel) -> int:
+            try:
+                return int(channel.queue_declare(name, passive=True).method.message_count)
+            except pika.exceptions.ChannelClosedByBroker as exc:
+                if exc.reply_code == 404:
+                    return 0  # never declared: nothing waits (the publisher reopens its channel)
+                raise
+
+        return self._publisher.call(f"a depth query for queue {name}", depth, self.publish_timeout)
+
+    # -- consuming --------------------------------------------------------------------
+    def consume_jobs(self, node_id: str, handler: JobHandler, *, prefetch: int = 1) -> Subscription:
+        name, declare = self._job_queue(node_id)
+        return self._start(_JobConsumer(self, name, declare, handler, max(1, prefetch)))
+
+    def consume_lifecycle(self, handler: JobHandler) -> Subscription:
+        # Prefetch 1: with a requeue the next event must not already be in the handler.
+        name, declare = self._lifecycle_queue()
+        return self._start(_JobConsumer(self, name, declare, handler, 1))
+
+    def subscribe_user_events(self, handler: EventHandler) -> Subscription:
+        return self._start(_EventConsumer(self, handler))
+
+    def _start(self, consumer: _Consumer) -> _Consumer:
+        with self._lock:
+            if self._closed:
+                raise BusError("The RabbitMQ bus is closed; create a new bus to consume again.")
+            self._consumers.append(consumer)
+        consumer.start(self.publish_timeout)
+        return consumer
+
+    def _forget(self, consumer: _Consumer) -> None:
+        with self._lock:
+            if consumer in self._consumers:
+                self._consumers.remove(consumer)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            consumers, self._consumers = self._consumers, []
+        for consumer in consumers:
+            consumer.close()
+        self._publisher.stop()

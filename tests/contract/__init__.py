@@ -1,0 +1,1 @@
+"""Contract suites: each port's interface, run against every implementation."""
