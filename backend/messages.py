@@ -86,7 +86,7 @@ def job_of_prompt(prompt: str) -> tuple[str, int] | None:
     return job_id, int(attempt)
 
 
-def lifecycle(kind: LifecycleType, *, job_id: str, attempt: int, node_id: str, **fields: Any) -> dict[str, Any]:
+def lifecycle(kind: LifecycleType, /, *, job_id: str, attempt: int, node_id: str, **fields: Any) -> dict[str, Any]:
     """An agent → backend event. Extra fields by kind:
 
     - ``submitted``: ``prompt_id``
@@ -100,7 +100,7 @@ def lifecycle(kind: LifecycleType, *, job_id: str, attempt: int, node_id: str, *
     return {"type": kind, "job_id": job_id, "attempt": attempt, "node_id": node_id, "ts": time.time(), **fields}
 
 
-def user_event(kind: str, job_id: str | None, **fields: Any) -> dict[str, Any]:
+def user_event(kind: str, job_id: str | None, /, **fields: Any) -> dict[str, Any]:
     """An event for a user's sessions. Fields by kind:
 
     - ``stage``: ``node``, ``alias`` ({en, zh})

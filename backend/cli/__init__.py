@@ -13,10 +13,10 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import StudioError
-from . import assets, codes, credits, formula, ledger, schema, users, workflows
+from . import assets, codes, credits, formula, job, ledger, schema, users, worker, workflows
 from .context import Context
 
-GROUPS = (schema, users, credits, codes, ledger, workflows, formula, assets)
+GROUPS = (schema, users, credits, codes, ledger, workflows, formula, assets, worker, job)
 
 
 def build_parser() -> argparse.ArgumentParser:
