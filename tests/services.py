@@ -34,3 +34,74 @@ def require(name: str, host: str, port: int) -> None:
     if IN_CI:
         pytest.fail(f"{reason}; CI=true requires every real server", pytrace=False)
     pytest.skip(reason)
+
+
+# ---- real adapters with private names, cleaned up afterwards ------------------------------
+
+import contextlib  # noqa: E402
+import uuid  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from typing import Any  # noqa: E402
+
+
+def unique_prefix(kind: str) -> str:
+    """A name prefix no other test (or other engineer's run on the same server) uses."""
+    return f"test-{kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def delete_rabbit_topology(topology: Any) -> None:
+    import pika
+
+    conn = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    try:
+        channel = conn.channel()
+        for name in sorted(topology.queues):
+            channel.queue_delete(name)
+        for name in sorted(topology.exchanges):
+            channel.exchange_delete(name)
+    finally:
+        conn.close()
+
+
+@contextlib.contextmanager
+def rabbit_bus(**options: Any) -> Iterator[Any]:
+    """A RabbitBus under its own prefix; what it declared is deleted afterwards."""
+    from backend.ports.rabbitmq import RabbitBus
+
+    require("RabbitMQ", "127.0.0.1", 5672)
+    # Short back-off: a test waits for reconnects, a production bus need not hurry.
+    options = {"publish_timeout": 10, "max_reconnect_delay": 0.5, **options}
+    bus = RabbitBus(AMQP_URL, prefix=unique_prefix("bus"), **options)
+    try:
+        yield bus
+    finally:
+        bus.close()
+        delete_rabbit_topology(bus.topology)
+
+
+def delete_redis_keys(prefix: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        # The layout puts every key under "{prefix}:".
+        keys = list(client.scan_iter(match=f"{{{prefix}}}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+@contextlib.contextmanager
+def redis_registry() -> Iterator[Any]:
+    """A RedisRegistry under its own prefix; its keys are deleted afterwards."""
+    from backend.ports.redis_registry import RedisRegistry
+
+    require("Redis", "127.0.0.1", 6379)
+    prefix = unique_prefix("registry")
+    registry = RedisRegistry(REDIS_URL, prefix=prefix)
+    try:
+        yield registry
+    finally:
+        registry.close()
+        delete_redis_keys(prefix)

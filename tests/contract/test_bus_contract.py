@@ -20,7 +20,7 @@ from backend.errors import BusError
 from backend.ports.bus import Bus, Delivery
 from backend.ports.rabbitmq import RabbitBus
 
-from .conftest import rabbit_bus
+from .. import services
 
 #: How long to wait for something that should arrive.
 TIMEOUT = 10.0
@@ -347,7 +347,7 @@ def test_rabbitmq_restart_reconnects_and_redelivers(rabbit: RabbitBus) -> None:
 
 
 def test_a_poison_job_is_dropped_after_the_delivery_limit() -> None:
-    with rabbit_bus(delivery_limit=2) as bus:
+    with services.rabbit_bus(delivery_limit=2) as bus:
         got = Collector()
         bus.consume_jobs("n1", got)
         bus.publish_job("n1", {"job_id": "poison"})

@@ -30,17 +30,6 @@ from .. import services
 SHORT_TTL = 0.3
 
 
-def _delete_keys(prefix: str) -> None:
-    client = redis.Redis.from_url(services.REDIS_URL)
-    try:
-        # The layout puts every key under "{prefix}:" (test_redis_keys_stay_under_the_prefix).
-        keys = list(client.scan_iter(match=f"{{{prefix}}}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
-
-
 @pytest.fixture
 def redis_prefix() -> Iterator[str]:
     """A key prefix of this test alone; its keys are deleted at teardown."""
@@ -48,7 +37,7 @@ def redis_prefix() -> Iterator[str]:
     services.require("Redis", url.hostname or "127.0.0.1", url.port or 6379)
     prefix = f"test-registry-{uuid.uuid4().hex[:12]}"
     yield prefix
-    _delete_keys(prefix)
+    services.delete_redis_keys(prefix)
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -68,7 +57,7 @@ def lose_everything(registry: Registry, request: pytest.FixtureRequest) -> Calla
     if isinstance(registry, MemoryRegistry):
         return registry.clear
     prefix = request.getfixturevalue("redis_prefix")
-    return lambda: _delete_keys(prefix)
+    return lambda: services.delete_redis_keys(prefix)
 
 
 def node(node_id: str, **fields: Any) -> NodeState:
