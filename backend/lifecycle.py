@@ -10,7 +10,7 @@ a poll.
 from __future__ import annotations
 
 import logging
-import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +26,8 @@ from .runtime import Backend
 
 log = logging.getLogger(__name__)
 
+#: Tries of an event whose handling keeps crashing before it is dropped.
+MAX_EVENT_ATTEMPTS = 5
 #: Longest failure message kept for the creator; ComfyUI's can be long.
 MAX_MESSAGE = 500
 
@@ -37,7 +39,7 @@ class LifecycleConsumer:
         self.backend = backend
         self.on_slot_freed = on_slot_freed
         self._subscription: Subscription | None = None
-        self._lock = threading.Lock()
+        self._failures: dict[tuple[Any, Any, Any], int] = {}
 
     def start(self) -> None:
         self._subscription = self.backend.bus.consume_lifecycle(self._deliver)
@@ -48,16 +50,25 @@ class LifecycleConsumer:
             self._subscription = None
 
     def _deliver(self, delivery: Delivery) -> None:
+        body = delivery.body
+        key = (body.get("job_id"), body.get("type"), body.get("ts"))
         try:
-            self.apply(delivery.body)
+            self.apply(body)
         except StudioError as exc:
             # Permanent problems with one event (an unknown blob, a bad size) must not
             # block the queue: log it and move on; the sweeper settles the job's state.
-            log.error("job %s: event %s rejected: %s", delivery.body.get("job_id"), delivery.body.get("type"), exc)
+            log.error("job %s: event %s rejected: %s", body.get("job_id"), body.get("type"), exc)
         except Exception:
-            log.exception("job %s: applying event %s failed; it will be retried", delivery.body.get("job_id"), delivery.body.get("type"))
-            delivery.reject(requeue=True)
-            return
+            # Perhaps the database is briefly away: retry with back-off, but a poison event
+            # must not hold the queue (and every later event) forever.
+            failures = self._failures[key] = self._failures.get(key, 0) + 1
+            if failures < MAX_EVENT_ATTEMPTS:
+                log.exception("job %s: applying event %s failed (%d); retrying", body.get("job_id"), body.get("type"), failures)
+                time.sleep(min(5.0, 0.1 * 2**failures))
+                delivery.reject(requeue=True)
+                return
+            log.exception("job %s: event %s dropped after %d failures", body.get("job_id"), body.get("type"), failures)
+        self._failures.pop(key, None)
         delivery.ack()
 
     def apply(self, event: dict[str, Any]) -> None:
@@ -77,11 +88,11 @@ class LifecycleConsumer:
             return
         handler(job, event)
 
-    def _tell(self, job: Job, kind: str, **fields: Any) -> None:
+    def _tell(self, job: Job, event_type: str, /, **fields: Any) -> None:
         try:
-            self.backend.bus.publish_user_event(job.user_id, user_event(kind, job.id, **fields))
+            self.backend.bus.publish_user_event(job.user_id, user_event(event_type, job.id, **fields))
         except StudioError as exc:  # user events are best effort; the database has the truth
-            log.warning("job %s: user event %s not sent: %s", job.id, kind, exc)
+            log.warning("job %s: user event %s not sent: %s", job.id, event_type, exc)
 
     def _release(self, job: Job) -> None:
         if job.node_id:

@@ -1,0 +1,1 @@
+"""End-to-end: backend, worker, agents and simulated ComfyUI nodes together."""

@@ -1,0 +1,178 @@
+"""A whole studio back end in one test process: database, bus, registry, worker, nodes.
+
+``Stack`` runs in two modes: **embedded** (SQLite, in-process bus and registry) and
+**distributed** (PostgreSQL, RabbitMQ, Redis). The nodes are comfysim servers, each with
+a real agent as a thread (or as a process, for crash tests). Everything a test needs to
+drive it — users, uploads, submits, waiting for the end of jobs, collecting the user
+events — is here, so the tests read as scenarios.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import queue
+
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from agent.agent import Agent
+from agent.config import AgentConfig
+from backend import assets, jobs, ledger
+from backend.blobs import BlobStore
+from backend.config import REPO_ROOT, Settings
+from backend.db import Database
+from backend.db.models import Job, User
+from backend.jobs import TERMINAL_STATES
+from backend.ports.bus import Bus
+from backend.ports.memory_bus import MemoryBus
+from backend.ports.memory_registry import MemoryRegistry
+from backend.ports.registry import Registry
+from backend.runtime import Backend
+from backend.submit import Accepted, submit
+from backend.sweeper import SweepPolicy
+from backend.worker import Worker
+from backend.workflows import Library
+from comfysim import DEMO_MODELS, SimConfig, start_sims
+from tests.backend.helpers import make_user
+
+#: Agent timings for tests: fast heartbeats and reconciliation, short state TTL.
+FAST_AGENT = dict(heartbeat_interval=0.5, state_ttl=2.0, silence_timeout=3.0, poll_interval=0.3, reconnect_max=1.0)
+#: Sweeper timings for tests.
+FAST_SWEEP = SweepPolicy(offline_grace=2.0, republish_after=5.0, max_attempts=5)
+
+
+def png_bytes(width: int = 64, height: int = 48, color: tuple[int, int, int] = (200, 40, 40)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@dataclass
+class Stack:
+    backend: Backend
+    worker: Worker
+    sims: Any  # comfysim.SimCluster
+    agents: dict[str, Agent] = field(default_factory=dict)
+    events: "queue.Queue[dict[str, Any]]" = field(default_factory=queue.Queue)
+
+    @property
+    def db(self) -> Database:
+        return self.backend.db
+
+    def user(self, name: str, credits: int = 1000) -> User:
+        return make_user(self.db, name, credits=credits)
+
+    def upload(self, user: User, data: bytes | None = None) -> str:
+        record = assets.store_upload(
+            self.db, self.backend.blobs, user.id, [data or png_bytes()], name="in.png",
+            max_bytes=self.backend.settings.max_upload_bytes, max_pixels=self.backend.settings.max_image_pixels,
+        )
+        return record.id
+
+    def submit(self, user: User, workflow: str, params: dict[str, Any], **kw: Any) -> Any:
+        return submit(self.backend, user.id, workflow, params, idempotency_key=uuid.uuid4().hex, on_queued=self.worker.wake, **kw)
+
+    def accepted(self, user: User, workflow: str, params: dict[str, Any], **kw: Any) -> Job:
+        result = self.submit(user, workflow, params, **kw)
+        assert isinstance(result, Accepted), result
+        return result.job
+
+    def wait_ended(self, job_ids: list[str], timeout: float = 60.0) -> dict[str, Job]:
+        """Wait until every job is in a terminal state; their final rows."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.db.read() as s:
+                rows = {j.id: j for j in s.query(Job).filter(Job.id.in_(job_ids))}
+            if all(r.state in TERMINAL_STATES for r in rows.values()) and len(rows) == len(job_ids):
+                return rows
+            if time.monotonic() > deadline:
+                states = {i: r.state for i, r in rows.items()}
+                raise AssertionError(f"jobs not ended within {timeout} s: {states}")
+            time.sleep(0.1)
+
+    def wait_nodes(self, count: int, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while sum(v.state.online for v in self.backend.registry.nodes()) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{count} node(s) not online within {timeout} s")
+            time.sleep(0.1)
+
+    def check_books(self) -> None:
+        problems = ledger.verify(self.db)
+        assert problems == [], [str(p) for p in problems]
+
+    def check_reservations_match_jobs(self) -> None:
+        """Reservations in the registry == jobs holding a node in the database."""
+        with self.db.read() as s:
+            active = {
+                f"{j.id}-{j.attempts}"
+                for j in s.query(Job).filter(Job.state.in_(("dispatched", "submitted", "running")))
+            }
+        held = {t for n in self.backend.registry.reserved_nodes() for t in self.backend.registry.reservations(n)}
+        assert held == active, (held, active)
+
+    def job(self, job_id: str) -> Job:
+        return jobs.get(self.db, job_id)
+
+
+def build_backend(db: Database, bus: Bus, registry: Registry, tmp: Path) -> Backend:
+    return Backend(
+        settings=Settings(data_dir=tmp),
+        db=db,
+        bus=bus,
+        registry=registry,
+        library=Library.load(REPO_ROOT / "workflows"),
+        blobs=BlobStore(tmp / "assets", durable=False),
+    )
+
+
+@contextlib.contextmanager
+def running_stack(
+    db: Database, bus: Bus, registry: Registry, tmp: Path, *, nodes: int = 2, sim: SimConfig | None = None,
+    agent_threads: bool = True,
+) -> Iterator[Stack]:
+    backend = build_backend(db, bus, registry, tmp)
+    worker = Worker(backend, dispatch_interval=0.2, sweep_interval=0.5, sweep_policy=FAST_SWEEP).start()
+    sims = start_sims(nodes, sim or SimConfig(models=DEMO_MODELS, step_seconds=0.01))
+    stack = Stack(backend=backend, worker=worker, sims=sims)
+    subscription = bus.subscribe_user_events(stack.events.put)
+    try:
+        if agent_threads:
+            for i, url in enumerate(sims.urls, 1):
+                config = AgentConfig(node_id=f"sim-{i}", comfy_url=url, assets_dir=tmp / "assets", label=f"sim {i}", **FAST_AGENT)
+                agent = Agent(config, bus=bus, registry=registry, blobs=backend.blobs)
+                agent.start()
+                stack.agents[config.node_id] = agent
+            stack.wait_nodes(nodes)
+        yield stack
+    finally:
+        for agent in stack.agents.values():
+            agent.stop()
+        worker.stop()
+        subscription.close()
+        sims.stop()
+
+
+def memory_ports() -> tuple[MemoryBus, MemoryRegistry]:
+    return MemoryBus(), MemoryRegistry()
+
+
+def drain(q: "queue.Queue[dict[str, Any]]", until: float = 0.5) -> list[dict[str, Any]]:
+    out = []
+    end = time.monotonic() + until
+    while time.monotonic() < end:
+        try:
+            out.append(q.get(timeout=max(0.01, end - time.monotonic())))
+        except queue.Empty:
+            break
+    return out
+
+
+

@@ -1,0 +1,118 @@
+"""Issue "Dispatch" end to end: jobs run on the best node, users see their own events,
+the database records the outcome, failures are refunded — embedded and distributed."""
+
+from __future__ import annotations
+
+import collections
+
+from backend import assets
+from backend.db.models import JobOutput
+from backend.submit import Accepted, NeedsConfirmation
+
+from .stack import Stack, drain, png_bytes
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def test_twenty_jobs_over_two_nodes(stack: Stack) -> None:
+    alice, bob = stack.user("alice", 10_000), stack.user("bob", 10_000)
+    image = stack.upload(alice, png_bytes(64, 48))
+    ids: dict[str, int] = {}
+    for i in range(20):
+        user = alice if i % 2 == 0 else bob
+        if i % 4 < 2:
+            job = stack.accepted(user, "txt2img-sd15", {"prompt": f"a fox number {i}", "seed": i}, queue_if_busy=True)
+        else:
+            params = {"image": image if user is alice else stack.upload(bob, png_bytes(32, 32)), "scale": 2.0}
+            job = stack.accepted(user, "invert-scale", params, queue_if_busy=True)
+        ids[job.id] = user.id
+    ended = stack.wait_ended(list(ids), timeout=120)
+    assert {j.state for j in ended.values()} == {"succeeded"}, {j.id: (j.state, j.error_message) for j in ended.values()}
+    assert {j.node_id for j in ended.values()} == {"sim-1", "sim-2"}  # both nodes used
+
+    with stack.db.read() as s:
+        outputs = list(s.query(JobOutput).filter(JobOutput.job_id.in_(list(ids))))
+    assert {o.job_id for o in outputs} == set(ids)
+    for output in outputs:
+        owner = ids[output.job_id]
+        assert assets.user_can_read(stack.db, owner, output.asset_id)
+        assert stack.backend.blobs.exists(output.asset_id)
+    # Someone else's output is not readable (unless the same bytes are theirs too).
+    alice_only = [o for o in outputs if ids[o.job_id] == alice.id]
+    assert any(not assets.user_can_read(stack.db, bob.id, o.asset_id) for o in alice_only)
+
+    events = drain(stack.events, until=1.0)
+    per_job: dict[str, list[str]] = collections.defaultdict(list)
+    for event in events:
+        assert event["user_id"] == ids[event["job_id"]]  # routed to the job's owner only
+        per_job[event["job_id"]].append(event["type"])
+    for job_id, kinds in per_job.items():
+        assert kinds[0] == "queued" and kinds[-1] == "succeeded", kinds
+        assert kinds.count("succeeded") == 1 and "output" in kinds
+        assert kinds.index("output") < kinds.index("succeeded")
+    txt2img_kinds = next(k for j, k in per_job.items() if "progress" in k)
+    assert "stage" in txt2img_kinds
+    stack.check_books()
+    stack.check_reservations_match_jobs()
+
+
+def test_all_busy_needs_confirmation_then_runs(stack: Stack) -> None:
+    user = stack.user("carl", 10_000)
+    stack.sims.nodes[0].set_faults(hang_in_node="KSampler")
+    stack.sims.nodes[1].set_faults(hang_in_node="KSampler")
+    held = [stack.accepted(user, "txt2img-sd15", {"prompt": f"p{i}"}, queue_if_busy=True) for i in range(4)]
+    stack.wait_ended  # noqa: B018 - the slots fill as the dispatcher places them
+    for _ in range(50):
+        if all(v.free_slots == 0 for v in stack.backend.registry.nodes()):
+            break
+        import time
+
+        time.sleep(0.1)
+    asked = stack.submit(user, "txt2img-sd15", {"prompt": "one more"})
+    assert isinstance(asked, NeedsConfirmation) and asked.wait_seconds > 0
+    queued = stack.submit(user, "txt2img-sd15", {"prompt": "one more"}, queue_if_busy=True)
+    assert isinstance(queued, Accepted)
+    for node in stack.sims.nodes:
+        node.reset_faults()
+    ended = stack.wait_ended([j.id for j in held] + [queued.job.id], timeout=120)
+    assert {j.state for j in ended.values()} == {"succeeded"}
+    stack.check_books()
+
+
+def test_runtime_error_fails_with_the_stage_and_refunds_once(stack: Stack) -> None:
+    user = stack.user("dora", 500)
+    stack.sims.nodes[0].set_faults(raise_in_node="KSampler")
+    stack.sims.nodes[1].set_faults(raise_in_node="KSampler")
+    job = stack.accepted(user, "txt2img-sd15", {"prompt": "doomed"})
+    ended = stack.wait_ended([job.id])[job.id]
+    assert ended.state == "failed" and ended.error_stage
+    events = [e for e in drain(stack.events, until=1.0) if e["job_id"] == job.id]
+    failed = [e for e in events if e["type"] == "failed"]
+    assert len(failed) == 1 and failed[0]["refunded"] == job.cost
+    assert ended.error_stage in failed[0]["reason"]["en"]
+    with stack.db.read() as s:
+        from backend import ledger
+
+        assert ledger.balance(s, user.id) == 500
+    stack.check_books()
+    stack.check_reservations_match_jobs()
+
+
+def test_cancel_a_running_job_interrupts_it_and_refunds(stack: Stack) -> None:
+    from backend.submit import cancel
+
+    user = stack.user("emil", 500)
+    for node in stack.sims.nodes:
+        node.set_faults(hang_in_node="KSampler")
+    job = stack.accepted(user, "txt2img-sd15", {"prompt": "long"})
+    import time
+
+    deadline = time.monotonic() + 20
+    while stack.job(job.id).state != "running":
+        assert time.monotonic() < deadline, stack.job(job.id).state
+        time.sleep(0.1)
+    assert cancel(stack.backend, job.id, user_id=user.id, on_freed=stack.worker.wake)
+    for node in stack.sims.nodes:
+        node.reset_faults()
+    assert stack.wait_ended([job.id])[job.id].state == "cancelled"
+    stack.check_books()
