@@ -15,7 +15,7 @@ import queue
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -162,6 +162,14 @@ def running_stack(
 
 def memory_ports() -> tuple[MemoryBus, MemoryRegistry]:
     return MemoryBus(), MemoryRegistry()
+
+
+def wait_until(condition: "Callable[[], bool]", what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for: {what}")
+        time.sleep(0.05)
 
 
 def drain(q: "queue.Queue[dict[str, Any]]", until: float = 0.5) -> list[dict[str, Any]]:

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import collections
 
-from backend import assets
+from backend import assets, ledger
 from backend.db.models import JobOutput
-from backend.submit import Accepted, NeedsConfirmation
+from backend.submit import Accepted, NeedsConfirmation, cancel
 
-from .stack import Stack, drain, png_bytes
-
-TERMINAL = ("succeeded", "failed", "cancelled")
+from .stack import Stack, drain, png_bytes, wait_until
 
 
 def test_twenty_jobs_over_two_nodes(stack: Stack) -> None:
@@ -46,7 +44,7 @@ def test_twenty_jobs_over_two_nodes(stack: Stack) -> None:
     for event in events:
         assert event["user_id"] == ids[event["job_id"]]  # routed to the job's owner only
         per_job[event["job_id"]].append(event["type"])
-    for job_id, kinds in per_job.items():
+    for kinds in per_job.values():
         assert kinds[0] == "queued" and kinds[-1] == "succeeded", kinds
         assert kinds.count("succeeded") == 1 and "output" in kinds
         assert kinds.index("output") < kinds.index("succeeded")
@@ -61,13 +59,7 @@ def test_all_busy_needs_confirmation_then_runs(stack: Stack) -> None:
     stack.sims.nodes[0].set_faults(hang_in_node="KSampler")
     stack.sims.nodes[1].set_faults(hang_in_node="KSampler")
     held = [stack.accepted(user, "txt2img-sd15", {"prompt": f"p{i}"}, queue_if_busy=True) for i in range(4)]
-    stack.wait_ended  # noqa: B018 - the slots fill as the dispatcher places them
-    for _ in range(50):
-        if all(v.free_slots == 0 for v in stack.backend.registry.nodes()):
-            break
-        import time
-
-        time.sleep(0.1)
+    wait_until(lambda: all(v.free_slots == 0 for v in stack.backend.registry.nodes()), "every slot taken")
     asked = stack.submit(user, "txt2img-sd15", {"prompt": "one more"})
     assert isinstance(asked, NeedsConfirmation) and asked.wait_seconds > 0
     queued = stack.submit(user, "txt2img-sd15", {"prompt": "one more"}, queue_if_busy=True)
@@ -91,26 +83,17 @@ def test_runtime_error_fails_with_the_stage_and_refunds_once(stack: Stack) -> No
     assert len(failed) == 1 and failed[0]["refunded"] == job.cost
     assert ended.error_stage in failed[0]["reason"]["en"]
     with stack.db.read() as s:
-        from backend import ledger
-
         assert ledger.balance(s, user.id) == 500
     stack.check_books()
     stack.check_reservations_match_jobs()
 
 
 def test_cancel_a_running_job_interrupts_it_and_refunds(stack: Stack) -> None:
-    from backend.submit import cancel
-
     user = stack.user("emil", 500)
     for node in stack.sims.nodes:
         node.set_faults(hang_in_node="KSampler")
     job = stack.accepted(user, "txt2img-sd15", {"prompt": "long"})
-    import time
-
-    deadline = time.monotonic() + 20
-    while stack.job(job.id).state != "running":
-        assert time.monotonic() < deadline, stack.job(job.id).state
-        time.sleep(0.1)
+    wait_until(lambda: stack.job(job.id).state == "running", "the job runs")
     assert cancel(stack.backend, job.id, user_id=user.id, on_freed=stack.worker.wake)
     for node in stack.sims.nodes:
         node.reset_faults()
