@@ -15,30 +15,52 @@ import logging
 import threading
 import time
 
-from sqlalchemy import update
+import dataclasses
 
-from . import backlog, jobs, stages
-from .db.models import Job, User, utcnow
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from . import backlog, jobs
+from .db.models import Job, StageAlias, User, utcnow
 from .errors import BusError, NotFound, RegistryError, StudioError
-from .messages import JobMessage, Upload, prompt_id, upload_name
+from .messages import JobMessage, StageAlias as AliasMessage, Upload, prompt_id, upload_name
 from .placement import DEFAULT_SWITCH_PENALTY, CapabilityCache, Needs, candidates
+from .ports.registry import NodeView
 from .runtime import Backend
 from .workflows import WorkflowSpec, build_prompt
 
 log = logging.getLogger(__name__)
 
 
-def job_message(backend: Backend, spec: WorkflowSpec, job: Job, attempt: int) -> JobMessage:
+def stage_aliases(s: Session, spec: WorkflowSpec) -> dict[str, AliasMessage]:
+    """:func:`backend.stages.aliases` read in the caller's transaction: the dispatcher reads
+    them in the transaction that marks the job ``dispatched``, which costs one statement
+    instead of a separate transaction (with its own connection check-out) per job, and
+    still sees an administrator's override at once."""
+    result: dict[str, AliasMessage] = {node: {"en": text.en, "zh": text.zh} for node, text in spec.stages.items()}
+    for row in s.scalars(select(StageAlias).where(StageAlias.workflow == spec.name)):
+        result[row.node_id] = {"en": row.en, "zh": row.zh}
+    return result
+
+
+def job_message(
+    backend: Backend, spec: WorkflowSpec, job: Job, attempt: int, *, aliases: dict[str, AliasMessage] | None = None
+) -> JobMessage:
     """What the agent needs to run ``job``: the prompt, its inputs and how to report it."""
     uploads: list[Upload] = []
     names: dict[str, str] = {}
-    for param in spec.file_params:
+    # Images first: a mask names the node-side file of the image it is merged onto.
+    for param in sorted(spec.file_params, key=lambda p: p.mask_of is not None):
         asset = job.inputs.get(param.name)
         if asset is None:
             continue
-        kind = "mask" if param.type == "mask" else "image"
-        names[param.name] = upload_name(asset, kind)
-        uploads.append({"asset": asset, "name": names[param.name], "kind": kind})  # type: ignore[typeddict-item]
+        if param.mask_of is None:
+            names[param.name] = upload_name(asset)
+            uploads.append({"asset": asset, "name": names[param.name], "kind": "image"})
+        else:
+            image = job.inputs[param.mask_of]
+            names[param.name] = upload_name(asset, mask_on=image)
+            uploads.append({"asset": asset, "name": names[param.name], "kind": "mask", "original": names[param.mask_of]})
     prompt = build_prompt(spec, job.params, uploads=names, filename_prefix=f"studio/{job.id}")
     return {
         "job_id": job.id,
@@ -49,10 +71,19 @@ def job_message(backend: Backend, spec: WorkflowSpec, job: Job, attempt: int) ->
         "prompt": prompt,
         "uploads": uploads,
         "output_nodes": [o.node for o in spec.outputs],
-        "stages": stages.aliases(backend.db, spec),
+        "stages": aliases if aliases is not None else _read_aliases(backend, spec),
         "estimate_seconds": job.estimate_seconds,
         "sent_at": time.time(),
     }
+
+
+def _read_aliases(backend: Backend, spec: WorkflowSpec) -> dict[str, AliasMessage]:
+    with backend.db.read() as s:
+        return stage_aliases(s, spec)
+
+
+def _with_reservation(view: NodeView, ticket: str, seconds: float) -> NodeView:
+    return dataclasses.replace(view, reservations={**view.reservations, ticket: seconds})
 
 
 class Dispatcher:
@@ -65,6 +96,7 @@ class Dispatcher:
         self.interval = interval
         self.switch_penalty = switch_penalty
         self._caps = CapabilityCache(backend.registry)
+        self._refused = False
         self._wake = threading.Event()
         self._pass_lock = threading.Lock()
 
@@ -101,44 +133,66 @@ class Dispatcher:
         while lines:
             line = lines.pop(0)
             job = line.popleft()
-            if self._place(job, views):
+            node = self._place(job, views)
+            if node is not None:
                 placed += 1
-                views = [v for v in registry.nodes() if v.state.online]
+                # The reservation just made is the only change we know of: count it in
+                # our copy instead of re-reading every node after each placement. A copy
+                # that is stale (another dispatcher) costs a refused reserve, never a
+                # double booking: the registry's reserve is the check that counts.
+                views = [_with_reservation(v, prompt_id(job.id, job.attempts + 1), job.estimate_seconds)
+                         if v.state.node_id == node else v for v in views]
                 if line:
                     lines.append(line)  # served: to the back of the line
                 if not any(v.free_slots for v in views):
                     break
-            elif line:
-                lines.insert(0, line)  # not placeable now: the same user keeps the turn
+            else:
+                if self._refused:  # our copy of the nodes was stale: read them again
+                    views = [v for v in registry.nodes() if v.state.online]
+                    if not any(v.free_slots for v in views):
+                        break
+                if line:
+                    lines.insert(0, line)  # not placeable now: the same user keeps the turn
         return placed
 
-    def _place(self, job: Job, views: list) -> bool:  # type: ignore[type-arg]
+    def _place(self, job: Job, views: list) -> str | None:  # type: ignore[type-arg]
+        """Give ``job`` to a node: the node's id, or None if it stays in the backlog."""
         backend = self.backend
+        self._refused = False
         try:
             spec = backend.library.get(job.workflow)
         except NotFound:
             jobs.fail(backend.db, job.id, error_type="WorkflowRemoved", message=f"workflow {job.workflow} is no longer offered")
-            return False
+            return None
         needs = Needs.of(spec, job.params, job.memory_mb)
         found = candidates((v for v in views if v.free_slots), self._caps, needs, switch_penalty=self.switch_penalty)
         if not found:
-            return False
+            return None
         attempt = job.attempts + 1
         ticket = prompt_id(job.id, attempt)
         node = backend.registry.reserve(found, ticket, job.estimate_seconds)
         if node is None:
-            return False
+            self._refused = True
+            return None
         with backend.db.write() as s:
             moved = jobs.transition(
                 s, job.id, "dispatched", expect=("queued",), expect_attempts=job.attempts, node_id=node, attempts=attempt
             )
             if moved:
                 s.execute(update(User).where(User.id == job.user_id).values(last_served_at=utcnow()))
+                aliases = stage_aliases(s, spec)
         if not moved:  # another dispatcher or a cancel got there first
             backend.registry.release(node, ticket)
-            return False
+            return None
+        return node if self.publish(spec, job, node, attempt, aliases=aliases) else None
+
+    def publish(self, spec: WorkflowSpec, job: Job, node: str, attempt: int, *, aliases: dict[str, AliasMessage]) -> bool:
+        """Send a job already marked ``dispatched`` (committed) to ``node``; on failure put it
+        back in the backlog (or fail it if its prompt cannot be built) and free the slot."""
+        backend = self.backend
+        ticket = prompt_id(job.id, attempt)
         try:
-            message = job_message(backend, spec, job, attempt)
+            message = job_message(backend, spec, job, attempt, aliases=aliases)
             backend.bus.publish_job(node, message)
         except (BusError, RegistryError) as exc:
             log.warning("job %s: publishing to node %s failed (%s); back to the backlog", job.id, node, exc)

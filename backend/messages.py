@@ -16,6 +16,7 @@ checkers help, the helpers build them so that no field is forgotten.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Any, Literal, NotRequired, TypedDict
 
@@ -69,9 +70,17 @@ USER_EVENT_TYPES = (
 )
 
 
-def upload_name(asset_id: str, kind: str = "image") -> str:
-    """The node-side file name of an input: content-addressed, in our own subfolder."""
-    return f"studio/{asset_id}.png" if kind == "image" else f"studio/{asset_id}-mask.png"
+def upload_name(asset_id: str, *, mask_on: str | None = None) -> str:
+    """The node-side file name of an input: content-addressed, in our own subfolder.
+
+    A mask is merged on the node into its image's alpha channel, so the merged file
+    depends on both: it is named after the pair, and the same mask drawn on another
+    picture never reuses an old merge.
+    """
+    if mask_on is None:
+        return f"studio/{asset_id}.png"
+    pair = hashlib.sha256(f"{mask_on}:{asset_id}".encode()).hexdigest()
+    return f"studio/{pair}-mask.png"
 
 
 def prompt_id(job_id: str, attempt: int) -> str:

@@ -42,15 +42,23 @@ MODEL_FOLDERS = (
     "audio_encoders",
 )
 
+# Every model file the shipped workflow library (workflows/) needs, plus a few extras, so a
+# demo node can run every workflow.
 DEMO_MODELS: dict[str, list[str]] = {
     "checkpoints": [
         "v1-5-pruned-emaonly.safetensors",
         "sd_xl_base_1.0.safetensors",
+        "sd-v1-5-inpainting.ckpt",
+        "realisticVisionV60B1_v51VAE.safetensors",
+        "ltx-video-2b-v0.9.5.safetensors",
+        "ace_step_v1_3.5b.safetensors",
         "stable-audio-open-1.0.safetensors",
     ],
+    "text_encoders": ["t5xxl_fp16.safetensors"],
     "loras": ["add_detail.safetensors", "pixel-art-xl.safetensors"],
     "controlnet": [
         "control_v11p_sd15_lineart.pth",
+        "control_v11p_sd15_canny.pth",
         "control_v11p_sd15_openpose.pth",
         "control_v11f1p_sd15_depth.pth",
     ],

@@ -1,4 +1,5 @@
-"""``workflows list|check|quote``: inspect the workflow library and price a job by hand."""
+"""``workflows list|check|quote|import``: inspect the workflow library, price a job by hand and
+turn a ComfyUI "Export (API)" file into a new workflow."""
 
 from __future__ import annotations
 
@@ -9,7 +10,15 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidParameter
-from ..workflows import InputFacts, Library, check_spec, load_all, quote, validate_params
+from ..workflows import (
+    InputFacts,
+    Library,
+    check_spec,
+    load_all,
+    quote,
+    validate_params,
+)
+from ..workflows.importer import import_export
 from .context import Context
 
 
@@ -33,6 +42,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--expert", action="store_true", help="allow expert parameters")
     p.set_defaults(handler=quote_workflow)
 
+    p = wsub.add_parser("import", help="propose a workflow from a ComfyUI 'Export (API)' file, then check it")
+    p.add_argument("export", type=Path, help="the API-format JSON file")
+    p.add_argument("--name", required=True, help="the new workflow's name (lowercase letters, digits, '-')")
+    p.add_argument("--node-url", metavar="URL",
+                   help="a ComfyUI (or comfysim) whose /object_info gives types, ranges and options")
+    p.add_argument("--out", type=Path, metavar="DIR", help="write under DIR instead of the workflows directory")
+    p.add_argument("--force", action="store_true", help="replace an existing workflow of that name")
+    p.set_defaults(handler=import_workflow)
+
 
 def list_workflows(ctx: Context, args: argparse.Namespace) -> int:
     library = Library.load(ctx.settings.workflows_dir)
@@ -54,6 +72,20 @@ def check_workflows(ctx: Context, args: argparse.Namespace) -> int:
     ctx.emit({"ok": [s.name for s in specs], "problems": problems},
              "\n".join([f"ok  {s.name}" for s in specs] + [f"BAD {p}" for p in problems]))
     return 1 if problems else 0
+
+
+def import_workflow(ctx: Context, args: argparse.Namespace) -> int:
+    result = import_export(args.export, args.name, args.out or ctx.settings.workflows_dir,
+                           node_url=args.node_url, force=args.force)
+    params = [{"name": p["name"], "type": p["type"], "level": "beginner" if p.get("beginner") else "expert",
+               "targets": [f"{t['node']}.{t['input']}" for t in p.get("targets", [])]} for p in result.proposal.params]
+    lines = [f"wrote {result.folder}/spec.toml and graph.json", "parameters:"]
+    lines += [f"  {p['name']:<16} {p['type']:<7} {p['level']:<9} {', '.join(p['targets'])}" for p in params]
+    lines += [f"outputs: {', '.join(o['node'] + ' (' + o['kind'] + ')' for o in result.proposal.outputs)}"]
+    lines += [f"BAD {p}" for p in result.problems] or [f"ok  {args.name}: review the spec (see its header), then add example.png"]
+    ctx.emit({"folder": str(result.folder), "params": params, "outputs": result.proposal.outputs,
+              "problems": result.problems}, "\n".join(lines))
+    return 1 if result.problems else 0
 
 
 def quote_workflow(ctx: Context, args: argparse.Namespace) -> int:

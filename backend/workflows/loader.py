@@ -20,8 +20,8 @@ from typing import Any
 from ..errors import FormulaRejected, InvalidParameter, SpecError
 from ..formulas import FUNCTIONS, Formula, compile_formula
 from .params import HARD_MAX_LENGTH, coerce
-from .spec import (FACTS_BY_TYPE, FILE_TYPES, LEVELS, PARAM_TYPES, Guard, ModelFile, ModelSlot, Output, Param,
-                   Preset, PresetOption, Target, Text, WorkflowSpec, formula_names)
+from .spec import (FACTS_BY_TYPE, FILE_TYPES, LEVELS, NUMERIC_TYPES, PARAM_TYPES, Guard, ModelFile, ModelSlot, Output,
+                   Param, Preset, PresetOption, Target, Text, WorkflowSpec, formula_names)
 
 SPEC_FILE = "spec.toml"
 GRAPH_FILE = "graph.json"
@@ -53,12 +53,12 @@ MODEL_INPUTS: Mapping[tuple[str, str], str] = {
 BUILTIN_MODEL_VALUES = frozenset({"pixel_space"})
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
-_WORKFLOW_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+WORKFLOW_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 #: Placeholder format specs allowed in guard messages: width, precision, f/g/% only.
 _FORMAT_SPEC = re.compile(r"^[<>^]?\d{0,3}(\.\d{1,2})?[fg%]?$")
 _TOP_KEYS = {"title", "description", "category", "params", "presets", "outputs", "stages", "formulas", "guard", "models"}
 _PARAM_KEYS = {"name", "type", "label", "help", "level", "required", "default", "min", "max", "step", "options",
-               "max_length", "targets"}
+               "max_length", "targets", "mask_of"}
 
 
 def load_spec(folder: Path) -> WorkflowSpec:
@@ -81,7 +81,7 @@ class _SpecReader:
     # -- files ---------------------------------------------------------------------------
 
     def read(self) -> WorkflowSpec:
-        if not _WORKFLOW_NAME.match(self.name):
+        if not WORKFLOW_NAME.match(self.name):
             raise self.fail("", f"the folder name {self.name!r} must be lowercase letters, digits and '-'",
                             path=self.folder)
         try:
@@ -165,7 +165,7 @@ class _SpecReader:
         return Text(en=value["en"], zh=value["zh"])
 
     def category(self, value: Any) -> str:
-        if not isinstance(value, str) or not _WORKFLOW_NAME.match(value):
+        if not isinstance(value, str) or not WORKFLOW_NAME.match(value):
             raise self.fail("category", "needs a lowercase slug such as 'text-to-image' or 'tool'")
         return value
 
@@ -178,11 +178,26 @@ class _SpecReader:
             if any(p.name == param.name for p in params):
                 raise self.fail(f"params[{index}].name", f"duplicate parameter {param.name!r}")
             params.append(param)
+        self.check_masks(params)
         facts = {f"{p.name}_{fact}" for p in params for fact in FACTS_BY_TYPE.get(p.type, ())}
         clash = sorted(facts & {p.name for p in params})
         if clash:
             raise self.fail("params", f"parameter {clash[0]!r} clashes with an input fact of the same name")
         return tuple(params)
+
+    def check_masks(self, params: list[Param]) -> None:
+        """A mask's ``mask_of`` names an image parameter; an image with no targets of its own
+        must be the original of such a mask (it reaches the graph merged with the mask)."""
+        images = {p.name for p in params if p.type == "image"}
+        originals = {p.mask_of for p in params if p.mask_of}
+        for param in params:
+            if param.mask_of is not None and param.mask_of not in images:
+                raise self.fail(f"params.{param.name}.mask_of", f"{param.mask_of!r} is not an image parameter "
+                                f"(image parameters: {', '.join(sorted(images)) or 'none'})")
+        for param in params:
+            if not param.targets and param.name not in originals:
+                raise self.fail(f"params.{param.name}.targets", "needs at least one { node = \"id\", input = \"name\" } "
+                                "(only an image that a mask names in mask_of may have none)")
 
     def param(self, item: Any, where: str) -> Param:
         if not isinstance(item, dict):
@@ -213,14 +228,17 @@ class _SpecReader:
                 raise self.fail(f"{where}.options", "a choice needs a list of option strings")
         elif options:
             raise self.fail(f"{where}.options", "only a 'choice' parameter has options")
+        mask_of = item.get("mask_of")
+        if mask_of is not None and (ptype != "mask" or not isinstance(mask_of, str)):
+            raise self.fail(f"{where}.mask_of", "only a 'mask' parameter has mask_of (the name of its image parameter)")
         max_length = item.get("max_length")
         if max_length is not None and (not isinstance(max_length, int) or not 0 < max_length <= HARD_MAX_LENGTH):
             raise self.fail(f"{where}.max_length", f"must be a whole number from 1 to {HARD_MAX_LENGTH}")
         param = Param(
             name=name, type=ptype, label=self.text(item, "label", f"{where}."),
             help=self.text(item, "help", f"{where}.") if "help" in item else None,
-            level=level, required=required, options=tuple(options), max_length=max_length,
-            targets=self.targets(item.get("targets"), f"{where}.targets"), **bounds)
+            level=level, required=required, options=tuple(options), max_length=max_length, mask_of=mask_of,
+            targets=self.targets(item.get("targets"), f"{where}.targets", name, ptype), **bounds)
         return self.with_default(param, item, where)
 
     def with_default(self, param: Param, item: Mapping[str, Any], where: str) -> Param:
@@ -250,13 +268,17 @@ class _SpecReader:
             raise self.fail(f"{where}.{key}", "must be positive")
         return value
 
-    def targets(self, items: Any, where: str) -> tuple[Target, ...]:
+    def targets(self, items: Any, where: str, name: str, ptype: str) -> tuple[Target, ...]:
+        # An image may have none when a mask is drawn on it (checked once all params are read).
+        if items is None and ptype == "image":
+            return ()
         if not isinstance(items, list) or not items:
             raise self.fail(where, "needs at least one { node = \"id\", input = \"name\" }")
         targets = []
         for index, item in enumerate(items):
-            if not isinstance(item, dict) or set(item) != {"node", "input"}:
-                raise self.fail(f"{where}[{index}]", "must be { node = \"id\", input = \"name\" }")
+            if not isinstance(item, dict) or not {"node", "input"} <= set(item) <= {"node", "input", "value"}:
+                raise self.fail(f"{where}[{index}]", "must be { node = \"id\", input = \"name\" } "
+                                "with an optional value = \"formula\"")
             node_id, input_name = str(item["node"]), item["input"]
             node = self.graph.get(node_id)
             if node is None:
@@ -267,7 +289,12 @@ class _SpecReader:
             if _is_link(node["inputs"][input_name]):
                 raise self.fail(f"{where}[{index}].input", f"node {node_id!r} input {input_name!r} is a link "
                                 "to another node; a parameter can only replace a literal value")
-            targets.append(Target(node=node_id, input=input_name))
+            value = None
+            if "value" in item:
+                if ptype not in NUMERIC_TYPES:
+                    raise self.fail(f"{where}[{index}].value", "only a numeric parameter's target can compute its value")
+                value = self.formula(item, "value", frozenset({name}), f"{where}[{index}]")
+            targets.append(Target(node=node_id, input=input_name, value=value))
         return tuple(targets)
 
     def presets(self, items: Any, params: tuple[Param, ...]) -> tuple[Preset, ...]:

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import InvalidParameter
-from .spec import FILE_TYPES, WorkflowSpec
+from .spec import FILE_TYPES, Target, WorkflowSpec
 
 #: Output nodes with this input get the job's file-name prefix.
 PREFIX_INPUT = "filename_prefix"
@@ -21,6 +21,9 @@ def build_prompt(spec: WorkflowSpec, values: Mapping[str, Any], *, uploads: Mapp
     ``/upload/image`` (which may differ from what was asked for). ``filename_prefix``, if
     given, replaces the ``filename_prefix`` of the output nodes so a job's results are
     easy to find. The template itself is never changed.
+
+    A mask drawn on an image (``mask_of``) is uploaded as one merged file: its upload name
+    is what the graph's LoadImage reads; the image's own name is only the merge's original.
     """
     uploads = uploads or {}
     prompt = copy.deepcopy(dict(spec.graph))
@@ -33,10 +36,22 @@ def build_prompt(spec: WorkflowSpec, values: Mapping[str, Any], *, uploads: Mapp
         else:
             value = values[param.name]
         for target in param.targets:
-            prompt[target.node]["inputs"][target.input] = value
+            inputs = prompt[target.node]["inputs"]
+            inputs[target.input] = value if target.value is None else _computed(target, param.name, value, inputs)
     if filename_prefix is not None:
         for output in spec.outputs:
             inputs = prompt[output.node]["inputs"]
             if PREFIX_INPUT in inputs:
                 inputs[PREFIX_INPUT] = filename_prefix
     return prompt
+
+
+def _computed(target: Target, name: str, value: Any, inputs: dict[str, Any]) -> int | float:
+    """A target's ``value`` formula applied to the parameter; a whole number when the
+    template's literal is one, since an INT input refuses 2.0."""
+    assert target.value is not None
+    result = target.value.evaluate({name: float(value)})
+    literal = inputs.get(target.input)
+    if isinstance(literal, int) and not isinstance(literal, bool):
+        return round(result)
+    return float(result)

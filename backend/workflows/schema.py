@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .spec import Param, WorkflowSpec
+from .spec import Param, Target, WorkflowSpec
 
 #: Inputs whose combo lists files on the host, so a literal is not expected to be in it.
 _HOST_FILE_COMBOS = {"image", "ckpt_name", "lora_name", "control_net_name", "vae_name", "model_name", "clip_name",
@@ -58,11 +58,21 @@ def check_spec(spec: WorkflowSpec, object_info: Mapping[str, Any]) -> list[str]:
             decl = {**inputs.get("required", {}), **inputs.get("optional", {})}.get(target.input)
             if decl is None:
                 continue  # already reported by check_graph
-            problems.extend(f"params.{param.name}: {p}" for p in _check_param_fits(param, target.input, decl))
+            problems.extend(f"params.{param.name}: {p}" for p in _check_param_fits(param, target, decl))
     return problems
 
 
-def _check_param_fits(param: Param, input_name: str, decl: list[Any]) -> list[str]:
+def _sent_bounds(param: Param, target: Target) -> tuple[float | None, float | None]:
+    """The lowest and highest value the target can receive. A ``value`` formula is taken to
+    be monotonic, so its results at the parameter's min and max bound it."""
+    if target.value is None or param.min is None or param.max is None:
+        return param.min, param.max
+    ends = [target.value.evaluate({param.name: float(bound)}) for bound in (param.min, param.max)]
+    return min(ends), max(ends)
+
+
+def _check_param_fits(param: Param, target: Target, decl: list[Any]) -> list[str]:
+    input_name = target.input
     kind, options = decl[0], decl[1] if len(decl) > 1 else {}
     combo = kind if isinstance(kind, list) else options.get("options") if kind == "COMBO" else None
     if combo is not None:
@@ -70,10 +80,12 @@ def _check_param_fits(param: Param, input_name: str, decl: list[Any]) -> list[st
             return []
         return [f"option {o!r} is not accepted by input {input_name!r}" for o in param.options if o not in combo]
     problems = []
-    if "min" in options and (param.min is None or param.min < options["min"]):
-        problems.append(f"min {param.min} is below the node's minimum {options['min']} for {input_name!r}")
-    if "max" in options and (param.max is None or param.max > options["max"]):
-        problems.append(f"max {param.max} is above the node's maximum {options['max']} for {input_name!r}")
+    low, high = _sent_bounds(param, target)
+    sent = "" if target.value is None else f" (sent as {target.value.text})"
+    if "min" in options and (low is None or low < options["min"]):
+        problems.append(f"min {low}{sent} is below the node's minimum {options['min']} for {input_name!r}")
+    if "max" in options and (high is None or high > options["max"]):
+        problems.append(f"max {high}{sent} is above the node's maximum {options['max']} for {input_name!r}")
     return problems
 
 

@@ -43,10 +43,16 @@ class Text:
 
 @dataclass(frozen=True)
 class Target:
-    """Where a parameter's value goes: ``graph[node]["inputs"][input]``."""
+    """Where a parameter's value goes: ``graph[node]["inputs"][input]``.
+
+    ``value``, for numeric parameters, is a formula over the parameter's own name whose
+    result is sent instead of the value itself (an 8x upscale after a 4x model sends
+    ``factor / 4`` to the resize node).
+    """
 
     node: str
     input: str
+    value: Formula | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,6 +72,9 @@ class Param:
     max_length: int | None = None
     help: Text | None = None
     targets: tuple[Target, ...] = ()
+    #: For a mask: the image parameter it is drawn on. The node merges the two into one
+    #: file (ComfyUI's ``/upload/mask``), which the mask's targets receive.
+    mask_of: str | None = None
 
     @property
     def beginner(self) -> bool:

@@ -1,10 +1,21 @@
 """Node implementations, registered by their real ComfyUI class names on import.
 
-Grouped by kind: ``image_io`` (load/save), ``image_ops`` (model-free transforms), ``masks``,
-``models`` (simulated model nodes) and ``audio``.
+Grouped by kind: ``image_io`` (load/save), ``image_ops``, ``image_layout`` and
+``image_filters`` (model-free transforms), ``masks``, ``strings``, ``models`` (simulated model
+nodes), ``video`` (LTX-Video) and ``audio``.
 """
 
-from . import audio, image_io, image_ops, masks, models  # noqa: F401 - imported to register
+from . import (  # noqa: F401 - imported to register
+    audio,
+    image_filters,
+    image_io,
+    image_layout,
+    image_ops,
+    masks,
+    models,
+    strings,
+    video,
+)
 from .base import REGISTRY, ComboSource, NodeDef, Result, RunContext
 
 __all__ = ["REGISTRY", "ComboSource", "NodeDef", "Result", "RunContext"]

@@ -1,5 +1,6 @@
-"""Audio nodes for the music workflow: an empty audio latent, a decoder that synthesises a
-short deterministic piece from the sampled latent, and SaveAudio writing a real FLAC file."""
+"""Audio nodes for the music workflows: empty audio latents (Stable Audio and ACE-Step), the
+ACE-Step text encoder, a decoder that synthesises a short deterministic piece from the sampled
+latent, and SaveAudio writing a real FLAC file."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ import numpy as np
 from ..files import save_image_path
 from ..flac import write_flac
 from .base import Result, RunContext, node
-from .models import Vae, stable_seed
+from .models import Clip, Conditioning, Vae, stable_seed
 
 SAMPLE_RATE = 44100
 LATENT_HOP = 2048  # audio samples per latent step, as Stable Audio's VAE
+ACE_LATENT_HOP = 512 * 8  # ACE-Step: [B, 8, 16, L] with L = seconds * 44100 / 512 / 8
 
 
 @node("EmptyLatentAudio")
@@ -22,10 +24,23 @@ def empty_latent_audio(ctx: RunContext, seconds: float, batch_size: int = 1) -> 
     return ({"samples": np.zeros((batch_size, 64, length), dtype=np.float32), "type": "audio"},)
 
 
+@node("EmptyAceStepLatentAudio")
+def empty_ace_step_latent_audio(ctx: RunContext, seconds: float, batch_size: int = 1) -> tuple[dict[str, Any]]:
+    length = int(seconds * SAMPLE_RATE / ACE_LATENT_HOP)
+    return ({"samples": np.zeros((batch_size, 8, 16, length), dtype=np.float32), "type": "audio"},)
+
+
+@node("TextEncodeAceStepAudio")
+def text_encode_ace_step_audio(
+    ctx: RunContext, clip: Clip, tags: str, lyrics: str, lyrics_strength: float
+) -> tuple[Conditioning]:
+    return (Conditioning(f"{tags}\n{lyrics}", clip, settings=(("lyrics_strength", lyrics_strength),)),)
+
+
 @node("VAEDecodeAudio")
 def vae_decode_audio(ctx: RunContext, samples: dict[str, Any], vae: Vae) -> tuple[dict[str, Any]]:
     latent = samples["samples"]
-    count = latent.shape[-1] * LATENT_HOP
+    count = latent.shape[-1] * (ACE_LATENT_HOP if latent.ndim == 4 else LATENT_HOP)
     t = np.arange(count, dtype=np.float32) / SAMPLE_RATE
     waves = []
     for item in latent:

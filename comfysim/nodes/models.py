@@ -50,6 +50,8 @@ def checkpoint_bytes(name: str) -> int:
 class Model:
     checkpoint: str
     loras: tuple[tuple[str, float], ...] = ()
+    #: Sampling patches (ModelSamplingSD3 shift ...), part of what makes a result differ.
+    patches: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,8 @@ class Conditioning:
     text: str
     clip: Clip
     controls: tuple[Control, ...] = ()
+    #: Extra conditioning values (LTXV frame rate, ACE lyrics strength ...).
+    settings: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -105,8 +109,14 @@ def require_vram(ctx: RunContext, needed: int) -> None:
 
 
 def latent_pixels(samples: np.ndarray) -> int:
-    """Output pixels a latent stands for (each latent cell is 8x8 pixels)."""
+    """Output pixels a latent stands for (each latent cell is 8x8 pixels; for a video latent
+    ``[B, C, T, h, w]`` this counts cells over time, a proxy for its working set)."""
     return int(np.prod(samples.shape[:1] + samples.shape[2:])) * 64
+
+
+def is_image_latent(latent: dict[str, Any]) -> bool:
+    """A ``[B, 4, h, w]`` picture latent (not audio, whose ACE-Step latent is 4-D too, nor video)."""
+    return latent["samples"].ndim == 4 and latent.get("type") != "audio"
 
 
 @node("CheckpointLoaderSimple", combos={"ckpt_name": ComboSource("models", "checkpoints")})
@@ -126,6 +136,16 @@ def lora_loader(
         replace(model, loras=model.loras + ((lora_name, strength_model),)),
         replace(clip, loras=clip.loras + ((lora_name, strength_clip),)),
     )
+
+
+@node("ModelSamplingSD3")
+def model_sampling_sd3(ctx: RunContext, model: Model, shift: float) -> tuple[Model]:
+    return (replace(model, patches=model.patches + (("sd3_shift", shift),)),)
+
+
+@node("ConditioningZeroOut")
+def conditioning_zero_out(ctx: RunContext, conditioning: Conditioning) -> tuple[Conditioning]:
+    return (replace(conditioning, text="", controls=(), settings=(("zero_out", 1.0),)),)
 
 
 @node("CLIPTextEncode")
@@ -167,6 +187,10 @@ def empty_latent_image(ctx: RunContext, width: int, height: int, batch_size: int
 def _target_latent(shape: tuple[int, ...], seed: int) -> np.ndarray:
     """Smooth noise: coarse Gaussian noise upsampled, so decoded pictures show colour blobs."""
     rng = np.random.default_rng(seed)
+    if len(shape) == 5:  # video [B, C, T, h, w]: morph between two smooth fields over time
+        first, last = (_target_latent(shape[:2] + shape[3:], seed + k) for k in (0, 1))
+        weights = np.linspace(0.0, 1.0, shape[2], dtype=np.float32)[None, None, :, None, None]
+        return (first[:, :, None] * (1 - weights) + last[:, :, None] * weights).astype(np.float32)
     if len(shape) != 4:  # audio latents [B, C, L]
         return rng.standard_normal(shape).astype(np.float32)
     batch, channels, height, width = shape
@@ -190,7 +214,7 @@ def latent_preview(samples: np.ndarray) -> Image.Image:
     return Image.fromarray(pixels)
 
 
-def _sample(
+def sample_latent(
     ctx: RunContext,
     model: Model,
     seed: int,
@@ -205,11 +229,11 @@ def _sample(
 ) -> dict[str, Any]:
     source = latent_image["samples"]
     require_vram(ctx, checkpoint_bytes(model.checkpoint) + latent_pixels(source) * SAMPLING_BYTES_PER_PIXEL)
-    key = stable_seed(ctx.config.seed, seed, model, positive.text, negative.text, settings, source.shape)
+    key = stable_seed(ctx.config.seed, seed, model, positive.text, negative.text, positive.settings, settings, source.shape)
     target = _apply_controls(_target_latent(source.shape, key), positive.controls)
     if denoise < 1.0:
         target = denoise * target + (1.0 - denoise) * source
-    if "noise_mask" in latent_image and source.ndim == 4:
+    if "noise_mask" in latent_image and is_image_latent(latent_image):
         mask = resize(latent_image["noise_mask"][:, 0], source.shape[3], source.shape[2], "bilinear")
         target = mask[:, None] * target + (1.0 - mask[:, None]) * source
     end = steps if last_step is None else min(last_step, steps)
@@ -218,7 +242,7 @@ def _sample(
     for step in range(1, total + 1):
         ctx.wait_step()
         current = source + (target - source) * (step / total)
-        preview = latent_preview(current) if ctx.config.previews and current.ndim == 4 else None
+        preview = latent_preview(current) if ctx.config.previews and is_image_latent(latent_image) else None
         ctx.progress(step, total, preview)
     out = dict(latent_image)
     out.pop("noise_mask", None)
@@ -241,7 +265,7 @@ def ksampler(
     denoise: float = 1.0,
 ) -> tuple[dict[str, Any]]:
     settings = (steps, cfg, sampler_name, scheduler, denoise)
-    return (_sample(ctx, model, seed, steps, settings, positive, negative, latent_image, denoise),)
+    return (sample_latent(ctx, model, seed, steps, settings, positive, negative, latent_image, denoise),)
 
 
 @node("KSamplerAdvanced")
@@ -262,19 +286,43 @@ def ksampler_advanced(
     return_with_leftover_noise: str,
 ) -> tuple[dict[str, Any]]:
     settings = (steps, cfg, sampler_name, scheduler, add_noise, start_at_step, end_at_step)
-    latent = _sample(
+    latent = sample_latent(
         ctx, model, noise_seed, steps, settings, positive, negative, latent_image, 1.0, start_at_step, end_at_step
     )
     return (latent,)
 
 
+def _decode_pixels(latent: np.ndarray, scale: int) -> np.ndarray:
+    rgb = np.tensordot(latent[:, :4], _LATENT_RGB, axes=(1, 1))  # [B, h, w, 3]
+    small = (0.5 + 0.5 * np.tanh(rgb)).astype(np.float32)
+    return resize(small, latent.shape[3] * scale, latent.shape[2] * scale, "bilinear")
+
+
+def _decode_video(latent: np.ndarray) -> np.ndarray:
+    """LTXV's VAE: each latent frame after the first stands for 8 frames of 32x32-pixel cells;
+    ComfyUI returns the frames of every video as one IMAGE batch."""
+    cells = latent.shape[2]
+    frames = (cells - 1) * 8 + 1
+    positions = np.linspace(0, cells - 1, frames)
+    out = []
+    for video in latent:
+        for position in positions:
+            low = int(np.floor(position))
+            high = min(low + 1, cells - 1)
+            mix = video[:, low] * (1 - (position - low)) + video[:, high] * (position - low)
+            out.append(_decode_pixels(mix[None], 32)[0])
+    return np.stack(out)
+
+
 @node("VAEDecode")
 def vae_decode(ctx: RunContext, samples: dict[str, Any], vae: Vae) -> tuple[np.ndarray]:
     latent = samples["samples"]
+    if latent.ndim == 5:
+        # Video VAEs decode in temporal chunks, so memory follows one chunk, not the clip.
+        require_vram(ctx, latent_pixels(latent[:, :, :1]) * 16 * DECODE_BYTES_PER_PIXEL)
+        return (_decode_video(latent),)
     require_vram(ctx, latent_pixels(latent) * DECODE_BYTES_PER_PIXEL)
-    rgb = np.tensordot(latent, _LATENT_RGB, axes=(1, 1))  # [B, h, w, 3]
-    small = (0.5 + 0.5 * np.tanh(rgb)).astype(np.float32)
-    return (resize(small, latent.shape[3] * 8, latent.shape[2] * 8, "bilinear"),)
+    return (_decode_pixels(latent, 8),)
 
 
 def _encode(pixels: np.ndarray) -> np.ndarray:
