@@ -215,3 +215,4 @@ class StageAlias(Base):
     en: Mapped[str] = mapped_column(String(128))
     zh: Mapped[str] = mapped_column(String(128))
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+from . import studio_models  # noqa: E402,F401

@@ -1,0 +1,204 @@
+"""The per-process consumer of user events: routes each event to the sessions of the
+user it belongs to.
+
+One bus subscription per studio process receives every user's events (design §7). The
+:class:`Feed` keeps, in memory and bounded:
+
+- per-job listener queues: the Create page's progress handler blocks on one;
+- a per-job snapshot (stage, steps, latest preview, outputs), so a page opened in the
+  middle of a job shows where it is instead of waiting for the next event;
+- per-user notices (a job finished, failed or was cancelled), which every page polls
+  to tell the user wherever they are;
+- which user each preview belongs to: previews are blobs without an owner row, and the
+  file route may serve one only to the user whose event named it.
+
+Every replica receives every event, so each one builds the same picture. Events are
+lossy by design; pages fall back to the database, which is the truth.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import copy
+import logging
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from backend.ports.bus import Bus, Subscription
+
+log = logging.getLogger(__name__)
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+MAX_JOBS = 5_000
+MAX_NOTICES = 50
+MAX_PREVIEWS = 20_000
+#: A listener that nobody drains (a vanished browser) must not grow without end.
+LISTENER_QUEUE = 1_000
+
+
+@dataclass
+class JobSnapshot:
+    """What the events said so far about one job."""
+
+    user_id: int
+    state: str = "queued"
+    stage: dict[str, str] | None = None
+    value: float = 0
+    max: float = 0
+    fraction: float = 0.0
+    started_ts: float | None = None
+    preview: str | None = None
+    outputs: list[str] = field(default_factory=list)
+    reason: dict[str, str] | None = None
+    refunded: int = 0
+
+
+@dataclass(frozen=True)
+class Notice:
+    seq: int
+    event: dict[str, Any]
+
+
+class Feed:
+    """Routes user events from the bus to per-job listeners, snapshots and notices."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self._lock = threading.Lock()
+        self._listeners: dict[str, list[tuple[int, queue.Queue[dict[str, Any]]]]] = {}
+        self._jobs: collections.OrderedDict[str, JobSnapshot] = collections.OrderedDict()
+        self._notices: dict[int, collections.deque[Notice]] = {}
+        self._seq = 0
+        self._previews: collections.OrderedDict[str, int] = collections.OrderedDict()
+        self._subscription: Subscription | None = None
+
+    def start(self) -> "Feed":
+        if self._subscription is None:
+            self._subscription = self.bus.subscribe_user_events(self._on_event)
+            log.info("user event feed started")
+        return self
+
+    def stop(self) -> None:
+        if self._subscription is not None:
+            self._subscription.close()
+            self._subscription = None
+
+    # ---- the bus side -------------------------------------------------------------------
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        try:
+            self.publish(event)
+        except Exception:  # one malformed event must not stop the feed for everyone
+            log.exception("user event dropped: %r", event)
+
+    def publish(self, event: dict[str, Any]) -> None:
+        """Route one event (called on the bus thread; tests may call it directly)."""
+        user_id, job_id, kind = event.get("user_id"), event.get("job_id"), event.get("type")
+        if not isinstance(user_id, int):
+            return
+        with self._lock:
+            if job_id:
+                self.apply(self._snapshot(job_id, user_id), event)
+            if kind == "preview" and event.get("asset"):
+                self._previews[str(event["asset"])] = user_id
+                while len(self._previews) > MAX_PREVIEWS:
+                    self._previews.popitem(last=False)
+            if kind in TERMINAL or kind == "notice":
+                self._seq += 1
+                box = self._notices.setdefault(user_id, collections.deque(maxlen=MAX_NOTICES))
+                box.append(Notice(self._seq, dict(event)))
+            targets = [q for owner, q in self._listeners.get(job_id or "", []) if owner == user_id]
+        for q in targets:
+            try:
+                q.put_nowait(dict(event))
+            except queue.Full:
+                log.warning("job %s: a listener is not reading; event %s dropped", job_id, kind)
+
+    def _snapshot(self, job_id: str, user_id: int) -> JobSnapshot:
+        snap = self._jobs.get(job_id)
+        if snap is None:
+            snap = self._jobs[job_id] = JobSnapshot(user_id=user_id)
+            while len(self._jobs) > MAX_JOBS:
+                self._jobs.popitem(last=False)
+        return snap
+
+    @staticmethod
+    def apply(snap: JobSnapshot, event: dict[str, Any]) -> None:
+        """Fold one event into a snapshot (the feed's own, or a watcher's copy)."""
+        kind = event.get("type")
+        if kind == "started":
+            snap.state, snap.started_ts = "running", event.get("ts")
+        elif kind == "stage":
+            snap.state, snap.stage = "running", event.get("alias")
+            snap.value = snap.max = 0
+        elif kind == "progress":
+            snap.state = "running"
+            snap.value, snap.max = event.get("value", 0), event.get("max", 0)
+            snap.fraction = float(event.get("fraction") or snap.fraction)
+        elif kind == "preview":
+            snap.preview = event.get("asset")
+        elif kind == "output":
+            asset = event.get("asset")
+            if asset and asset not in snap.outputs:
+                snap.outputs.append(asset)
+        elif kind in TERMINAL:
+            snap.state = kind
+            snap.reason = event.get("reason")
+            snap.refunded = int(event.get("refunded") or 0)
+            if kind == "succeeded":
+                snap.fraction = 1.0
+                for asset in event.get("outputs") or []:
+                    if asset not in snap.outputs:
+                        snap.outputs.append(asset)
+
+    # ---- the session side ---------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def watch(self, user_id: int, job_id: str) -> Iterator[queue.Queue[dict[str, Any]]]:
+        """A queue of ``job_id``'s events while the block runs (only if ``user_id`` owns it).
+
+        Register before reading the job's state from the database, so that no event
+        between the read and the first ``get`` is lost.
+        """
+        q: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=LISTENER_QUEUE)
+        entry = (user_id, q)
+        with self._lock:
+            self._listeners.setdefault(job_id, []).append(entry)
+        try:
+            yield q
+        finally:
+            with self._lock:
+                entries = self._listeners.get(job_id, [])
+                if entry in entries:
+                    entries.remove(entry)
+                if not entries:
+                    self._listeners.pop(job_id, None)
+
+    def snapshot(self, user_id: int, job_id: str) -> JobSnapshot | None:
+        with self._lock:
+            snap = self._jobs.get(job_id)
+            return copy.deepcopy(snap) if snap is not None and snap.user_id == user_id else None
+
+    def notice_cursor(self, user_id: int) -> int:
+        """The sequence number after which this user's future notices come."""
+        with self._lock:
+            box = self._notices.get(user_id)
+            return box[-1].seq if box else 0
+
+    def notices_since(self, user_id: int, cursor: int) -> tuple[int, list[dict[str, Any]]]:
+        with self._lock:
+            box = list(self._notices.get(user_id, ()))
+        fresh = [n for n in box if n.seq > cursor]
+        return (fresh[-1].seq if fresh else cursor), [n.event for n in fresh]
+
+    def preview_owner(self, asset_id: str) -> int | None:
+        with self._lock:
+            return self._previews.get(asset_id)
+
+    def listener_count(self) -> int:
+        with self._lock:
+            return sum(len(v) for v in self._listeners.values())

@@ -1,0 +1,202 @@
+"""Chinese and English: one table of UI strings, used by Gradio in the browser and by
+handlers in Python.
+
+Gradio translates static texts (labels, buttons, Markdown) in the browser from
+``navigator.language``; what a handler returns must be translated here. To keep both
+sides on the same language, the chosen language lives in a cookie (``studio_lang``):
+the server reads it, and a small head script makes ``navigator.language`` report it
+before Gradio starts. Without the cookie both follow the browser's language.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import gradio as gr
+
+from backend.workflows import Library
+
+LANG_COOKIE = "studio_lang"
+LANGS = ("en", "zh")
+
+STRINGS: dict[str, tuple[str, str]] = {
+    # key: (English, Chinese)
+    "brand": ("AIGC Studio", "AIGC 创作工坊"),
+    "nav.create": ("Create", "创作"),
+    "nav.history": ("History", "历史"),
+    "nav.account": ("Account", "账户"),
+    "nav.admin": ("Admin", "管理"),
+    "nav.signout": ("Sign out", "退出登录"),
+    "nav.lang": ("中文", "English"),
+    "credits": ("credits", "积分"),
+    "create.pick": ("Choose a workflow", "选择工作流"),
+    "create.use": ("Use this workflow", "使用此工作流"),
+    "create.inputs": ("Inputs", "输入"),
+    "create.beginner": ("Beginner", "新手"),
+    "create.expert": ("Expert", "专家"),
+    "create.go": ("Create", "开始创作"),
+    "create.cancel": ("Cancel", "取消"),
+    "create.queue_anyway": ("Queue anyway", "仍然排队"),
+    "create.never_mind": ("Not now", "暂不"),
+    "create.mask": ("Paint the area to change", "涂抹需要修改的区域"),
+    "create.stored_input": ("Using the stored file from your earlier job; upload another to replace it.",
+                            "正在使用之前任务中保存的文件；上传新文件即可替换。"),
+    "create.price": ("Price", "价格"),
+    "create.need_input": ("Upload {label} to see the price.", "上传{label}后显示价格。"),
+    "create.idle": ("Your results appear here.", "创作结果将显示在这里。"),
+    "create.no_workflows": ("No workflows are installed.", "尚未安装任何工作流。"),
+    "state.queued": ("Waiting for a node", "等待节点"),
+    "state.dispatched": ("Sent to a node", "已发送到节点"),
+    "state.submitted": ("Waiting on the node", "节点排队中"),
+    "state.running": ("Running", "运行中"),
+    "state.succeeded": ("Done", "已完成"),
+    "state.failed": ("Failed", "失败"),
+    "state.cancelled": ("Cancelled", "已取消"),
+    "progress.steps": ("step {value}/{max}", "第 {value}/{max} 步"),
+    "progress.eta": ("about {seconds} s left", "预计还需 {seconds} 秒"),
+    "progress.preview": ("Preview", "预览"),
+    "progress.outputs": ("Results", "结果"),
+    "progress.refunded": ("{amount} credits refunded.", "已退还 {amount} 积分。"),
+    "progress.cost": ("{amount} credits", "{amount} 积分"),
+    "progress.download": ("Download", "下载"),
+    "notice.succeeded": ("Your {workflow} job is done. See History.", "您的“{workflow}”任务已完成，请到历史中查看。"),
+    "notice.failed": ("Your {workflow} job failed: {reason}", "您的“{workflow}”任务失败：{reason}"),
+    "notice.cancelled": ("Your {workflow} job was cancelled; {amount} credits refunded.",
+                         "您的“{workflow}”任务已取消，已退还 {amount} 积分。"),
+    "history.title": ("Your jobs", "我的任务"),
+    "history.empty": ("No jobs yet. Start on the Create page.", "还没有任务。去“创作”页开始吧。"),
+    "history.again": ("Draw again", "再画一次"),
+    "history.refresh": ("Refresh", "刷新"),
+    "history.when": ("When", "时间"),
+    "history.workflow": ("Workflow", "工作流"),
+    "history.status": ("Status", "状态"),
+    "history.cost": ("Cost", "花费"),
+    "history.refund": ("Refund", "退款"),
+    "history.outputs": ("Results", "结果"),
+    "account.title": ("Your account", "我的账户"),
+    "account.balance": ("Balance", "余额"),
+    "account.redeem": ("Redeem a code", "兑换积分码"),
+    "account.code": ("Code", "积分码"),
+    "account.redeem_go": ("Redeem", "兑换"),
+    "account.redeemed": ("{amount} credits added.", "已增加 {amount} 积分。"),
+    "account.ledger": ("Ledger", "账单明细"),
+    "ledger.kind": ("Kind", "类型"),
+    "ledger.amount": ("Amount", "数量"),
+    "ledger.balance": ("Balance after", "变动后余额"),
+    "ledger.note": ("Note", "备注"),
+    "kind.grant": ("Grant", "赠送"),
+    "kind.recharge": ("Recharge", "充值"),
+    "kind.redeem": ("Code", "兑换"),
+    "kind.charge": ("Job", "任务扣费"),
+    "kind.refund": ("Refund", "退款"),
+    "kind.adjust": ("Adjustment", "调整"),
+    "admin.title": ("Administration", "管理后台"),
+    "admin.denied": ("This page is for administrators.", "此页面仅限管理员访问。"),
+    "admin.nodes": ("Nodes", "节点"),
+    "admin.users": ("Users", "用户"),
+    "admin.codes": ("Redeem codes", "积分码"),
+    "admin.jobs": ("Jobs", "任务"),
+    "admin.workflows": ("Workflows", "工作流"),
+    "admin.signup": ("Sign-up", "注册"),
+    "admin.refresh": ("Refresh", "刷新"),
+    "admin.user_name": ("User name", "用户名"),
+    "admin.password": ("Password", "密码"),
+    "admin.role": ("Role", "角色"),
+    "admin.create_user": ("Create user", "创建用户"),
+    "admin.credits": ("Credits", "积分"),
+    "admin.note": ("Note", "备注"),
+    "admin.grant": ("Grant credits", "发放积分"),
+    "admin.disable": ("Disable", "停用"),
+    "admin.enable": ("Enable", "启用"),
+    "admin.count": ("How many codes", "数量"),
+    "admin.expires": ("Expires after days (0 = never)", "有效天数（0 表示永久）"),
+    "admin.make_codes": ("Create batch", "生成一批"),
+    "admin.new_codes": ("New codes (shown once)", "新积分码（仅显示一次）"),
+    "admin.failed_only": ("Failed jobs only", "只看失败任务"),
+    "admin.workflow": ("Workflow", "工作流"),
+    "admin.node": ("Graph node", "图节点"),
+    "admin.alias_en": ("Alias (English)", "别名（英文）"),
+    "admin.alias_zh": ("Alias (Chinese)", "别名（中文）"),
+    "admin.save_alias": ("Save alias", "保存别名"),
+    "admin.signup_mode": ("Who may sign up", "谁可以注册"),
+    "admin.welcome": ("Welcome credits for new accounts", "新账户赠送积分"),
+    "admin.save": ("Save", "保存"),
+    "admin.saved": ("Saved.", "已保存。"),
+    "admin.done": ("Done.", "完成。"),
+    "signup.open": ("Anyone", "所有人"),
+    "signup.invite": ("With an invite code", "凭邀请码"),
+    "signup.off": ("Nobody (closed)", "关闭注册"),
+    "node.online": ("online", "在线"),
+    "node.offline": ("offline", "离线"),
+    "node.simulated": ("simulated", "模拟节点"),
+    "node.real": ("GPU", "GPU"),
+    "node.none": ("No node is online.", "没有在线节点。"),
+}
+
+
+def normalize(lang: str | None) -> str:
+    """"zh", "zh-CN", "zh_TW" → "zh"; anything else → "en"."""
+    return "zh" if (lang or "").strip().lower().startswith("zh") else "en"
+
+
+def from_headers(cookie: str | None, accept_language: str | None) -> str:
+    """The language of a request: the cookie if set, else the browser's first choice."""
+    if cookie:
+        return normalize(cookie)
+    first = (accept_language or "").split(",")[0].split(";")[0]
+    return normalize(first)
+
+
+def lang_of(request: gr.Request | None) -> str:
+    if request is None:
+        return "en"
+    cookies = getattr(request, "cookies", None) or {}
+    headers = getattr(request, "headers", None) or {}
+    return from_headers(cookies.get(LANG_COOKIE), headers.get("accept-language"))
+
+
+def t(key: str, lang: str, **fields: object) -> str:
+    en, zh = STRINGS[key]
+    text = zh if lang == "zh" else en
+    return text.format(**fields) if fields else text
+
+
+def pick(texts: Mapping[str, str] | None, lang: str) -> str:
+    """One side of an ``{en, zh}`` message from the backend."""
+    if not texts:
+        return ""
+    return texts.get(lang) or texts.get("en") or ""
+
+
+def build_i18n(library: Library) -> gr.I18n:
+    """The browser-side table: UI strings plus every workflow's titles and field labels."""
+    en: dict[str, str] = {}
+    zh: dict[str, str] = {}
+    for key, (e, z) in STRINGS.items():
+        en[key], zh[key] = e, z
+    for spec in library:
+        pairs = {f"wf.{spec.name}.title": spec.title, f"wf.{spec.name}.description": spec.description}
+        for param in spec.params:
+            pairs[f"wf.{spec.name}.param.{param.name}"] = param.label
+            if param.help is not None:
+                pairs[f"wf.{spec.name}.help.{param.name}"] = param.help
+        for preset in spec.presets:
+            pairs[f"wf.{spec.name}.preset.{preset.name}"] = preset.label
+        for key, text in pairs.items():
+            en[key], zh[key] = text.en, text.zh
+    return gr.I18n(en=en, **{"zh-CN": zh, "zh": zh})
+
+
+# Runs in <head> before Gradio's module scripts: makes the browser-side language follow
+# the cookie the server reads, so static and handler-made texts always agree.
+LANG_HEAD_SCRIPT = """<script>
+(function () {
+  var m = document.cookie.match(/(?:^|; )studio_lang=([^;]+)/);
+  if (!m) return;
+  var l = m[1] === "zh" ? "zh-CN" : "en";
+  try {
+    Object.defineProperty(navigator, "language", { get: function () { return l; } });
+    Object.defineProperty(navigator, "languages", { get: function () { return [l]; } });
+  } catch (e) {}
+})();
+</script>"""

@@ -1,0 +1,265 @@
+"""The Admin page: live nodes, users, redeem code batches, all jobs, workflows with
+their stage aliases, and the sign-up settings.
+
+Every handler checks the role on the server (:meth:`Studio.admin`); hiding the page
+from creators is only a courtesy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+from sqlalchemy import select
+
+from backend import accounts, codes, ledger, stages
+from backend.db.models import Job, User
+from backend.errors import InvalidParameter, StudioError
+
+from .. import app_settings
+from ..context import Studio, fail
+from ..i18n import lang_of, t
+from ..layout import header
+from ..render import esc, message, pill, table, when
+
+NODE_REFRESH_SECONDS = 3.0
+JOB_ROWS = 200
+
+
+def build(studio: Studio, demo: gr.Blocks) -> None:
+    i18n = studio.i18n
+    header(studio, demo, "admin")
+    denied = gr.HTML("", js_on_load=None, elem_id="admin-denied")
+    with gr.Column(visible=False, elem_id="admin-panel") as panel:
+        gr.Markdown(i18n("admin.title"))
+        with gr.Tabs():
+            with gr.Tab(i18n("admin.nodes"), id="nodes"):
+                nodes_html = gr.HTML("", elem_id="nodes", js_on_load=None)
+            with gr.Tab(i18n("admin.users"), id="users"):
+                users_html = gr.HTML("", elem_id="users", js_on_load=None)
+                with gr.Row(equal_height=True):
+                    who = gr.Textbox(label=i18n("admin.user_name"), elem_id="admin-user")
+                    credits = gr.Number(label=i18n("admin.credits"), value=100, precision=0, elem_id="admin-credits")
+                    note = gr.Textbox(label=i18n("admin.note"), elem_id="admin-note")
+                with gr.Row():
+                    grant = gr.Button(i18n("admin.grant"), variant="primary", elem_id="admin-grant")
+                    disable = gr.Button(i18n("admin.disable"), variant="stop", elem_id="admin-disable")
+                    enable = gr.Button(i18n("admin.enable"), elem_id="admin-enable")
+                with gr.Row(equal_height=True):
+                    new_name = gr.Textbox(label=i18n("admin.user_name"), elem_id="new-user")
+                    new_password = gr.Textbox(label=i18n("admin.password"), type="password", elem_id="new-password")
+                    new_role = gr.Radio(["creator", "admin"], value="creator", label=i18n("admin.role"))
+                    create = gr.Button(i18n("admin.create_user"), elem_id="admin-create-user")
+                users_msg = gr.HTML("", elem_id="users-msg", js_on_load=None)
+            with gr.Tab(i18n("admin.codes"), id="codes"):
+                with gr.Row(equal_height=True):
+                    count = gr.Number(label=i18n("admin.count"), value=10, precision=0, minimum=1, maximum=codes.MAX_BATCH)
+                    worth = gr.Number(label=i18n("admin.credits"), value=100, precision=0, minimum=1)
+                    days = gr.Number(label=i18n("admin.expires"), value=0, precision=0, minimum=0)
+                    make = gr.Button(i18n("admin.make_codes"), variant="primary", elem_id="make-codes")
+                new_codes = gr.Textbox(label=i18n("admin.new_codes"), lines=4, interactive=False, elem_id="new-codes")
+                batches_html = gr.HTML("", elem_id="batches", js_on_load=None)
+            with gr.Tab(i18n("admin.jobs"), id="jobs"):
+                failed_only = gr.Checkbox(label=i18n("admin.failed_only"), value=False)
+                jobs_html = gr.HTML("", elem_id="all-jobs", js_on_load=None)
+            with gr.Tab(i18n("admin.workflows"), id="workflows"):
+                workflows_html = gr.HTML("", elem_id="workflows", js_on_load=None)
+                names = studio.backend.library.names()
+                with gr.Row(equal_height=True):
+                    wf = gr.Dropdown(names, value=names[0] if names else None, label=i18n("admin.workflow"))
+                    node = gr.Dropdown([], label=i18n("admin.node"))
+                    alias_en = gr.Textbox(label=i18n("admin.alias_en"))
+                    alias_zh = gr.Textbox(label=i18n("admin.alias_zh"))
+                save_alias = gr.Button(i18n("admin.save_alias"), elem_id="save-alias")
+                alias_msg = gr.HTML("", js_on_load=None)
+            with gr.Tab(i18n("admin.signup"), id="signup"):
+                mode = gr.Radio([("open", "open"), ("invite", "invite"), ("off", "off")], label=i18n("admin.signup_mode"),
+                                elem_id="signup-mode")
+                welcome = gr.Number(label=i18n("admin.welcome"), precision=0, minimum=0, elem_id="welcome-credits")
+                save_signup = gr.Button(i18n("admin.save"), elem_id="save-signup")
+                signup_msg = gr.HTML("", js_on_load=None)
+        refresh = gr.Button(i18n("admin.refresh"), size="sm", elem_id="admin-refresh")
+
+    db, backend = studio.backend.db, studio.backend
+
+    def everything(request: gr.Request) -> dict[Any, Any]:
+        user = studio.user(request)
+        lang = lang_of(request)
+        if not user.is_admin:
+            return {denied: message("error", t("admin.denied", lang)), panel: gr.update(visible=False)}
+        choices = [(t(f"signup.{m}", lang), m) for m in ("open", "invite", "off")]
+        return {
+            denied: "", panel: gr.update(visible=True), nodes_html: nodes_table(studio, lang),
+            users_html: users_table(studio, lang), batches_html: batches_table(studio),
+            jobs_html: jobs_table(studio, lang, failed_only=False), workflows_html: workflows_table(studio, lang),
+            mode: gr.update(choices=choices, value=app_settings.signup_mode(db, backend.settings)),
+            welcome: app_settings.welcome_credits(db, backend.settings),
+        }
+
+    load_outputs = [denied, panel, nodes_html, users_html, batches_html, jobs_html, workflows_html, mode, welcome]
+    demo.load(everything, None, load_outputs, api_visibility="private")
+    refresh.click(everything, None, load_outputs, api_visibility="private")
+
+    def tick(request: gr.Request) -> str:
+        user = studio.user(request)
+        if not user.is_admin:
+            return gr.skip()
+        return nodes_table(studio, lang_of(request))
+
+    gr.Timer(NODE_REFRESH_SECONDS).tick(tick, None, nodes_html, api_visibility="private", show_progress="hidden")
+
+    def act(kind: str, name: str, amount: float | None, text: str, request: gr.Request) -> tuple[str, str]:
+        admin = studio.admin(request)
+        lang = lang_of(request)
+        try:
+            if kind == "grant":
+                with db.write() as s:
+                    target = accounts.find_user(s, name)
+                    ledger.credit(s, target.id, int(amount or 0), kind="grant", note=text or None, actor=admin.name)
+            else:
+                target = accounts.set_disabled(db, name, kind == "disable")
+                if kind == "disable":
+                    studio.sessions.revoke_user(target.id)
+        except StudioError as exc:
+            return message("error", exc.text(lang)), gr.skip()
+        return message("ok", t("admin.done", lang)), users_table(studio, lang)
+
+    def do_grant(name: str, amount: float | None, text: str, request: gr.Request) -> tuple[str, str]:
+        return act("grant", name, amount, text, request)
+
+    def do_disable(name: str, amount: float | None, text: str, request: gr.Request) -> tuple[str, str]:
+        return act("disable", name, amount, text, request)
+
+    def do_enable(name: str, amount: float | None, text: str, request: gr.Request) -> tuple[str, str]:
+        return act("enable", name, amount, text, request)
+
+    grant.click(do_grant, [who, credits, note], [users_msg, users_html], api_name="admin_grant")
+    disable.click(do_disable, [who, credits, note], [users_msg, users_html], api_name="admin_disable")
+    enable.click(do_enable, [who, credits, note], [users_msg, users_html], api_name="admin_enable")
+
+    def create_user(name: str, password: str, role: str, request: gr.Request) -> tuple[str, str]:
+        studio.admin(request)
+        lang = lang_of(request)
+        try:
+            accounts.create_user(db, name, password, role=role,
+                                 welcome_credits=app_settings.welcome_credits(db, backend.settings), hasher=studio.hasher)
+        except StudioError as exc:
+            return message("error", exc.text(lang)), gr.skip()
+        return message("ok", t("admin.done", lang)), users_table(studio, lang)
+
+    create.click(create_user, [new_name, new_password, new_role], [users_msg, users_html], api_name="admin_create_user")
+
+    def make_codes(n: float | None, value: float | None, expires: float | None, request: gr.Request) -> tuple[str, str]:
+        admin = studio.admin(request)
+        try:
+            batch = codes.create_batch(db, int(n or 0), int(value or 0), expires_days=float(expires) if expires else None,
+                                       created_by=admin.id)
+        except StudioError as exc:
+            raise fail(exc, request) from None
+        return "\n".join(batch.codes), batches_table(studio)
+
+    make.click(make_codes, [count, worth, days], [new_codes, batches_html], api_name="admin_codes")
+
+    def list_jobs(only_failed: bool, request: gr.Request) -> str:
+        studio.admin(request)
+        return jobs_table(studio, lang_of(request), failed_only=only_failed)
+
+    failed_only.change(list_jobs, [failed_only], [jobs_html], api_visibility="private")
+
+    def nodes_of(name: str | None, request: gr.Request) -> dict:
+        studio.admin(request)
+        if not name or name not in backend.library:
+            return gr.update(choices=[], value=None)
+        spec = backend.library.get(name)
+        return gr.update(choices=sorted(spec.graph, key=lambda n: (len(n), n)), value=None)
+
+    def alias_of(name: str | None, node_id: str | None, request: gr.Request) -> tuple[str, str]:
+        studio.admin(request)
+        if not name or not node_id or name not in backend.library:
+            return "", ""
+        current = stages.aliases(db, backend.library.get(name)).get(node_id)
+        return (current["en"], current["zh"]) if current else ("", "")
+
+    def save(name: str | None, node_id: str | None, en: str, zh: str, request: gr.Request) -> tuple[str, str]:
+        studio.admin(request)
+        lang = lang_of(request)
+        try:
+            if not name or not node_id:
+                raise InvalidParameter("Choose a workflow and a node.", zh="请选择工作流和节点。")
+            stages.set_alias(db, backend.library.get(name), node_id, en=en, zh=zh)
+        except StudioError as exc:
+            return message("error", exc.text(lang)), gr.skip()
+        return message("ok", t("admin.saved", lang)), workflows_table(studio, lang)
+
+    wf.change(nodes_of, [wf], [node], api_visibility="private")
+    demo.load(nodes_of, [wf], [node], api_visibility="private")
+    node.change(alias_of, [wf, node], [alias_en, alias_zh], api_visibility="private")
+    save_alias.click(save, [wf, node, alias_en, alias_zh], [alias_msg, workflows_html], api_name="admin_alias")
+
+    def set_signup(value: str, grant_amount: float | None, request: gr.Request) -> str:
+        studio.admin(request)
+        lang = lang_of(request)
+        try:
+            app_settings.set_signup(db, mode=value, welcome=int(grant_amount or 0))
+        except StudioError as exc:
+            return message("error", exc.text(lang))
+        return message("ok", t("admin.saved", lang))
+
+    save_signup.click(set_signup, [mode, welcome], [signup_msg], api_name="admin_signup")
+
+
+def nodes_table(studio: Studio, lang: str) -> str:
+    views = studio.backend.registry.nodes()
+    if not views:
+        return message("warn", t("node.none", lang), elem_id="no-nodes")
+    rows = []
+    for view in views:
+        s = view.state
+        caps = studio.backend.registry.capabilities(s.node_id)
+        kind = pill("simulated", t("node.simulated", lang)) if s.simulated else esc(t("node.real", lang))
+        online = pill("online" if s.online else "offline", t("node.online" if s.online else "node.offline", lang))
+        vram = f"{s.vram_free_mb / 1024:.1f} / {s.vram_total_mb / 1024:.1f} GB" if s.vram_total_mb else "–"
+        models = ", ".join(sorted(m.rsplit("/", 1)[-1] for m in caps.models)) if caps else ""
+        capability = f"{len(caps.classes)} node types; {esc(models) or '–'}" if caps else "–"
+        rows.append([f"<b>{esc(s.label or s.node_id)}</b><br><small>{esc(s.node_id)}</small>", online, kind,
+                     f"{len(view.reservations)} / {s.slots}", esc(s.queue_remaining), vram, f"{s.speed:.2f}",
+                     esc(s.loaded_checkpoint or "–"), capability])
+    headers = ["node", "state", "kind", "slots used", "ComfyUI queue", "VRAM free", "speed", "checkpoint", "capabilities"]
+    return table(headers, rows, elem_id="nodes-table")
+
+
+def users_table(studio: Studio, lang: str) -> str:
+    rows = [[esc(u.id), f"<b>{esc(u.name)}</b>", esc(u.role), esc(u.balance),
+             pill("failed", "disabled") if u.disabled else pill("succeeded", "active"), esc(when(u.created_at)),
+             esc(when(u.last_login_at))] for u in accounts.list_users(studio.backend.db)]
+    return table(["id", t("admin.user_name", lang), t("admin.role", lang), t("account.balance", lang), "", "created",
+                  "last sign-in"], rows, elem_id="users-table")
+
+
+def batches_table(studio: Studio) -> str:
+    rows = [[esc(b["batch"]), esc(b["credits"]), esc(b["codes"]), esc(b["redeemed"]), esc(when(b["expires_at"]))]
+            for b in codes.list_batches(studio.backend.db)]
+    return table(["batch", "credits", "codes", "redeemed", "expires"], rows, elem_id="batches-table")
+
+
+def jobs_table(studio: Studio, lang: str, *, failed_only: bool) -> str:
+    stmt = select(Job, User.name).join(User, User.id == Job.user_id).order_by(Job.created_at.desc()).limit(JOB_ROWS)
+    if failed_only:
+        stmt = stmt.where(Job.state == "failed")
+    with studio.backend.db.read() as s:
+        found = s.execute(stmt).all()
+    rows = [[esc(when(job.created_at)), f"<code>{esc(job.id[:8])}</code>", esc(name), esc(job.workflow),
+             pill(job.state, t(f"state.{job.state}", lang)), esc(job.cost), esc(job.node_id or "–"),
+             f'<span class="err">{esc(job.error_type or "")} {esc((job.error_message or "")[:160])}</span>']
+            for job, name in found]
+    return table(["when", "job", "user", "workflow", "state", "cost", "node", "error"], rows, elem_id="jobs-table")
+
+
+def workflows_table(studio: Studio, lang: str) -> str:
+    rows = []
+    for spec in studio.backend.library:
+        names = stages.aliases(studio.backend.db, spec)
+        listed = "<br>".join(f"<code>{esc(n)}</code> {esc(a['en'])} / {esc(a['zh'])}" for n, a in sorted(names.items()))
+        rows.append([f"<b>{esc(spec.name)}</b>", esc(spec.title.get(lang)), esc(spec.category),
+                     esc(len(spec.params)), listed])
+    return table(["name", "title", "category", "params", "stages"], rows, elem_id="workflows-table")

@@ -1,0 +1,167 @@
+"""Sign in, sign up, sign out and the language switch: plain FastAPI pages.
+
+They sit outside Gradio so that the session cookie is ours (see :mod:`studio.auth`)
+and so that an unauthenticated visitor never loads the Gradio app at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+from urllib.parse import quote
+
+import fastapi
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+from backend.errors import AuthError, RateLimited, StudioError
+
+from .. import app_settings
+from ..auth import SESSION_COOKIE, SESSION_DAYS, sign_in, sign_up
+from ..context import Studio
+from ..i18n import LANG_COOKIE, from_headers, normalize
+
+STUDIO_PATH = "/studio"
+#: A wrong password costs the caller this long, on top of the database throttle.
+FAILURE_PAUSE_SECONDS = 0.8
+
+_TEXT = {
+    "en": {
+        "title_in": "Sign in", "title_up": "Create your account", "name": "User name", "password": "Password",
+        "password2": "Repeat the password", "invite": "Invite code", "go_in": "Sign in", "go_up": "Create account",
+        "to_up": "No account yet? <a href='/signup{q}'>Sign up</a>", "to_in": "Have an account? <a href='/login{q}'>Sign in</a>",
+        "closed": "Sign-up is closed; ask an administrator for an account.", "mismatch": "The passwords differ.",
+        "tagline": "Create images with AI, on our GPUs.",
+    },
+    "zh": {
+        "title_in": "登录", "title_up": "注册新账户", "name": "用户名", "password": "密码", "password2": "再次输入密码",
+        "invite": "邀请码", "go_in": "登录", "go_up": "注册", "to_up": "还没有账户？<a href='/signup{q}'>注册</a>",
+        "to_in": "已有账户？<a href='/login{q}'>登录</a>", "closed": "注册已关闭，请联系管理员开通账户。",
+        "mismatch": "两次输入的密码不一致。", "tagline": "用 AI 创作图像，算力由我们提供。",
+    },
+}
+
+
+def safe_next(target: str | None) -> str:
+    """Only same-site paths: an open redirect after sign-in would help phishing."""
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return STUDIO_PATH + "/"
+
+
+def request_lang(request: fastapi.Request, default: str) -> str:
+    cookie = request.cookies.get(LANG_COOKIE)
+    accept = request.headers.get("accept-language")
+    return from_headers(cookie, accept) if (cookie or accept) else normalize(default)
+
+
+def _page(lang: str, title: str, body: str, *, path: str, next_path: str) -> HTMLResponse:
+    other = "en" if lang == "zh" else "zh"
+    switch = f"/lang/{other}?next={quote(path + '?next=' + quote(next_path), safe='')}"
+    label = "English" if lang == "zh" else "中文"
+    doc = f"""<!doctype html><html lang="{'zh-CN' if lang == 'zh' else 'en'}"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1"><title>{html.escape(title)} · AIGC Studio</title>
+<link rel="icon" href="/static/logo.svg"><link rel="stylesheet" href="/static/studio.css"></head>
+<body class="auth"><main class="auth-card"><div class="lang"><a id="lang-switch" href="{switch}">{label}</a></div>
+<div class="logo"><img src="/static/logo.svg" alt="">AIGC Studio</div>
+<h1>{html.escape(_TEXT[lang]['tagline'])}</h1>{body}</main></body></html>"""
+    return HTMLResponse(doc, headers={"Cache-Control": "no-store"})
+
+
+def _field(label: str, name: str, kind: str = "text", value: str = "", auto: str = "") -> str:
+    return (f'<label for="{name}">{html.escape(label)}</label><input id="{name}" name="{name}" type="{kind}" '
+            f'value="{html.escape(value)}" autocomplete="{auto}" required>')
+
+
+def _error(message: str) -> str:
+    return f'<p class="error" id="auth-error">{html.escape(message)}</p>' if message else ""
+
+
+def add_signin_routes(app: fastapi.FastAPI, studio: Studio, *, lang_default: str = "en", secure_cookies: bool = False) -> None:
+    db, settings = studio.backend.db, studio.backend.settings
+
+    def login_page(lang: str, next_path: str, *, name: str = "", error: str = "", status: int = 200) -> HTMLResponse:
+        t = _TEXT[lang]
+        q = f"?next={quote(next_path)}"
+        alt = "" if app_settings.signup_mode(db, settings) == "off" else f'<p class="alt">{t["to_up"].format(q=q)}</p>'
+        body = (f'{_error(error)}<form method="post" action="/login{q}">'
+                f'{_field(t["name"], "name", value=name, auto="username")}'
+                f'{_field(t["password"], "password", "password", auto="current-password")}'
+                f'<button type="submit" id="signin">{t["go_in"]}</button></form>{alt}')
+        response = _page(lang, t["title_in"], body, path="/login", next_path=next_path)
+        response.status_code = status
+        return response
+
+    def signup_page(lang: str, next_path: str, *, name: str = "", error: str = "", status: int = 200) -> HTMLResponse:
+        t = _TEXT[lang]
+        q = f"?next={quote(next_path)}"
+        mode = app_settings.signup_mode(db, settings)
+        if mode == "off":
+            body = f'{_error(t["closed"])}<p class="alt">{t["to_in"].format(q=q)}</p>'
+            return _page(lang, t["title_up"], body, path="/signup", next_path=next_path)
+        invite = _field(t["invite"], "invite", auto="off") if mode == "invite" else ""
+        body = (f'{_error(error)}<form method="post" action="/signup{q}">'
+                f'{_field(t["name"], "name", value=name, auto="username")}'
+                f'{_field(t["password"], "password", "password", auto="new-password")}'
+                f'{_field(t["password2"], "password2", "password", auto="new-password")}{invite}'
+                f'<button type="submit" id="signup">{t["go_up"]}</button></form>'
+                f'<p class="alt">{t["to_in"].format(q=q)}</p>')
+        response = _page(lang, t["title_up"], body, path="/signup", next_path=next_path)
+        response.status_code = status
+        return response
+
+    def signed_in(user_id: int, next_path: str) -> RedirectResponse:
+        token = studio.sessions.create(user_id)
+        response = RedirectResponse(safe_next(next_path), status_code=303)
+        response.set_cookie(SESSION_COOKIE, token, max_age=SESSION_DAYS * 86400, httponly=True, samesite="lax",
+                            secure=secure_cookies, path="/")
+        return response
+
+    @app.get("/login", response_class=HTMLResponse)
+    def get_login(request: fastapi.Request, next: str = "") -> fastapi.Response:
+        if studio.sessions.resolve(request.cookies.get(SESSION_COOKIE)) is not None:
+            return RedirectResponse(safe_next(next), status_code=303)
+        return login_page(request_lang(request, lang_default), safe_next(next))
+
+    @app.post("/login")
+    async def post_login(request: fastapi.Request, next: str = "",
+                         name: str = fastapi.Form(""), password: str = fastapi.Form("")) -> fastapi.Response:
+        lang = request_lang(request, lang_default)
+        try:
+            user = await run_in_threadpool(sign_in, db, name, password, hasher=studio.hasher)
+        except StudioError as exc:
+            if isinstance(exc, AuthError):
+                await asyncio.sleep(FAILURE_PAUSE_SECONDS)
+            status = 429 if isinstance(exc, RateLimited) else 401
+            return login_page(lang, safe_next(next), name=name, error=exc.text(lang), status=status)
+        return signed_in(user.id, next)
+
+    @app.get("/signup", response_class=HTMLResponse)
+    def get_signup(request: fastapi.Request, next: str = "") -> HTMLResponse:
+        return signup_page(request_lang(request, lang_default), safe_next(next))
+
+    @app.post("/signup")
+    async def post_signup(request: fastapi.Request, next: str = "", name: str = fastapi.Form(""),
+                          password: str = fastapi.Form(""), password2: str = fastapi.Form(""),
+                          invite: str = fastapi.Form("")) -> fastapi.Response:
+        lang = request_lang(request, lang_default)
+        if password != password2:
+            return signup_page(lang, safe_next(next), name=name, error=_TEXT[lang]["mismatch"], status=400)
+        try:
+            user = await run_in_threadpool(sign_up, db, settings, name, password, invite_code=invite, hasher=studio.hasher)
+        except StudioError as exc:
+            return signup_page(lang, safe_next(next), name=name, error=exc.text(lang), status=400)
+        return signed_in(user.id, next)
+
+    @app.api_route("/logout", methods=["GET", "POST"])
+    def logout(request: fastapi.Request) -> RedirectResponse:
+        studio.sessions.revoke(request.cookies.get(SESSION_COOKIE))
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(SESSION_COOKIE, path="/")
+        return response
+
+    @app.get("/lang/{code}")
+    def set_lang(code: str, next: str = "") -> RedirectResponse:
+        response = RedirectResponse(safe_next(next), status_code=303)
+        response.set_cookie(LANG_COOKIE, normalize(code), max_age=365 * 86400, samesite="lax", path="/")
+        return response

@@ -1,0 +1,157 @@
+"""Watching one job for the Create page: a generator fed by the event feed.
+
+The handler registers with the :class:`~studio.feed.Feed` *before* reading the job from
+the database (so no event falls between the read and the wait), renders the card from
+the database plus the feed's snapshot, then blocks on its queue. User events are lossy,
+so the database is re-read every few seconds; the final card always comes from the
+database (outputs, refund, reason), which is the truth.
+
+A browser session watches one job at a time: starting another (or reloading the page)
+ends the previous generator at its next wake-up.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import gradio as gr
+from sqlalchemy import select
+
+from backend import jobs, ledger
+from backend.db.models import Job, JobOutput
+from backend.errors import NotFound
+from backend.messages import failure_reason
+
+from .context import Studio
+from .feed import TERMINAL, Feed, JobSnapshot
+from .i18n import lang_of, pick
+from .render import ProgressView, idle_card, progress_card
+
+POLL_SECONDS = 0.5
+DB_CHECK_SECONDS = 3.0
+#: Fewest seconds between two yields; bursts of progress events are coalesced.
+MIN_YIELD_GAP = 0.15
+#: Give up watching (not the job) after this long; the History page still has it.
+MAX_WATCH_SECONDS = 6 * 3600
+
+
+def outputs_of(studio: Studio, job_id: str) -> list[str]:
+    with studio.backend.db.read() as s:
+        return list(s.scalars(select(JobOutput.asset_id).where(JobOutput.job_id == job_id).order_by(JobOutput.id)))
+
+
+def reason_of(job: Job, lang: str, snap: JobSnapshot | None) -> str:
+    if snap is not None and snap.reason:
+        return pick(snap.reason, lang)
+    if job.state == "failed":
+        return pick(failure_reason(job.error_stage, job.error_type or "Error", job.error_message or ""), lang)
+    return ""
+
+
+def view_of(studio: Studio, job: Job, snap: JobSnapshot, lang: str) -> ProgressView:
+    """The card for ``job``: its state from the database, the live details from the feed."""
+    state = job.state if job.state in TERMINAL or snap.state not in TERMINAL else snap.state
+    if state not in TERMINAL and snap.state == "running":
+        state = "running"
+    view = ProgressView(job_id=job.id, workflow=job.workflow, state=state, cost=job.cost,
+                        stage=pick(snap.stage, lang), value=snap.value, max=snap.max, fraction=snap.fraction,
+                        preview=snap.preview, outputs=list(snap.outputs))
+    if state in TERMINAL:
+        view.outputs = outputs_of(studio, job.id) or view.outputs
+        view.refunded = ledger.refunded(studio.backend.db, job.id)
+        view.reason = reason_of(job, lang, snap)
+        view.fraction = 1.0 if state == "succeeded" else view.fraction
+        return view
+    started = snap.started_ts or (job.started_at.timestamp() if job.started_at else None)
+    if state == "running" and started:
+        elapsed = max(0.0, time.time() - started)
+        if snap.fraction > 0.05:
+            view.eta_seconds = elapsed * (1 - snap.fraction) / snap.fraction
+        else:
+            view.eta_seconds = max(1.0, job.estimate_seconds - elapsed)
+    else:
+        view.eta_seconds = job.estimate_seconds
+    return view
+
+
+class Watcher:
+    """The Create page's progress generator, one watched job per browser session."""
+
+    def __init__(self, studio: Studio) -> None:
+        self.studio = studio
+        self._current: dict[str, object] = {}
+        self._lock = threading.Lock()
+
+    def _claim(self, session: str) -> object:
+        token = object()
+        with self._lock:
+            self._current[session] = token
+        return token
+
+    def _still_mine(self, session: str, token: object) -> bool:
+        with self._lock:
+            return self._current.get(session) is token
+
+    def _release(self, session: str, token: object) -> None:
+        with self._lock:
+            if self._current.get(session) is token:
+                del self._current[session]
+
+    def watch(self, job_id: str | None, request: gr.Request) -> Iterator[tuple[Any, Any]]:
+        """Yields ``(card html, cancel button update)`` until the job ends."""
+        if not job_id:
+            yield gr.skip(), gr.skip()
+            return
+        user = self.studio.user(request)
+        lang = lang_of(request)
+        session = request.session_hash or f"user-{user.id}"
+        token = self._claim(session)
+        feed: Feed = self.studio.feed
+        db = self.studio.backend.db
+        try:
+            with feed.watch(user.id, job_id) as events:
+                try:
+                    job = jobs.get(db, job_id, user_id=user.id)
+                except NotFound:
+                    yield idle_card(lang), gr.update(visible=False)
+                    return
+                snap = feed.snapshot(user.id, job_id) or JobSnapshot(user_id=user.id, state=job.state)
+                yield from self._follow(job, snap, events, lang, session, token)
+        finally:
+            self._release(session, token)
+
+    def _follow(self, job: Job, snap: JobSnapshot, events: "queue.Queue[dict[str, Any]]", lang: str,
+                session: str, token: object) -> Iterator[tuple[Any, Any]]:
+        db = self.studio.backend.db
+        view = view_of(self.studio, job, snap, lang)
+        yield progress_card(view, lang), gr.update(visible=view.state not in TERMINAL)
+        if view.state in TERMINAL:
+            return
+        began = last_check = last_yield = time.monotonic()
+        dirty = False
+        while self._still_mine(session, token) and time.monotonic() - began < MAX_WATCH_SECONDS:
+            try:
+                event = events.get(timeout=POLL_SECONDS)
+                Feed.apply(snap, event)
+                dirty = True
+                if event.get("type") in TERMINAL:
+                    job = jobs.get(db, job.id)
+                    last_check = time.monotonic()
+            except queue.Empty:
+                pass
+            now = time.monotonic()
+            if now - last_check >= DB_CHECK_SECONDS:
+                fresh = jobs.get(db, job.id)
+                dirty = dirty or fresh.state != job.state
+                job, last_check = fresh, now
+            ended = job.state in TERMINAL
+            if ended or (dirty and now - last_yield >= MIN_YIELD_GAP):
+                view = view_of(self.studio, job, snap, lang)
+                yield progress_card(view, lang), gr.update(visible=not ended)
+                dirty, last_yield = False, now
+            if ended:
+                return

@@ -1,0 +1,135 @@
+"""HTML fragments the pages show: the progress card, price line, tables, messages.
+
+Every value is escaped here. Images are ``<img>`` tags pointing at the access-checked
+file route (:mod:`studio.files`), never Gradio file paths.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from .files import file_url
+from .i18n import t
+
+ACTIVE = ("queued", "dispatched", "submitted", "running")
+
+
+def esc(value: object) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def message(kind: str, text: str, *, elem_id: str = "") -> str:
+    """A coloured message box; ``kind`` is ok, info, warn or error."""
+    if not text:
+        return ""
+    ident = f' id="{esc(elem_id)}"' if elem_id else ""
+    return f'<div class="msg {esc(kind)}"{ident}>{esc(text)}</div>'
+
+
+def pill(state: str, label: str) -> str:
+    return f'<span class="pill {esc(state)}">{esc(label)}</span>'
+
+
+def when(moment: dt.datetime | None) -> str:
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M") if moment else ""
+
+
+def who(name: str, balance: int, *, role: str, lang: str) -> str:
+    badge = f'<span class="role">{esc(t("nav.admin", lang))}</span>' if role == "admin" else ""
+    return (f'<div class="who"><span id="who-name">{esc(name)}</span>{badge}'
+            f'<span class="balance" id="balance">{balance} {esc(t("credits", lang))}</span></div>')
+
+
+def price_line(lang: str, *, cost: int | None = None, seconds: float | None = None, warn: str = "", error: str = "",
+               hint: str = "") -> str:
+    parts = []
+    if cost is not None:
+        parts.append(f'<span class="price" id="price">{esc(t("create.price", lang))}: {cost} {esc(t("credits", lang))}</span>')
+    if seconds is not None:
+        parts.append(f'<span class="est">≈ {max(1, round(seconds))} s</span>')
+    if hint:
+        parts.append(f'<span class="est">{esc(hint)}</span>')
+    line = f'<div class="price-line">{"".join(parts)}</div>' if parts else ""
+    return line + message("warn", warn, elem_id="guard") + message("error", error, elem_id="form-error")
+
+
+@dataclass
+class ProgressView:
+    """Everything the progress card shows about one job."""
+
+    job_id: str
+    workflow: str
+    state: str
+    cost: int = 0
+    stage: str = ""
+    value: float = 0
+    max: float = 0
+    fraction: float = 0.0
+    eta_seconds: float | None = None
+    preview: str | None = None
+    outputs: list[str] = field(default_factory=list)
+    reason: str = ""
+    refunded: int = 0
+
+
+def _bar(fraction: float) -> tuple[str, int]:
+    pct = max(0, min(100, round(fraction * 100)))
+    return f'<div class="bar"><div style="width:{pct}%"></div></div>', pct
+
+
+def _shots(outputs: Sequence[str], lang: str, preview: str | None) -> str:
+    tiles = []
+    for i, asset in enumerate(outputs, 1):
+        tiles.append(
+            f'<div class="shot output"><a href="{file_url(asset)}" target="_blank" rel="noopener">'
+            f'<img src="{file_url(asset)}" alt="result {i}"></a><div class="cap"><span>#{i}</span>'
+            f'<a href="{file_url(asset, download=True)}" class="download">{esc(t("progress.download", lang))}</a></div></div>'
+        )
+    if preview and not outputs:
+        tiles.append(f'<div class="shot preview"><img src="{file_url(preview)}" alt="preview">'
+                     f'<div class="cap"><span>{esc(t("progress.preview", lang))}</span></div></div>')
+    return f'<div class="shots" id="shots">{"".join(tiles)}</div>' if tiles else ""
+
+
+def progress_card(view: ProgressView, lang: str) -> str:
+    state_label = t(f"state.{view.state}", lang)
+    headline = view.stage if view.state == "running" and view.stage else state_label
+    bar, pct = _bar(view.fraction)
+    meta = [pill(view.state, state_label), esc(t("progress.cost", lang, amount=view.cost))]
+    if view.state == "running" and view.max:
+        meta.append(esc(t("progress.steps", lang, value=int(view.value), max=int(view.max))))
+    if view.state in ACTIVE and view.eta_seconds is not None:
+        meta.append(esc(t("progress.eta", lang, seconds=max(1, round(view.eta_seconds)))))
+    body = ""
+    if view.state == "failed":
+        body += message("error", view.reason, elem_id="failure")
+    if view.refunded:
+        body += message("info", t("progress.refunded", lang, amount=view.refunded), elem_id="refund")
+    return (
+        f'<div class="progress-card" id="progress-card" data-state="{esc(view.state)}" data-job="{esc(view.job_id)}">'
+        f'<div class="head"><span class="stage" id="stage">{esc(headline)}</span>'
+        f'<span class="meta" id="progress-meta">{" · ".join(meta)} · {pct}%</span></div>'
+        f"{bar}{body}{_shots(view.outputs, lang, view.preview)}</div>"
+    )
+
+
+def idle_card(lang: str) -> str:
+    return f'<div class="empty" id="progress-idle">{esc(t("create.idle", lang))}</div>'
+
+
+def table(headers: Iterable[str], rows: Iterable[Iterable[str]], *, elem_id: str = "") -> str:
+    """A table of already-escaped cells."""
+    ident = f' id="{esc(elem_id)}"' if elem_id else ""
+    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
+    return f'<table class="studio"{ident}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def thumbs(assets: Iterable[str]) -> str:
+    links = "".join(
+        f'<a href="{file_url(a, download=True)}" title="download"><img src="{file_url(a)}" alt=""></a>' for a in assets
+    )
+    return f'<div class="thumbs">{links}</div>'

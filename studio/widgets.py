@@ -1,0 +1,123 @@
+"""Form fields for workflow parameters, and turning their values back into parameters.
+
+One component per parameter type; labels are keys into the browser-side i18n table
+(:func:`studio.i18n.build_i18n`) so they follow the page's language without a round
+trip. Preset option labels are per language and set when the page loads.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from typing import Any
+
+import gradio as gr
+import numpy as np
+from PIL import Image
+
+from backend.workflows import Param, Preset, WorkflowSpec
+
+#: Sliders only for ranges a hand can set; seeds and huge ranges get a number box.
+MAX_SLIDER_SPAN = 10_000
+
+
+def _label(spec: WorkflowSpec, param: Param, i18n: gr.I18n) -> Any:
+    return i18n(f"wf.{spec.name}.param.{param.name}")
+
+
+def _info(spec: WorkflowSpec, param: Param, i18n: gr.I18n) -> Any:
+    return i18n(f"wf.{spec.name}.help.{param.name}") if param.help is not None else None
+
+
+def field(spec: WorkflowSpec, param: Param, i18n: gr.I18n, *, elem_id: str) -> gr.components.Component:
+    """The input component for one non-file parameter, holding its default."""
+    label, info = _label(spec, param, i18n), _info(spec, param, i18n)
+    if param.type in ("int", "float"):
+        bounded = param.min is not None and param.max is not None and param.max - param.min <= MAX_SLIDER_SPAN
+        if bounded:
+            step = param.step or (1 if param.type == "int" else 0.01)
+            return gr.Slider(minimum=param.min, maximum=param.max, step=step, value=param.default, label=label,
+                             info=info, elem_id=elem_id)
+        return gr.Number(value=param.default, label=label, info=info, precision=0 if param.type == "int" else None,
+                         minimum=param.min, maximum=param.max, elem_id=elem_id)
+    if param.type == "seed":
+        return gr.Number(value=param.default, label=label, info=info, precision=0, elem_id=elem_id)
+    if param.type == "bool":
+        return gr.Checkbox(value=bool(param.default), label=label, info=info, elem_id=elem_id)
+    if param.type == "choice":
+        return gr.Dropdown(choices=list(param.options), value=param.default, label=label, info=info, elem_id=elem_id)
+    lines = 3 if param.type == "text" else 1
+    return gr.Textbox(value=param.default or "", label=label, info=info, lines=lines, max_lines=12,
+                      max_length=param.max_length, elem_id=elem_id)
+
+
+def preset_field(spec: WorkflowSpec, preset: Preset, i18n: gr.I18n, *, elem_id: str) -> gr.Radio:
+    return gr.Radio(choices=preset_choices(preset, "en"), value=preset.default,
+                    label=i18n(f"wf.{spec.name}.preset.{preset.name}"), elem_id=elem_id)
+
+
+def preset_choices(preset: Preset, lang: str) -> list[tuple[str, str]]:
+    return [(option.label.get(lang), option.name) for option in preset.options]
+
+
+def file_field(spec: WorkflowSpec, param: Param, i18n: gr.I18n, *, elem_id: str) -> gr.components.Component:
+    """An image upload, or a drawing canvas for a mask (painted white = the area to change)."""
+    label = _label(spec, param, i18n)
+    if param.type == "mask":
+        return gr.ImageEditor(type="pil", layers=False, label=label, elem_id=elem_id, sources=("upload", "clipboard"),
+                              brush=gr.Brush(colors=["#ffffff"], color_mode="fixed"), transforms=(), height=420)
+    if param.type == "image":
+        return gr.Image(type="filepath", sources=["upload", "clipboard"], label=label, elem_id=elem_id, height=300)
+    return gr.File(label=label, elem_id=elem_id, type="filepath")
+
+
+def form_value(param: Param, value: Any) -> Any:
+    """A stored parameter value as its component wants it (the reverse of collecting)."""
+    if param.type in ("int", "seed") and isinstance(value, (int, float)):
+        return int(value)
+    return value
+
+
+def collect(spec: WorkflowSpec, *, expert: bool, values: Mapping[str, Any], presets: Mapping[str, Any],
+            files: Mapping[str, str | None]) -> dict[str, Any]:
+    """The raw parameters for :func:`backend.submit.submit` from the form's fields.
+
+    Beginner mode sends only beginner fields and presets; expert mode sends every field
+    (presets then change nothing, explicit values win). File parameters carry asset ids.
+    """
+    raw: dict[str, Any] = {}
+    for param in spec.params:
+        if param.name in files:
+            if files[param.name]:
+                raw[param.name] = files[param.name]
+        elif param.name in values and (expert or param.beginner):
+            value = values[param.name]
+            if value is None or (value == "" and not param.required and param.type not in ("string", "text")):
+                continue
+            raw[param.name] = value
+    if not expert:
+        raw.update({name: value for name, value in presets.items() if value})
+    return raw
+
+
+def mask_png(editor_value: Mapping[str, Any] | None) -> bytes | None:
+    """The painted strokes of an ImageEditor value as a grayscale PNG (white = change).
+
+    None when nothing was painted. The mask has the background's size, so the backend's
+    facts (width, height) match the image it applies to.
+    """
+    if not editor_value:
+        return None
+    layers = editor_value.get("layers") or []
+    background = editor_value.get("background")
+    if not layers or layers[0] is None:
+        return None
+    alpha = np.array(layers[0].convert("RGBA"))[..., 3] > 0
+    if not alpha.any():
+        return None
+    mask = Image.fromarray((alpha * 255).astype(np.uint8), mode="L")
+    if background is not None and background.size != mask.size:
+        mask = mask.resize(background.size, Image.NEAREST)
+    out = io.BytesIO()
+    mask.save(out, format="PNG")
+    return out.getvalue()
