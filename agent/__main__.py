@@ -28,10 +28,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--node-id", required=True, help="this node's id in the studio (one word)")
     p.add_argument("--config", help="studio TOML config file (bus, registry, data dir)")
     p.add_argument("--assets-dir", type=Path, help="asset store directory (default: the studio's data_dir/assets)")
+    p.add_argument("--state-dir", type=Path, help="job journal directory (default: the studio's data_dir/agent-state)")
     p.add_argument("--depth", type=int, default=1, help="prompts queued behind the running one (default 1)")
     p.add_argument("--label", help="operator-facing node name (default: host name)")
     p.add_argument("--silence-timeout", type=float, default=10.0, help="seconds without events before reconciling")
     p.add_argument("--no-previews", action="store_true", help="do not store or forward sampler previews")
+    p.add_argument("--heartbeat-interval", type=float, default=2.0, help="seconds between state publications (default 2)")
+    p.add_argument("--state-ttl", type=float, default=6.0, help="seconds the registry keeps the state after a heartbeat (default 6)")
+    p.add_argument("--poll-interval", type=float, default=1.0, help="seconds between watchdog ticks (default 1)")
+    p.add_argument("--bus-prefix", default="studio", help="RabbitMQ name prefix; must match the studio's (default studio)")
+    p.add_argument("--registry-prefix", default="studio", help="Redis key prefix; must match the studio's (default studio)")
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -54,8 +60,12 @@ def main(argv: list[str] | None = None) -> int:
             node_id=args.node_id,
             comfy_url=args.comfy_url,
             assets_dir=args.assets_dir or settings.assets_dir,
+            state_dir=args.state_dir or settings.data_dir / "agent-state",
             depth=args.depth,
             silence_timeout=args.silence_timeout,
+            heartbeat_interval=args.heartbeat_interval,
+            state_ttl=args.state_ttl,
+            poll_interval=args.poll_interval,
             previews=not args.no_previews,
             **extra,
         )
@@ -63,9 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         from backend.ports.rabbitmq import RabbitBus
         from backend.ports.redis_registry import RedisRegistry
 
-        bus, registry = RabbitBus(settings.amqp_url), RedisRegistry(settings.redis_url)
+        bus = RabbitBus(settings.amqp_url, prefix=args.bus_prefix)
+        registry = RedisRegistry(settings.redis_url, prefix=args.registry_prefix)
         agent = Agent(config, bus=bus, registry=registry, blobs=BlobStore(config.assets_dir))
-    except StudioError as exc:
+    except (StudioError, ValueError) as exc:  # ValueError: a registry prefix it refuses
         print(f"agent: {exc}", file=sys.stderr)
         return 2
     stop = threading.Event()

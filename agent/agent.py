@@ -68,6 +68,7 @@ class Agent:
             state=self.state,
             session=lambda: self.socket.client_id,
             on_unreachable=self._wake.set,
+            on_registry_lost=self._wake.set,
         )
         self.socket = ComfySocket(
             config,
@@ -123,8 +124,7 @@ class Agent:
         try:
             stats = self.client.system_stats(timeout=self.config.health_timeout)
             if self.socket.down_for() < self.config.heartbeat_interval:
-                if self._caps_session != self._sessions:
-                    self._refresh_capabilities()
+                self._ensure_capabilities()
                 changed |= self.state.system_stats(stats)
                 healthy = True
         except ComfyUnavailable as exc:
@@ -140,6 +140,24 @@ class Agent:
             self._consume(True)
         if not changed:
             self.state.publish()  # the heartbeat
+
+    def _ensure_capabilities(self) -> None:
+        """Publish the capabilities after each new session, and whenever the registry has
+        none for this node (Redis restarted without its data: a scheduler would otherwise
+        see a node able to run nothing). One small read per heartbeat."""
+        try:
+            lost = self._registry.capabilities(self.config.node_id) is None
+        except StudioError as exc:
+            log.warning("node_id=%s cannot read the capabilities back (%s)", self.config.node_id, exc)
+            return
+        if lost:
+            if self._caps_session != -1:
+                log.warning("node_id=%s the registry lost this node's capabilities; publishing them again", self.config.node_id)
+            # Reservations may be gone too: do not take them for cancellations until the
+            # sweeper had time to restore them from the database.
+            self.runner.registry_reset()
+        if lost or self._caps_session != self._sessions:
+            self._refresh_capabilities()
 
     def _refresh_capabilities(self) -> None:
         session = self._sessions

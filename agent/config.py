@@ -25,6 +25,10 @@ class AgentConfig:
     comfy_url: str
     #: Where outputs and previews are stored (the studio's asset store, maybe a shared mount).
     assets_dir: Path = Path("data/assets")
+    #: Where the agent journals the jobs it has on ComfyUI (``<state_dir>/<node_id>/``), so
+    #: an agent restarted after a crash adopts them. None: ``agent-state`` beside ``assets_dir``.
+    #: Local to the host; never shared between agents of different nodes' ids.
+    state_dir: Path | None = None
     #: Prompts waiting in ComfyUI's queue behind the running one; slots = 1 + depth.
     depth: int = 1
     #: Operator-facing name of the node; default: this host's name.
@@ -37,6 +41,11 @@ class AgentConfig:
     silence_timeout: float = 10.0
     #: Seconds between two checks of the reservations of active jobs (cancellation).
     poll_interval: float = 1.0
+    #: After the registry was found without this node's capabilities (Redis restarted with
+    #: its data gone, or a first start) missing reservations are not trusted for this long,
+    #: so the sweeper can restore them from the database before a job is taken for cancelled.
+    #: None: five heartbeat intervals.
+    registry_grace: float | None = None
     #: Reconnect back-off: first delay, doubled per failure up to the maximum.
     reconnect_min: float = 0.5
     reconnect_max: float = 5.0
@@ -67,8 +76,20 @@ class AgentConfig:
                 raise AgentError(f"{name} must be positive")
         if self.state_ttl <= self.heartbeat_interval:
             raise AgentError("state_ttl must be longer than heartbeat_interval, or the node flickers offline")
+        if self.registry_grace is not None and self.registry_grace < 0:
+            raise AgentError("registry_grace must not be negative")
         if self.reconnect_max < self.reconnect_min:
             raise AgentError("reconnect_max must be at least reconnect_min")
+
+    @property
+    def journal_dir(self) -> Path:
+        """This node's job journal: one file per job the agent has on ComfyUI."""
+        base = self.state_dir if self.state_dir is not None else Path(self.assets_dir).parent / "agent-state"
+        return Path(base) / self.node_id
+
+    @property
+    def reservation_grace(self) -> float:
+        return self.registry_grace if self.registry_grace is not None else 5 * self.heartbeat_interval
 
     @property
     def slots(self) -> int:

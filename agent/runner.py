@@ -16,6 +16,16 @@ always sees ``submitted`` before ``started``.
 A job's delivery is acked as soon as ComfyUI accepted the prompt and ``submitted`` is
 confirmed, not at the end of the job: a GPU job can outlast RabbitMQ's consumer timeout,
 and from then on the job is followed through ComfyUI, not through the bus.
+
+Crashes: every job is journaled (``journal.py``) before its prompt is posted and until it
+is settled. On start the runner **adopts** each journaled job whose reservation is still
+held (it is followed by polling /history and /queue, and reported normally) and drops the
+others, deleting or interrupting their prompts. After every new websocket session it
+also removes **orphans**: prompts of ours in ComfyUI's queue that it does not follow and
+whose reservation is not held here (the backend moved or failed the job), so a job never
+runs twice. Missing reservations are acted on only while the registry is trusted: right
+after it was found without this node's capabilities (Redis lost its data) the sweeper
+first gets ``registry_grace`` to restore them from the database.
 """
 
 from __future__ import annotations
@@ -28,7 +38,13 @@ from collections.abc import Callable
 from typing import Any
 
 from backend.errors import InvalidUpload, StudioError
-from backend.messages import JobMessage, LifecycleType, lifecycle, user_event
+from backend.messages import (
+    JobMessage,
+    LifecycleType,
+    job_of_prompt,
+    lifecycle,
+    user_event,
+)
 from backend.ports.bus import Bus, Delivery
 from backend.ports.registry import Registry
 
@@ -36,6 +52,7 @@ from .comfy import ComfyClient
 from .config import AgentConfig
 from .errors import ComfyUnavailable, PromptRejected, UploadFailed
 from .jobs import ActiveJob
+from .journal import Entry, Journal
 from .outputs import OutputStore
 from .state import StateReporter
 from .translate import (
@@ -69,6 +86,7 @@ class JobRunner:
         state: StateReporter,
         session: Callable[[], str | None],
         on_unreachable: Callable[[], None],
+        on_registry_lost: Callable[[], None] = lambda: None,
     ) -> None:
         self._config = config
         self._node = config.node_id
@@ -80,6 +98,14 @@ class JobRunner:
         self._state = state
         self._session = session
         self._on_unreachable = on_unreachable
+        self._on_registry_lost = on_registry_lost
+        self.journal = Journal(config.journal_dir)
+        #: Journaled jobs of an earlier run not yet adopted or dropped (retried every tick).
+        self._unadopted: list[Entry] = []
+        #: Set by every new session: look for prompts of ours that nobody follows.
+        self._orphan_check = False
+        #: Until then, missing reservations may be the registry's data loss, not a release.
+        self._distrust_until = 0.0
         self._lock = threading.RLock()
         self._jobs: dict[str, ActiveJob] = {}  # by prompt_id
         self._running: str | None = None  # prompt_id ComfyUI runs now, for legacy previews
@@ -88,7 +114,21 @@ class JobRunner:
         self._thread = threading.Thread(target=self._loop, name=f"agent-{self._node}-jobs", daemon=True)
 
     def start(self) -> None:
+        """Adopt the jobs an earlier run of this agent left on ComfyUI, then run the job loop.
+
+        Called before the agent consumes its queue, so a redelivered message of an adopted
+        job finds it followed already."""
+        self._unadopted = self.journal.entries()
+        if self._unadopted:
+            log.info("node_id=%s %d job(s) in the journal of an earlier run", self._node, len(self._unadopted))
+            with self._lock:  # the registry may be away: then the job loop retries each tick
+                self._safely("adopting journaled jobs", self._adopt_journal)
         self._thread.start()
+
+    def registry_reset(self) -> None:
+        """The registry was found without this node's data: do not take missing
+        reservations for releases until the sweeper had time to restore them."""
+        self._distrust_until = time.monotonic() + self._config.reservation_grace
 
     def stop(self) -> None:
         self._stop.set()
@@ -127,6 +167,8 @@ class JobRunner:
                 return
             with self._lock:  # held so the job loop cannot report on an adopted job first
                 known = prompt_id in self._jobs or self._adopt_if_known(message)
+                if known:
+                    self._journal_write(self._jobs[prompt_id])
                 if known:
                     # Redelivered after it was submitted: confirm again (the first confirm
                     # may be what got lost), never submit again.
@@ -171,6 +213,9 @@ class JobRunner:
         log.info("job_id=%s node_id=%s prompt %s already on ComfyUI; following it", message["job_id"], self._node, prompt_id)
         job = ActiveJob.new(message, client_id=None)  # its session is unknown: followed by polling
         job.recheck = True
+        for entry in [e for e in self._unadopted if e.prompt_id == prompt_id]:
+            job.started = job.started or entry.started  # the journal knows whether it had started
+            self._unadopted.remove(entry)
         self._jobs[prompt_id] = job
         return True
 
@@ -178,10 +223,12 @@ class JobRunner:
         client_id = self._session()
         job = ActiveJob.new(message, client_id)
         self._jobs[job.prompt_id] = job
+        self._journal_write(job)  # before the prompt exists: a crash after the POST is adopted
         try:
             answer = self._client.submit(prompt, prompt_id=job.prompt_id, client_id=client_id)
         except StudioError:
             del self._jobs[job.prompt_id]
+            self.journal.remove(job.prompt_id)
             raise
         if answer.get("node_errors"):
             # Some output nodes failed validation and will silently not run (protocol §1).
@@ -206,6 +253,7 @@ class JobRunner:
                     elif kind == "session":
                         for job in self._jobs.values():
                             job.recheck = True
+                        self._orphan_check = True
                     if time.monotonic() >= next_tick:
                         next_tick = time.monotonic() + self._config.poll_interval
                         self._tick()
@@ -288,6 +336,7 @@ class JobRunner:
         # The backend tells the user "started" once the database agrees; not repeated here.
         self._lifecycle("started", job.message)  # first: if it fails, the next try sends it again
         job.started, job.started_at = True, time.monotonic()
+        self._journal_write(job)  # after the event: "started" in the journal means published
         self._state.update(
             running_job=job.job_id, loaded_checkpoint=checkpoint_of(job.message["prompt"]) or self._state.current.loaded_checkpoint
         )
@@ -346,6 +395,7 @@ class JobRunner:
 
     def _forget(self, job: ActiveJob) -> None:
         self._jobs.pop(job.prompt_id, None)
+        self.journal.remove(job.prompt_id)
         if self._running == job.prompt_id:
             self._running = None
         if self._state.current.running_job == job.job_id:
@@ -354,7 +404,11 @@ class JobRunner:
     # ---- the watchdog -------------------------------------------------------------------
 
     def _tick(self) -> None:
+        if self._unadopted:
+            self._safely("adopting journaled jobs", self._adopt_journal)
         self._cancel_released()
+        if self._orphan_check and self._session() is not None:
+            self._safely("removing orphaned prompts", self._clean_orphans)
         session = self._session()
         for job in list(self._jobs.values()):
             orphaned = job.client_id is None or job.client_id != session
@@ -384,23 +438,105 @@ class JobRunner:
 
     def _cancel_released(self) -> None:
         """Stop jobs whose reservation the backend released (a cancel): no further events."""
-        for job in list(self._jobs.values()):
-            try:
-                if self._registry.holds(self._node, job.prompt_id):
-                    continue
-            except StudioError as exc:
-                log.warning("node_id=%s cannot read reservations (%s); no cancellations this tick", self._node, exc)
+        if not self._jobs:
+            return
+        try:
+            held = self._registry.reservations(self._node)
+            released = [job for job in self._jobs.values() if job.prompt_id not in held]
+            if released and not self._reservations_trusted():
+                log.debug("node_id=%s reservations not trusted yet; no cancellations this tick", self._node)
                 return
+        except StudioError as exc:
+            log.warning("node_id=%s cannot read reservations (%s); no cancellations this tick", self._node, exc)
+            return
+        for job in released:
             log.info("job_id=%s node_id=%s reservation released: cancelling on ComfyUI", job.job_id, self._node)
             self._forget(job)
-            try:
-                running, pending = self._client.queue()
-                if job.prompt_id in pending:
-                    self._client.delete_pending(job.prompt_id)
-                elif job.prompt_id in running:
-                    self._client.interrupt(job.prompt_id)
-            except ComfyUnavailable as exc:
-                log.warning("job_id=%s node_id=%s cancel not delivered to ComfyUI: %s", job.job_id, self._node, exc)
+            self._stop_prompt(job.prompt_id)
+
+    def _reservations_trusted(self) -> bool:
+        """Whether a missing reservation means a release. Not while the registry has just
+        lost its data (no capabilities of ours): the sweeper restores reservations first."""
+        if time.monotonic() < self._distrust_until:
+            return False
+        if self._registry.capabilities(self._node) is None:
+            log.warning("node_id=%s the registry lost this node's data (Redis restarted?); "
+                        "waiting for the reservations to be restored", self._node)
+            self.registry_reset()
+            self._on_registry_lost()
+            return False
+        return True
+
+    def _stop_prompt(self, prompt_id: str) -> None:
+        """Delete a prompt from ComfyUI's queue, or interrupt it if it runs (best effort)."""
+        try:
+            running, pending = self._client.queue()
+            if prompt_id in pending:
+                self._client.delete_pending(prompt_id)
+            elif prompt_id in running:
+                self._client.interrupt(prompt_id)
+        except ComfyUnavailable as exc:
+            log.warning("prompt %s node_id=%s not stopped on ComfyUI (%s); the next session's orphan check will",
+                        prompt_id, self._node, exc)
+            self._orphan_check = True
+
+    def _adopt_journal(self) -> None:
+        """Follow again the journaled jobs whose reservation is held here; drop the others."""
+        held = self._registry.reservations(self._node)
+        trusted: bool | None = None
+        for entry in list(self._unadopted):
+            prompt_id, job_id = entry.prompt_id, entry.message["job_id"]
+            if prompt_id in self._jobs:
+                pass  # a redelivery adopted it first
+            elif prompt_id in held:
+                job = ActiveJob.new(entry.message, client_id=None)  # its session is gone: polled
+                job.started, job.recheck = entry.started, True
+                self._jobs[prompt_id] = job
+                log.info("job_id=%s node_id=%s adopted from the journal (%s)", job_id, self._node,
+                         "started" if entry.started else "not started")
+            else:
+                if trusted is None:
+                    trusted = self._reservations_trusted()
+                if not trusted:
+                    continue  # decided once the registry can be believed again
+                log.info("job_id=%s node_id=%s journaled, but its slot is no longer held here; dropped", job_id, self._node)
+                self.journal.remove(prompt_id)
+                self._stop_prompt(prompt_id)
+            self._unadopted.remove(entry)
+
+    def _clean_orphans(self) -> None:
+        """Delete or interrupt prompts of ours that no job here follows and whose slot is
+        not held here: the backend gave the job to another node or ended it."""
+        running, pending = self._client.queue()
+        untracked = {p for p in running | pending if p not in self._jobs and job_of_prompt(p) is not None}
+        unadopted = {entry.prompt_id for entry in self._unadopted}
+        if untracked - unadopted:
+            held = self._registry.reservations(self._node)
+            strays = untracked - unadopted - set(held)
+            if strays and not self._reservations_trusted():
+                return  # the next tick tries again
+            for prompt_id in sorted(strays):
+                log.warning("prompt %s node_id=%s on ComfyUI without a reservation here; removed", prompt_id, self._node)
+                if prompt_id in pending:
+                    self._client.delete_pending(prompt_id)
+                else:
+                    self._client.interrupt(prompt_id)
+        self._orphan_check = False
+
+    def _safely(self, what: str, step: Callable[[], None]) -> None:
+        try:
+            step()
+        except StudioError as exc:  # ComfyUI or the registry away: the next tick retries
+            log.warning("node_id=%s %s postponed: %s", self._node, what, exc)
+
+    # ---- the journal --------------------------------------------------------------------
+
+    def _journal_write(self, job: ActiveJob) -> None:
+        try:
+            self.journal.write(job.message, started=job.started)
+        except OSError as exc:
+            # Not fatal: the job runs; only an agent crash before its end would lose track.
+            log.error("job_id=%s node_id=%s cannot journal the job (%s)", job.job_id, self._node, exc)
 
     # ---- publishing ---------------------------------------------------------------------
 

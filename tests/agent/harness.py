@@ -79,6 +79,17 @@ class Harness:
         self.agent.stop()
         self.bus.close()
 
+    def restart(self, before_start: Callable[[], Any] | None = None) -> Harness:
+        """Stop the agent and start a new one on the same node, ports and state dir (what a
+        restart after a crash finds: the journal, the registry, ComfyUI's queue)."""
+        self.agent.stop()
+        if before_start is not None:
+            before_start()
+        self.agent = Agent(self.config, bus=self.bus, registry=self.registry, blobs=self.blobs)
+        self.agent.start()
+        self.wait_until(lambda: self.agent.online, what="restarted agent online")
+        return self
+
     # ---- waiting ------------------------------------------------------------------------
 
     def wait_until(self, predicate: Callable[[], Any], *, timeout: float = WAIT, what: str = "condition") -> Any:

@@ -151,7 +151,8 @@ def test_txt2img_reports_each_sampler_step_and_previews(make_harness: Callable[.
         assert previews and all(harness.blobs.exists(e["asset"]) for e in previews)
         [output] = harness.events(job["job_id"], "output")
         assert output["width"] == 64 and harness.blobs.exists(output["asset"])
-        state = harness.agent.state.current
-        assert state.loaded_checkpoint == CKPT and state.speed != 1.0
+        # The run is folded into the speed just after the terminal event is published.
+        state = harness.wait_until(lambda: harness.agent.state.current.speed != 1.0 and harness.agent.state.current, what="speed")
+        assert state.loaded_checkpoint == CKPT
     finally:
         sim.stop()
