@@ -36,8 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--heartbeat-interval", type=float, default=2.0, help="seconds between state publications (default 2)")
     p.add_argument("--state-ttl", type=float, default=6.0, help="seconds the registry keeps the state after a heartbeat (default 6)")
     p.add_argument("--poll-interval", type=float, default=1.0, help="seconds between watchdog ticks (default 1)")
-    p.add_argument("--bus-prefix", default="studio", help="RabbitMQ name prefix; must match the studio's (default studio)")
-    p.add_argument("--registry-prefix", default="studio", help="Redis key prefix; must match the studio's (default studio)")
+    p.add_argument("--bus-prefix", help="RabbitMQ name prefix; must match the studio's (default: the bus_prefix setting)")
+    p.add_argument("--registry-prefix", help="Redis key prefix; must match the studio's (default: the registry_prefix setting)")
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -73,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         from backend.ports.rabbitmq import RabbitBus
         from backend.ports.redis_registry import RedisRegistry
 
-        bus = RabbitBus(settings.amqp_url, prefix=args.bus_prefix)
-        registry = RedisRegistry(settings.redis_url, prefix=args.registry_prefix)
+        bus = RabbitBus(settings.amqp_url, prefix=args.bus_prefix or settings.bus_prefix)
+        registry = RedisRegistry(settings.redis_url, prefix=args.registry_prefix or settings.registry_prefix)
         agent = Agent(config, bus=bus, registry=registry, blobs=BlobStore(config.assets_dir))
     except (StudioError, ValueError) as exc:  # ValueError: a registry prefix it refuses
         print(f"agent: {exc}", file=sys.stderr)

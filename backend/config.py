@@ -32,6 +32,10 @@ class Settings:
     database_url: str = ""  # empty: SQLite file under data_dir
     redis_url: str = ""
     amqp_url: str = ""
+    #: Name prefixes of the RabbitMQ queues/exchanges and the Redis keys; every studio,
+    #: worker and agent of one deployment must use the same (several may share servers).
+    bus_prefix: str = "studio"
+    registry_prefix: str = "studio"
     comfyui_urls: tuple[str, ...] = ()
     workflows_dir: Path = REPO_ROOT / "workflows"
     #: Uploads larger than this are refused before decoding.
@@ -44,6 +48,8 @@ class Settings:
     redeem_max_failures: int = 5
     redeem_window_seconds: int = 900
     secret_key: str = ""  # empty: generated once and kept under data_dir
+    #: Bearer token for ``GET /metrics`` from other hosts; empty: metrics on loopback only.
+    metrics_token: str = ""
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property

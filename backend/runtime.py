@@ -51,7 +51,7 @@ def build_bus(settings: Settings) -> Bus:
         return MemoryBus()
     from .ports.rabbitmq import RabbitBus
 
-    return RabbitBus(settings.amqp_url)
+    return RabbitBus(settings.amqp_url, prefix=settings.bus_prefix)
 
 
 def build_registry(settings: Settings) -> Registry:
@@ -59,7 +59,7 @@ def build_registry(settings: Settings) -> Registry:
         return MemoryRegistry()
     from .ports.redis_registry import RedisRegistry
 
-    return RedisRegistry(settings.redis_url)
+    return RedisRegistry(settings.redis_url, prefix=settings.registry_prefix)
 
 
 def build_backend(settings: Settings, *, upgrade_schema: bool = True) -> Backend:

@@ -32,7 +32,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # argparse takes positionals in one run, so "job submit alice w --image i=x.png scale=2"
+    # leaves the key=value after an option over; they belong to the command's parameters.
+    if extra and hasattr(args, "values") and all("=" in item and not item.startswith("-") for item in extra):
+        args.values = [*args.values, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         ctx = Context.from_args(args)

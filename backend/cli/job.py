@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = group.add_parser("submit", help="submit a job for a user")
     p.add_argument("user")
     p.add_argument("workflow")
-    p.add_argument("params", nargs="*", metavar="key=value")
+    p.add_argument("values", nargs="*", metavar="KEY=VALUE", help="parameter or preset values")
     p.add_argument("--image", action="append", default=[], metavar="param=PATH", help="upload a file for a parameter")
     p.add_argument("--expert", action="store_true", help="allow expert parameters")
     p.add_argument("--queue-if-busy", action="store_true", help="queue even when every node is busy")
@@ -70,7 +70,7 @@ def submit_job(ctx: Context, args: argparse.Namespace) -> int:
     try:
         with backend.db.read() as s:
             user = accounts.find_user(s, args.user)
-        params: dict[str, Any] = parse_pairs(args.params)
+        params: dict[str, Any] = parse_pairs(args.values)
         for param, path in parse_pairs(args.image).items():
             with open(path, "rb") as fh:
                 record = assets.store_upload(
