@@ -16,6 +16,7 @@ joining or copying.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import hashlib
 import logging
@@ -221,8 +222,8 @@ class _FileWriter:
         self._fd = fd
         self._queue: queue.Queue[bytes | memoryview | None] = queue.Queue(self._DEPTH)
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="blob-writer", daemon=True)
-        self._thread.start()
+        self._done = threading.Event()
+        _writers().submit(self._run)
 
     def put(self, chunk: bytes | memoryview) -> None:
         if self._error is not None:
@@ -232,7 +233,7 @@ class _FileWriter:
     def finish(self, *, durable: bool) -> None:
         """Wait until everything is written (and synced if ``durable``); re-raise a write error."""
         self._queue.put(None)
-        self._thread.join()
+        self._done.wait()
         if self._error is not None:
             raise self._error
         # The file must be on disk before its hash name is: a crash must never leave a
@@ -241,24 +242,45 @@ class _FileWriter:
             os.fsync(self._fd)
 
     def _run(self) -> None:
-        while (chunk := self._queue.get()) is not None:
-            if self._error is not None:
-                continue  # keep draining so the producer never blocks on a full queue
-            try:
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(self._fd, view) :]
-            except OSError as exc:
-                self._error = exc
+        try:
+            while (chunk := self._queue.get()) is not None:
+                if self._error is not None:
+                    continue  # keep draining so the producer never blocks on a full queue
+                try:
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(self._fd, view) :]
+                except OSError as exc:
+                    self._error = exc
+        finally:
+            self._done.set()
 
     def __enter__(self) -> _FileWriter:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        if self._thread.is_alive():  # an error or a size-cap stop before finish()
+        if not self._done.is_set():  # an error or a size-cap stop before finish()
             self._queue.put(None)
-            self._thread.join()
+            self._done.wait()
         os.close(self._fd)
+
+
+_WRITERS: concurrent.futures.ThreadPoolExecutor | None = None
+_WRITERS_LOCK = threading.Lock()
+
+
+def _writers() -> concurrent.futures.ThreadPoolExecutor:
+    """Writer threads kept between stores: starting a thread per store made the caller
+    wait for the new thread to be scheduled, which on a busy machine cost more than
+    writing a megabyte. Each store occupies one thread until its last chunk is written;
+    more stores at once than threads wait their turn in the pool's queue (the caller's
+    chunk queue is bounded, so they wait without buffering)."""
+    global _WRITERS
+    if _WRITERS is None:
+        with _WRITERS_LOCK:
+            if _WRITERS is None:
+                _WRITERS = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="blob-writer")
+    return _WRITERS
 
 
 def _fsync_dir(directory: Path) -> None:

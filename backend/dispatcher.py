@@ -11,11 +11,10 @@ the conditional update each let exactly one of them win.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
-
-import dataclasses
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -23,7 +22,8 @@ from sqlalchemy.orm import Session
 from . import backlog, jobs
 from .db.models import Job, StageAlias, User, utcnow
 from .errors import BusError, NotFound, RegistryError, StudioError
-from .messages import JobMessage, StageAlias as AliasMessage, Upload, prompt_id, upload_name
+from .messages import JobMessage, Upload, prompt_id, upload_name
+from .messages import StageAlias as AliasMessage
 from .placement import DEFAULT_SWITCH_PENALTY, CapabilityCache, Needs, candidates
 from .ports.registry import NodeView
 from .runtime import Backend
@@ -195,10 +195,18 @@ class Dispatcher:
             message = job_message(backend, spec, job, attempt, aliases=aliases)
             backend.bus.publish_job(node, message)
         except (BusError, RegistryError) as exc:
-            log.warning("job %s: publishing to node %s failed (%s); back to the backlog", job.id, node, exc)
             with backend.db.write() as s:
-                jobs.transition(s, job.id, "queued", expect=("dispatched",))
-            backend.registry.release(node, ticket)
+                requeued = jobs.transition(s, job.id, "queued", expect=("dispatched",))
+            if requeued:
+                log.warning("job %s: publishing to node %s failed (%s); back to the backlog", job.id, node, exc)
+                backend.registry.release(node, ticket)
+            else:
+                # The job moved on meanwhile: the broker had the message after all (an
+                # unconfirmed publish may still be queued) and the agent reported it, or it
+                # was cancelled (which released the slot). Releasing the slot here would
+                # make the agent drop a job the database says it runs.
+                log.warning("job %s: publishing to node %s reported %s, but the job moved on; keeping its slot",
+                            job.id, node, exc)
             return False
         except StudioError as exc:  # the prompt cannot be built: the job can never run
             log.error("job %s: cannot build its prompt: %s", job.id, exc)

@@ -10,6 +10,7 @@ can run it). Nothing is charged unless the job is accepted.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from .db.models import Job
 from .errors import InvalidParameter, NodeUnavailable, StudioError
 from .messages import prompt_id, user_event
 from .placement import CapabilityCache, Needs, capable
+from .ports.registry import Registry
 from .runtime import Backend
 from .workflows import InputFacts, WorkflowSpec, quote, validate_params
 
@@ -114,6 +116,18 @@ def submit(
     return Accepted(job=job, created=created)
 
 
+_CAPS: "weakref.WeakKeyDictionary[Registry, CapabilityCache]" = weakref.WeakKeyDictionary()
+
+
+def _capabilities(registry: Registry) -> CapabilityCache:
+    """One capability cache per registry, kept between submits: a node's capabilities are
+    hundreds of class names, re-read only when its ``caps_version`` changes."""
+    caps = _CAPS.get(registry)
+    if caps is None:
+        caps = _CAPS.setdefault(registry, CapabilityCache(registry))
+    return caps
+
+
 def _replay(backend: Backend, user_id: int, key: str) -> Job | None:
     with backend.db.read() as s:
         return s.scalar(select(Job).where(Job.user_id == user_id, Job.idempotency_key == key))
@@ -147,7 +161,7 @@ def _expected_wait(backend: Backend, needs: Needs) -> float | None:
 
     Raises NodeUnavailable when no online node can run the job at all.
     """
-    caps = CapabilityCache(backend.registry)
+    caps = _capabilities(backend.registry)
     able = [v for v in backend.registry.nodes() if capable(v, caps.get(v), needs)]
     if not able:
         raise NodeUnavailable(

@@ -7,8 +7,12 @@ node ``{prefix}.jobs.{node_id}`` with a delivery limit; a durable quorum queue
 drop-head queue. Jobs and lifecycle events are persistent and confirmed, and acked
 manually by consumers: at-least-once, so consumers must be idempotent.
 
-Threads: pika connections are not thread-safe. One publisher thread owns the publishing
-connection and is fed through a queue; callers wait on a future. Each subscription owns a
+Threads: pika connections are not thread-safe. A small pool of publisher threads, each
+owning its own connection, takes confirmed publishes (jobs, lifecycle events) from one
+queue, so one caller waiting for the broker's fsync of a quorum queue does not hold up
+the others; callers wait on a future. User events go through one more publisher thread
+whose channel is not in confirm mode: they are lossy by design (the database is the
+truth), so the caller does not wait at all, and one thread keeps them in order. Each subscription owns a
 connection with its I/O thread, plus a worker thread that runs the handler so long work
 never starves heartbeats; acks from other threads reach the I/O thread through
 ``add_callback_threadsafe``. Lost connections are re-established with back-off.
@@ -46,6 +50,9 @@ _TRANSIENT = (pika.exceptions.AMQPError, OSError)
 _POLL_SECONDS = 1.0
 _FIRST_RETRY_SECONDS = 0.1
 
+#: The publisher whose thread this is: an op declares queues on *its* connection.
+_current = threading.local()
+
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
 
 
@@ -78,42 +85,33 @@ class _Op:
 
 
 class _Publisher:
-    """The thread that owns the publishing connection; every broker call goes through it."""
+    """A thread that owns one publishing connection; broker calls go through such threads.
+
+    Several publishers may share one ``ops`` queue (a pool): each op runs on whichever
+    thread is free. ``confirm`` puts the channel in confirm mode (every publish waits for
+    the broker's ack); without it a publish only writes to the socket.
+    """
 
     log = logging.getLogger(f"{__name__}._Publisher")
 
-    def __init__(self, bus: "RabbitBus") -> None:
+    def __init__(self, bus: "RabbitBus", ops: "queue.Queue[_Op | None]", *, confirm: bool = True, name: str = "publisher") -> None:
         self._bus = bus
-        self._ops: queue.Queue[_Op | None] = queue.Queue()
-        self._lock = threading.Lock()
-        self._stopping = False
+        self._ops = ops
+        self._confirm = confirm
+        self._name = name
         self._conn: BlockingConnection | None = None
         self._channel: BlockingChannel | None = None
+        self._stopping = False
         # Queues/exchanges declared on the current connection; cleared on reconnect so a
         # broker that lost its definitions gets them again before the next publish.
         self._declared: set[str] = set()
         self.last_error = "no error yet"
-        self._thread = threading.Thread(target=self._run, name=f"{bus.prefix}-bus-publisher", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"{bus.prefix}-bus-{name}", daemon=True)
         self._thread.start()
 
-    def call(self, label: str, fn: Callable[[BlockingChannel], T], timeout: float) -> T:
-        """Run ``fn(channel)`` on the publisher thread; BusError if it fails or times out."""
-        op = _Op(label, fn, concurrent.futures.Future(), time.monotonic() + timeout)
-        with self._lock:
-            if self._stopping:
-                raise BusError(f"The RabbitMQ bus is closed; cannot send {label}. Create a new bus.") from None
-            self._ops.put(op)
-        try:
-            return op.future.result(timeout)
-        except concurrent.futures.TimeoutError:
-            # If the thread has not started it yet, it never will; otherwise the outcome
-            # is unknown (at-least-once: a retry by the caller may duplicate).
-            op.future.cancel()
-            raise BusError(
-                f"RabbitMQ at {self._bus.where} did not confirm {label} within {timeout:g} s "
-                f"(last error: {self.last_error}); it may or may not have been queued. "
-                "Check that RabbitMQ is running and reachable, then retry."
-            ) from None
+    @property
+    def thread(self) -> threading.Thread:
+        return self._thread
 
     def ensure(self, channel: BlockingChannel, name: str, declare: Callable[[BlockingChannel], object]) -> None:
         """Declare ``name`` once per connection (declarations are idempotent but cost a round trip)."""
@@ -125,6 +123,7 @@ class _Publisher:
         self._declared.discard(name)
 
     def _run(self) -> None:
+        _current.publisher = self
         while True:
             try:
                 op = self._ops.get(timeout=_POLL_SECONDS)
@@ -164,12 +163,13 @@ class _Publisher:
     def _open_channel(self) -> BlockingChannel:
         if self._conn is None or not self._conn.is_open:
             self._disconnect()
-            self._conn = self._bus.connect("publisher")
+            self._conn = self._bus.connect(self._name)
             self._declared.clear()
             self.log.info("connected to RabbitMQ at %s", self._bus.where)
         if self._channel is None or not self._channel.is_open:
             self._channel = self._conn.channel()
-            self._channel.confirm_delivery()
+            if self._confirm:
+                self._channel.confirm_delivery()
         return self._channel
 
     def _keep_alive(self) -> None:
@@ -191,14 +191,67 @@ class _Publisher:
             except _TRANSIENT:
                 pass  # already broken: nothing left to close cleanly
 
+    def stopping(self) -> None:
+        """Give up retrying: the bus is closing (the pool puts the sentinels)."""
+        self._stopping = True
+
+
+class _PublisherPool:
+    """Publisher threads behind one queue: :meth:`call` waits for the outcome,
+    :meth:`send` does not (for traffic that may be lost, e.g. user events)."""
+
+    def __init__(self, bus: "RabbitBus", *, size: int, confirm: bool, name: str) -> None:
+        self._bus = bus
+        self._ops: queue.Queue[_Op | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self._stopping = False
+        self._publishers = [
+            _Publisher(bus, self._ops, confirm=confirm, name=f"{name}-{i}" if size > 1 else name) for i in range(size)
+        ]
+
+    @property
+    def last_error(self) -> str:
+        return "; ".join(dict.fromkeys(p.last_error for p in self._publishers))
+
+    def _put(self, label: str, fn: Callable[[BlockingChannel], T], timeout: float) -> _Op:
+        op = _Op(label, fn, concurrent.futures.Future(), time.monotonic() + timeout)
+        with self._lock:
+            if self._stopping:
+                raise BusError(f"The RabbitMQ bus is closed; cannot send {label}. Create a new bus.") from None
+            self._ops.put(op)
+        return op
+
+    def call(self, label: str, fn: Callable[[BlockingChannel], T], timeout: float) -> T:
+        """Run ``fn(channel)`` on a publisher thread; BusError if it fails or times out."""
+        op = self._put(label, fn, timeout)
+        try:
+            return op.future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            # If no thread has started it yet, none will; otherwise the outcome is
+            # unknown (at-least-once: a retry by the caller may duplicate).
+            op.future.cancel()
+            raise BusError(
+                f"RabbitMQ at {self._bus.where} did not confirm {label} within {timeout:g} s "
+                f"(last error: {self.last_error}); it may or may not have been queued. "
+                "Check that RabbitMQ is running and reachable, then retry."
+            ) from None
+
+    def send(self, label: str, fn: Callable[[BlockingChannel], object], timeout: float) -> None:
+        """Queue ``fn(channel)`` and return at once; a failure is only logged (by the thread)."""
+        self._put(label, fn, timeout)
+
     def stop(self) -> None:
         with self._lock:
             if self._stopping:
                 return
             self._stopping = True
-            self._ops.put(None)
-        if threading.current_thread() is not self._thread:
-            self._thread.join(timeout=10)
+            for publisher in self._publishers:
+                publisher.stopping()
+            for _ in self._publishers:
+                self._ops.put(None)
+        for publisher in self._publishers:
+            if threading.current_thread() is not publisher.thread:
+                publisher.thread.join(timeout=10)
 
 
 class _Inbox:
@@ -462,20 +515,21 @@ class RabbitBus(Bus):
     ``url`` is an AMQP URL (``amqp://user:pass@host:5672/%2F``). ``publish_timeout``
     bounds every publish, including waiting for a lost connection to come back.
     ``delivery_limit`` caps deliveries of one job (poison jobs); ``user_event_backlog``
-    bounds each user-event subscriber's queue.
+    bounds each user-event subscriber's queue. ``publishers`` is the number of threads
+    (each with its connection) sending confirmed messages concurrently.
     """
 
     log = logging.getLogger(f"{__name__}.RabbitBus")
 
     def __init__(self, url: str, *, prefix: str = "studio", publish_timeout: float = 10.0, heartbeat: int = 30,
                  delivery_limit: int = 10, user_event_backlog: int = 10_000,
-                 max_reconnect_delay: float = 5.0) -> None:
+                 max_reconnect_delay: float = 5.0, publishers: int = 4) -> None:
         if not _PREFIX_RE.match(prefix):
             raise BusError(f"Bus prefix {prefix!r} must be 1–100 characters of A-Z a-z 0-9 _ . : -")
         if publish_timeout <= 0 or max_reconnect_delay <= 0 or heartbeat < 1:
             raise BusError("publish_timeout and max_reconnect_delay must be > 0 and heartbeat ≥ 1 s")
-        if delivery_limit < 1 or user_event_backlog < 1:
-            raise BusError("delivery_limit and user_event_backlog must be at least 1")
+        if delivery_limit < 1 or user_event_backlog < 1 or publishers < 1:
+            raise BusError("delivery_limit, user_event_backlog and publishers must be at least 1")
         try:
             params = pika.URLParameters(url)
         except (ValueError, TypeError) as exc:
@@ -497,7 +551,8 @@ class RabbitBus(Bus):
         self._consumers: list[_Consumer] = []
         self._queues: set[str] = set()
         self._exchanges: set[str] = set()
-        self._publisher = _Publisher(self)
+        self._publisher = _PublisherPool(self, size=publishers, confirm=True, name="publisher")
+        self._events = _PublisherPool(self, size=1, confirm=False, name="event-publisher")
 
     # -- topology -----------------------------------------------------------------------
     def connect(self, role: str) -> BlockingConnection:
@@ -550,17 +605,22 @@ class RabbitBus(Bus):
         mandatory = persistent
 
         def send(channel: BlockingChannel) -> None:
-            self._publisher.ensure(channel, target, declare)
+            publisher: _Publisher = _current.publisher
+            publisher.ensure(channel, target, declare)
             try:
                 channel.basic_publish(exchange, routing_key, body, properties, mandatory=mandatory)
             except pika.exceptions.UnroutableError:
                 # Someone deleted the queue since we declared it: declare again, retry once.
                 self.log.warning("queue %s vanished; declaring it again", target)
-                self._publisher.forget(target)
-                self._publisher.ensure(channel, target, declare)
+                publisher.forget(target)
+                publisher.ensure(channel, target, declare)
                 channel.basic_publish(exchange, routing_key, body, properties, mandatory=mandatory)
 
-        self._publisher.call(label, send, self.publish_timeout)
+        if persistent:
+            self._publisher.call(label, send, self.publish_timeout)
+        else:
+            # User events: no confirm and no waiting (lossy by design, see the module doc).
+            self._events.send(label, send, self.publish_timeout)
 
     def publish_job(self, node_id: str, message: Message) -> None:
         name, declare = self._job_queue(node_id)
@@ -623,4 +683,5 @@ class RabbitBus(Bus):
             consumers, self._consumers = self._consumers, []
         for consumer in consumers:
             consumer.close()
+        self._events.stop()
         self._publisher.stop()

@@ -1,0 +1,38 @@
+"""``python -m bench [name] [options]``: run one benchmark, or all of them in order."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from . import cluster, event_path, submit_path, uploads
+
+BENCHMARKS = {
+    "submit": submit_path.main,
+    "event": event_path.main,
+    "cluster": cluster.main,
+    "uploads": uploads.main,
+}
+
+
+def main(argv: list[str]) -> int:
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__)
+        print("benchmarks:", ", ".join(BENCHMARKS))
+        return 0
+    if argv and argv[0] in BENCHMARKS:
+        BENCHMARKS[argv[0]](argv[1:])
+        return 0
+    if argv:
+        print(f"unknown benchmark {argv[0]!r}; choose from {', '.join(BENCHMARKS)}", file=sys.stderr)
+        return 2
+    for name, run in BENCHMARKS.items():
+        started = time.monotonic()
+        print(f"== {name} ==", flush=True)
+        run([])
+        print(f"== {name}: {time.monotonic() - started:.0f} s ==", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,61 @@
+"""Each benchmark runs end to end at a tiny size and prints its figures (no timing is
+asserted: benchmarks measure, tests check they still run). They use the real servers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench import cluster, common, event_path, submit_path, uploads
+
+from .. import services
+
+
+@pytest.fixture(autouse=True)
+def servers() -> None:
+    services.require("PostgreSQL", "127.0.0.1", 5432)
+    services.require("Redis", "127.0.0.1", 6379)
+    services.require("RabbitMQ", "127.0.0.1", 5672)
+
+
+def test_submit_path_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    figures = submit_path.main(["--runs", "1", "--nodes", "1", "--latency-jobs", "5", "--rate", "20",
+                                "--throughput-jobs", "8", "--clients", "2", "--depth", "8", "--no-write"])
+    assert figures["p50"] > 0 and figures["rate"] > 0 and figures["bare_p50"] > 0
+    assert "submit → consumed by agent, p50" in capsys.readouterr().out
+
+
+def test_event_path_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    figures = event_path.main(["--runs", "1", "--nodes", "1", "--rate", "100", "--seconds", "0.5", "--no-write"])
+    assert figures["p50"] > 0
+    assert "comfysim event → studio consumer, p99" in capsys.readouterr().out
+
+
+def test_cluster_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    ratios = cluster.main(["--jobs", "12", "--nodes", "2", "--min-seconds", "0.05", "--cap-seconds", "0.3",
+                           "--burst-gap", "0.2", "--clients", "2", "--no-write"])
+    assert set(ratios) == {"ours", "round-robin", "fewest"} and all(r > 0 for r in ratios.values())
+    assert "round-robin" in capsys.readouterr().out
+
+
+def test_uploads_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    figures = uploads.main(["--mb", "0.3", "--repeats", "1", "--no-write"])
+    assert figures["again"] == 0 and figures["ratio"] > 0
+    assert "draw again" in capsys.readouterr().out
+
+
+def test_a_section_is_replaced_and_the_others_kept(tmp_path: Path) -> None:
+    doc = tmp_path / "performance.md"
+    common.write_section("a", "first A", path=doc)
+    common.write_section("b", "only B", path=doc)
+    common.write_section("a", "second A", path=doc)
+    text = doc.read_text()
+    assert "second A" in text and "first A" not in text and "only B" in text
+    assert text.index("second A") < text.index("only B")
+
+
+def test_percentiles() -> None:
+    assert common.percentile([1, 2, 3, 4, 5], 50) == 3
+    assert common.percentile([1.0, 2.0], 50) == 1.5
+    assert common.percentile([7.0], 99) == 7.0
