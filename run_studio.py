@@ -43,7 +43,7 @@ class LocalNodes:
         for stop in reversed(self.stoppers):
             try:
                 stop()
-            except Exception:  # noqa: BLE001 - shutting down: keep stopping the rest
+            except Exception:
                 log.exception("while stopping a local node")
         self.stoppers.clear()
 
@@ -57,8 +57,12 @@ def reachable(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def start_local_nodes(backend, *, simulated_nodes: int = 1, agent_overrides: dict | None = None) -> LocalNodes:  # type: ignore[no-untyped-def]
+def start_local_nodes(backend, *, simulated_nodes: int = 1, agent_overrides: dict | None = None,  # type: ignore[no-untyped-def]
+                      sim_port: int = 0) -> LocalNodes:
     """Agents as threads for the configured ComfyUI URLs, or simulated nodes if none answer.
+
+    Simulated node *i* listens on ``sim_port + i`` (``sim_port`` 0: free ports); tests
+    use the fixed address to switch faults on (``POST /sim/faults``).
 
     In a distributed deployment agents are separate processes on the GPU hosts, so only
     the simulator fallback starts here (and only when asked for with ``simulated_nodes``).
@@ -89,7 +93,8 @@ def start_local_nodes(backend, *, simulated_nodes: int = 1, agent_overrides: dic
 
     from comfysim import DEMO_MODELS, SimConfig, start_sims
 
-    cluster = start_sims(simulated_nodes, SimConfig(models=DEMO_MODELS, step_seconds=0.05, previews=True))
+    cluster = start_sims(simulated_nodes, SimConfig(models=DEMO_MODELS, step_seconds=0.05, previews=True),
+                         host="127.0.0.1", base_port=sim_port)
     nodes.stoppers.append(cluster.stop)
     nodes.simulated = True
     for i, url in enumerate(cluster.urls, 1):
@@ -117,6 +122,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--share", action="store_true", help="also open a public Gradio share link (needs internet)")
     p.add_argument("--config", help="TOML settings file (default: $STUDIO_CONFIG)")
     p.add_argument("--simulated-nodes", type=int, default=1, help="simulated nodes when no ComfyUI answers (0: none)")
+    p.add_argument("--sim-port", type=int, default=0, metavar="BASE",
+                   help="simulated nodes listen on BASE, BASE+1, ... on 127.0.0.1 (default 0: free ports)")
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
 
@@ -144,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     from studio.app import create_app
 
     worker = Worker(backend).start()
-    nodes = start_local_nodes(backend, simulated_nodes=args.simulated_nodes)
+    nodes = start_local_nodes(backend, simulated_nodes=args.simulated_nodes, sim_port=args.sim_port)
     app = create_app(backend, wake=worker.wake)
     admin = ensure_admin(backend)
 

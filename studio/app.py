@@ -7,6 +7,8 @@ Routes:
 - ``/studio/`` (Create), ``/studio/history``, ``/studio/account``, ``/studio/admin``: Gradio
 - ``/files/{sha256}``: outputs, uploads and previews, to their owner only (:mod:`.files`)
 - ``/static/*`` (logo, css) and ``/examples/{workflow}.png`` (workflow example images)
+- ``/metrics``: Prometheus text (:func:`backend.metrics.render`) to loopback clients, or
+  to any client with ``Authorization: Bearer <metrics_token>`` when that setting is set
 
 The entry point builds the :class:`~backend.runtime.Backend` and a running worker, then
 serves :func:`create_app` with uvicorn; the user-event :class:`~studio.feed.Feed` starts
@@ -16,7 +18,9 @@ and stops with the app's lifespan.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
+import secrets
 from collections.abc import AsyncIterator, Callable
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -29,6 +33,7 @@ from argon2 import PasswordHasher
 from fastapi.responses import FileResponse, PlainTextResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
+from backend import metrics
 from backend.passwords import DEFAULT_HASHER
 from backend.runtime import Backend
 
@@ -59,6 +64,30 @@ def build_blocks(studio: Studio) -> gr.Blocks:
     # Price previews and admin tables are quick; progress handlers opt out of the limit.
     demo.queue(default_concurrency_limit=16)
     return demo
+
+
+METRICS_TYPE = "text/plain; version=0.0.4"
+
+
+def _loopback(host: str | None) -> bool:
+    try:
+        return host is not None and ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def metrics_allowed(request: fastapi.Request, token: str) -> bool:
+    """Loopback clients always; others only with the configured bearer token.
+
+    Behind a reverse proxy on the same host every client looks like loopback, so such a
+    proxy must not forward ``/metrics`` (or the deployment sets a token and blocks it).
+    """
+    if _loopback(request.client.host if request.client else None):
+        return True
+    if not token:
+        return False
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and secrets.compare_digest(given.strip().encode(), token.encode())
 
 
 class _SignInRedirect:
@@ -134,6 +163,13 @@ def create_app(
         if spec is None or spec.example is None or not spec.example.is_file():
             return PlainTextResponse("Not found", status_code=404)
         return FileResponse(spec.example, media_type="image/png", headers={"Cache-Control": "public, max-age=3600"})
+
+    @app.get("/metrics")
+    def prometheus(request: fastapi.Request) -> fastapi.Response:
+        if not metrics_allowed(request, backend.settings.metrics_token):
+            return PlainTextResponse("Forbidden", status_code=403)
+        return PlainTextResponse(metrics.render(backend), media_type=METRICS_TYPE,
+                                 headers={"Cache-Control": "no-store"})
 
     def session_user(request: fastapi.Request) -> str | None:
         user = sessions.resolve(request.cookies.get(SESSION_COOKIE))

@@ -45,6 +45,13 @@ def nav_html(current: str, *, name: str, balance: int, role: str, lang: str) -> 
     )
 
 
+def nav_for(studio: Studio, current: str, *, user_id: int, name: str, role: str, lang: str) -> str:
+    """The header bar with the user's balance as the database has it now."""
+    with studio.backend.db.read() as s:
+        balance = ledger.balance(s, user_id)
+    return nav_html(current, name=name, balance=balance, role=role, lang=lang)
+
+
 def header(studio: Studio, demo: gr.Blocks, current: str, *, watched: gr.State | None = None) -> Header:
     """Build the header on the current page and wire its load and notice timer."""
     gr.Navbar(visible=False)
@@ -52,9 +59,7 @@ def header(studio: Studio, demo: gr.Blocks, current: str, *, watched: gr.State |
     head = Header(nav=nav, cursor=gr.State(0))
 
     def render(user_id: int, name: str, role: str, lang: str) -> str:
-        with studio.backend.db.read() as s:
-            balance = ledger.balance(s, user_id)
-        return nav_html(current, name=name, balance=balance, role=role, lang=lang)
+        return nav_for(studio, current, user_id=user_id, name=name, role=role, lang=lang)
 
     def on_load(request: gr.Request) -> tuple[str, int]:
         user = studio.user(request)

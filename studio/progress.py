@@ -29,6 +29,7 @@ from backend.messages import failure_reason
 from .context import Studio
 from .feed import TERMINAL, Feed, JobSnapshot
 from .i18n import lang_of, pick
+from .layout import nav_for
 from .render import ProgressView, idle_card, progress_card
 
 POLL_SECONDS = 0.5
@@ -101,13 +102,32 @@ class Watcher:
             if self._current.get(session) is token:
                 del self._current[session]
 
-    def watch(self, job_id: str | None, request: gr.Request) -> Iterator[tuple[Any, Any]]:
-        """Yields ``(card html, cancel button update)`` until the job ends."""
+    def watch(self, job_id: str | None, request: gr.Request) -> Iterator[tuple[Any, Any, Any]]:
+        """Yields ``(card html, cancel button update, header html)`` until the job ends.
+
+        The header (with the balance) is sent when watching starts, which shows the
+        debit of a job just created, and when the job ends (a refund).
+        """
         if not job_id:
-            yield gr.skip(), gr.skip()
+            yield gr.skip(), gr.skip(), gr.skip()
             return
         user = self.studio.user(request)
         lang = lang_of(request)
+
+        def nav() -> str:
+            return nav_for(self.studio, "create", user_id=user.id, name=user.name, role=user.role, lang=lang)
+
+        first = True
+        for card, active in self._cards(user, job_id, lang, request):
+            if card is None:  # superseded
+                yield gr.skip(), gr.skip(), gr.skip()
+                return
+            yield card, gr.update(visible=active), (nav() if first or not active else gr.skip())
+            first = False
+
+    def _cards(self, user: Any, job_id: str, lang: str, request: gr.Request) -> Iterator[tuple[str | None, bool]]:
+        """Yields ``(card html, whether the job is still active)``; a None card when a
+        newer watch of the same session took over."""
         session = request.session_hash or f"user-{user.id}"
         token = self._claim(session)
         feed: Feed = self.studio.feed
@@ -117,18 +137,18 @@ class Watcher:
                 try:
                     job = jobs.get(db, job_id, user_id=user.id)
                 except NotFound:
-                    yield idle_card(lang), gr.update(visible=False)
+                    yield idle_card(lang), False
                     return
                 snap = feed.snapshot(user.id, job_id) or JobSnapshot(user_id=user.id, state=job.state)
                 yield from self._follow(job, snap, events, lang, session, token)
         finally:
             self._release(session, token)
 
-    def _follow(self, job: Job, snap: JobSnapshot, events: "queue.Queue[dict[str, Any]]", lang: str,
-                session: str, token: object) -> Iterator[tuple[Any, Any]]:
+    def _follow(self, job: Job, snap: JobSnapshot, events: queue.Queue[dict[str, Any]], lang: str,
+                session: str, token: object) -> Iterator[tuple[str | None, bool]]:
         db = self.studio.backend.db
         view = view_of(self.studio, job, snap, lang)
-        yield progress_card(view, lang), gr.update(visible=view.state not in TERMINAL)
+        yield progress_card(view, lang), view.state not in TERMINAL
         if view.state in TERMINAL:
             return
         began = last_check = last_yield = time.monotonic()
@@ -149,9 +169,14 @@ class Watcher:
                 dirty = dirty or fresh.state != job.state
                 job, last_check = fresh, now
             ended = job.state in TERMINAL
+            if not self._still_mine(session, token):
+                break
             if ended or (dirty and now - last_yield >= MIN_YIELD_GAP):
                 view = view_of(self.studio, job, snap, lang)
-                yield progress_card(view, lang), gr.update(visible=not ended)
+                yield progress_card(view, lang), not ended
                 dirty, last_yield = False, now
             if ended:
                 return
+        # A newer watch took over this session's card. Gradio sends a generator's last
+        # value again when it ends, so the last value must change nothing.
+        yield None, False

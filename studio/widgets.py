@@ -29,30 +29,36 @@ def _info(spec: WorkflowSpec, param: Param, i18n: gr.I18n) -> Any:
     return i18n(f"wf.{spec.name}.help.{param.name}") if param.help is not None else None
 
 
-def field(spec: WorkflowSpec, param: Param, i18n: gr.I18n, *, elem_id: str) -> gr.components.Component:
-    """The input component for one non-file parameter, holding its default."""
+#: "No value given": the parameter's default.
+DEFAULT: Any = object()
+
+
+def field(spec: WorkflowSpec, param: Param, i18n: gr.I18n, *, elem_id: str, value: Any = DEFAULT) -> gr.components.Component:
+    """The input component for one non-file parameter, holding ``value`` (or its default)."""
     label, info = _label(spec, param, i18n), _info(spec, param, i18n)
+    default = param.default if value is DEFAULT else value
     if param.type in ("int", "float"):
         bounded = param.min is not None and param.max is not None and param.max - param.min <= MAX_SLIDER_SPAN
         if bounded:
             step = param.step or (1 if param.type == "int" else 0.01)
-            return gr.Slider(minimum=param.min, maximum=param.max, step=step, value=param.default, label=label,
+            return gr.Slider(minimum=param.min, maximum=param.max, step=step, value=default, label=label,
                              info=info, elem_id=elem_id)
-        return gr.Number(value=param.default, label=label, info=info, precision=0 if param.type == "int" else None,
+        return gr.Number(value=default, label=label, info=info, precision=0 if param.type == "int" else None,
                          minimum=param.min, maximum=param.max, elem_id=elem_id)
     if param.type == "seed":
-        return gr.Number(value=param.default, label=label, info=info, precision=0, elem_id=elem_id)
+        return gr.Number(value=default, label=label, info=info, precision=0, elem_id=elem_id)
     if param.type == "bool":
-        return gr.Checkbox(value=bool(param.default), label=label, info=info, elem_id=elem_id)
+        return gr.Checkbox(value=bool(default), label=label, info=info, elem_id=elem_id)
     if param.type == "choice":
-        return gr.Dropdown(choices=list(param.options), value=param.default, label=label, info=info, elem_id=elem_id)
+        return gr.Dropdown(choices=list(param.options), value=default, label=label, info=info, elem_id=elem_id)
     lines = 3 if param.type == "text" else 1
-    return gr.Textbox(value=param.default or "", label=label, info=info, lines=lines, max_lines=12,
+    return gr.Textbox(value=default or "", label=label, info=info, lines=lines, max_lines=12,
                       max_length=param.max_length, elem_id=elem_id)
 
 
-def preset_field(spec: WorkflowSpec, preset: Preset, i18n: gr.I18n, *, elem_id: str) -> gr.Radio:
-    return gr.Radio(choices=preset_choices(preset, "en"), value=preset.default,
+def preset_field(spec: WorkflowSpec, preset: Preset, i18n: gr.I18n, *, elem_id: str, lang: str = "en",
+                 value: Any = DEFAULT) -> gr.Radio:
+    return gr.Radio(choices=preset_choices(preset, lang), value=preset.default if value is DEFAULT else value,
                     label=i18n(f"wf.{spec.name}.preset.{preset.name}"), elem_id=elem_id)
 
 
@@ -60,12 +66,20 @@ def preset_choices(preset: Preset, lang: str) -> list[tuple[str, str]]:
     return [(option.label.get(lang), option.name) for option in preset.options]
 
 
-def file_field(spec: WorkflowSpec, param: Param, i18n: gr.I18n, *, elem_id: str) -> gr.components.Component:
-    """An image upload, or a drawing canvas for a mask (painted white = the area to change)."""
+def file_field(spec: WorkflowSpec, param: Param, i18n: gr.I18n, *, elem_id: str,
+               value: Any = None) -> gr.components.Component:
+    """An image upload, or a drawing canvas for a mask (the painted area is what changes).
+
+    A mask drawn on another image parameter (``mask_of``) gets that picture as its
+    background when it is uploaded, so its canvas takes no uploads of its own.
+    """
     label = _label(spec, param, i18n)
     if param.type == "mask":
-        return gr.ImageEditor(type="pil", layers=False, label=label, elem_id=elem_id, sources=("upload", "clipboard"),
-                              brush=gr.Brush(colors=["#ffffff"], color_mode="fixed"), transforms=(), height=420)
+        sources = () if param.mask_of else ("upload", "clipboard")
+        return gr.ImageEditor(value=value, type="pil", layers=False, label=label,
+                              elem_id=elem_id, sources=sources,
+                              brush=gr.Brush(colors=["#ffffff"], color_mode="fixed", default_size=24),
+                              transforms=(), height=420)
     if param.type == "image":
         return gr.Image(type="filepath", sources=["upload", "clipboard"], label=label, elem_id=elem_id, height=300)
     return gr.File(label=label, elem_id=elem_id, type="filepath")
@@ -100,11 +114,13 @@ def collect(spec: WorkflowSpec, *, expert: bool, values: Mapping[str, Any], pres
     return raw
 
 
-def mask_png(editor_value: Mapping[str, Any] | None) -> bytes | None:
-    """The painted strokes of an ImageEditor value as a grayscale PNG (white = change).
+def mask_png(editor_value: Mapping[str, Any] | None, *, size: tuple[int, int] | None = None) -> bytes | None:
+    """The painted strokes of an ImageEditor value as the mask file the nodes expect.
 
-    None when nothing was painted. The mask has the background's size, so the backend's
-    facts (width, height) match the image it applies to.
+    That is ComfyUI's own mask format (docs/workflows.md, masks): an RGBA PNG whose
+    **painted area is transparent (alpha 0)** and the rest opaque, the size of the
+    picture it applies to (``size``, else the editor's background). None when nothing
+    was painted.
     """
     if not editor_value:
         return None
@@ -112,12 +128,15 @@ def mask_png(editor_value: Mapping[str, Any] | None) -> bytes | None:
     background = editor_value.get("background")
     if not layers or layers[0] is None:
         return None
-    alpha = np.array(layers[0].convert("RGBA"))[..., 3] > 0
-    if not alpha.any():
+    painted = np.array(layers[0].convert("RGBA"))[..., 3] > 0
+    if not painted.any():
         return None
-    mask = Image.fromarray((alpha * 255).astype(np.uint8), mode="L")
-    if background is not None and background.size != mask.size:
-        mask = mask.resize(background.size, Image.NEAREST)
+    target = size or (background.size if background is not None else None)
+    alpha = Image.fromarray(np.where(painted, 0, 255).astype(np.uint8), mode="L")
+    if target is not None and alpha.size != tuple(target):
+        alpha = alpha.resize(tuple(target), Image.NEAREST)
+    mask = Image.new("RGBA", alpha.size, (0, 0, 0, 255))
+    mask.putalpha(alpha)
     out = io.BytesIO()
     mask.save(out, format="PNG")
     return out.getvalue()

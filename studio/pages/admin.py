@@ -90,7 +90,7 @@ def build(studio: Studio, demo: gr.Blocks) -> None:
         choices = [(t(f"signup.{m}", lang), m) for m in ("open", "invite", "off")]
         return {
             denied: "", panel: gr.update(visible=True), nodes_html: nodes_table(studio, lang),
-            users_html: users_table(studio, lang), batches_html: batches_table(studio),
+            users_html: users_table(studio, lang), batches_html: batches_table(studio, lang),
             jobs_html: jobs_table(studio, lang, failed_only=False), workflows_html: workflows_table(studio, lang),
             mode: gr.update(choices=choices, value=app_settings.signup_mode(db, backend.settings)),
             welcome: app_settings.welcome_credits(db, backend.settings),
@@ -156,7 +156,7 @@ def build(studio: Studio, demo: gr.Blocks) -> None:
                                        created_by=admin.id)
         except StudioError as exc:
             raise fail(exc, request) from None
-        return "\n".join(batch.codes), batches_table(studio)
+        return "\n".join(batch.codes), batches_table(studio, lang_of(request))
 
     make.click(make_codes, [count, worth, days], [new_codes, batches_html], api_name="admin_codes")
 
@@ -192,7 +192,12 @@ def build(studio: Studio, demo: gr.Blocks) -> None:
         return message("ok", t("admin.saved", lang)), workflows_table(studio, lang)
 
     wf.change(nodes_of, [wf], [node], api_visibility="private")
-    demo.load(nodes_of, [wf], [node], api_visibility="private")
+    def nodes_on_load(name: str | None, request: gr.Request) -> dict:
+        if not studio.user(request).is_admin:
+            return gr.skip()  # the page already says it is for administrators
+        return nodes_of(name, request)
+
+    demo.load(nodes_on_load, [wf], [node], api_visibility="private")
     node.change(alias_of, [wf, node], [alias_en, alias_zh], api_visibility="private")
     save_alias.click(save, [wf, node, alias_en, alias_zh], [alias_msg, workflows_html], api_name="admin_alias")
 
@@ -220,26 +225,28 @@ def nodes_table(studio: Studio, lang: str) -> str:
         online = pill("online" if s.online else "offline", t("node.online" if s.online else "node.offline", lang))
         vram = f"{s.vram_free_mb / 1024:.1f} / {s.vram_total_mb / 1024:.1f} GB" if s.vram_total_mb else "–"
         models = ", ".join(sorted(m.rsplit("/", 1)[-1] for m in caps.models)) if caps else ""
-        capability = f"{len(caps.classes)} node types; {esc(models) or '–'}" if caps else "–"
+        capability = f"{esc(t('node.types', lang, count=len(caps.classes)))}; {esc(models) or '–'}" if caps else "–"
         rows.append([f"<b>{esc(s.label or s.node_id)}</b><br><small>{esc(s.node_id)}</small>", online, kind,
                      f"{len(view.reservations)} / {s.slots}", esc(s.queue_remaining), vram, f"{s.speed:.2f}",
                      esc(s.loaded_checkpoint or "–"), capability])
-    headers = ["node", "state", "kind", "slots used", "ComfyUI queue", "VRAM free", "speed", "checkpoint", "capabilities"]
+    headers = [t(f"col.{k}", lang) for k in ("node", "state", "kind", "slots", "node_queue", "vram", "speed",
+                                              "checkpoint", "capabilities")]
     return table(headers, rows, elem_id="nodes-table")
 
 
 def users_table(studio: Studio, lang: str) -> str:
     rows = [[esc(u.id), f"<b>{esc(u.name)}</b>", esc(u.role), esc(u.balance),
-             pill("failed", "disabled") if u.disabled else pill("succeeded", "active"), esc(when(u.created_at)),
-             esc(when(u.last_login_at))] for u in accounts.list_users(studio.backend.db)]
-    return table(["id", t("admin.user_name", lang), t("admin.role", lang), t("account.balance", lang), "", "created",
-                  "last sign-in"], rows, elem_id="users-table")
+             pill("failed", t("user.disabled", lang)) if u.disabled else pill("succeeded", t("user.active", lang)),
+             esc(when(u.created_at)), esc(when(u.last_login_at))] for u in accounts.list_users(studio.backend.db)]
+    return table([t("col.id", lang), t("admin.user_name", lang), t("admin.role", lang), t("account.balance", lang),
+                  t("col.account", lang), t("col.created", lang), t("col.last_login", lang)], rows, elem_id="users-table")
 
 
-def batches_table(studio: Studio) -> str:
+def batches_table(studio: Studio, lang: str) -> str:
     rows = [[esc(b["batch"]), esc(b["credits"]), esc(b["codes"]), esc(b["redeemed"]), esc(when(b["expires_at"]))]
             for b in codes.list_batches(studio.backend.db)]
-    return table(["batch", "credits", "codes", "redeemed", "expires"], rows, elem_id="batches-table")
+    headers = [t("col.batch", lang), t("admin.credits", lang)] + [t(f"col.{k}", lang) for k in ("codes", "redeemed", "expires")]
+    return table(headers, rows, elem_id="batches-table")
 
 
 def jobs_table(studio: Studio, lang: str, *, failed_only: bool) -> str:
@@ -252,7 +259,9 @@ def jobs_table(studio: Studio, lang: str, *, failed_only: bool) -> str:
              pill(job.state, t(f"state.{job.state}", lang)), esc(job.cost), esc(job.node_id or "–"),
              f'<span class="err">{esc(job.error_type or "")} {esc((job.error_message or "")[:160])}</span>']
             for job, name in found]
-    return table(["when", "job", "user", "workflow", "state", "cost", "node", "error"], rows, elem_id="jobs-table")
+    headers = [t("history.when", lang)] + [t(f"col.{k}", lang) for k in ("job", "user")] + [t("history.workflow", lang)] + [
+        t(f"col.{k}", lang) for k in ("state", "cost", "node", "error")]
+    return table(headers, rows, elem_id="jobs-table")
 
 
 def workflows_table(studio: Studio, lang: str) -> str:
@@ -262,4 +271,5 @@ def workflows_table(studio: Studio, lang: str) -> str:
         listed = "<br>".join(f"<code>{esc(n)}</code> {esc(a['en'])} / {esc(a['zh'])}" for n, a in sorted(names.items()))
         rows.append([f"<b>{esc(spec.name)}</b>", esc(spec.title.get(lang)), esc(spec.category),
                      esc(len(spec.params)), listed])
-    return table(["name", "title", "category", "params", "stages"], rows, elem_id="workflows-table")
+    return table([t(f"col.{k}", lang) for k in ("name", "title", "category", "params", "stages")], rows,
+                 elem_id="workflows-table")

@@ -1,11 +1,16 @@
 """The Create page: pick a workflow, fill the form (beginner or expert), see the price,
 create, and watch the job's progress.
 
-Every workflow of the library gets its own form, built once and shown when its card is
-picked; a library holds a handful of workflows, and fixed components keep every event
-simple and stateless. File inputs are stored in the asset store as soon as they are
-uploaded, and the form carries only their asset ids, which is also how "draw again"
-reuses a job's inputs without a new upload.
+Only the chosen workflow's form exists: an ``@gr.render`` keyed on the selection (a
+``gr.State`` holding the workflow, the page language and, for "draw again", the earlier
+job's parameters and inputs) builds it, with its events, for this browser session. A
+library of ~20 workflows therefore costs one form on page load instead of twenty (the
+page used to ship 600+ components and 200+ listeners and took ~14 s to become usable).
+
+File inputs are stored in the asset store as soon as they are uploaded, and the form
+carries only their asset ids, which is also how "draw again" reuses a job's inputs
+without a new upload. A drawn mask is stored when the job is created, as a PNG the size
+of its picture whose painted area is transparent (docs/workflows.md, masks).
 """
 
 from __future__ import annotations
@@ -30,19 +35,17 @@ from ..i18n import lang_of, pick, t
 from ..layout import header
 from ..progress import Watcher
 from ..render import esc, idle_card, message, price_line
-from ..widgets import collect, field as make_field, file_field, form_value, mask_png, preset_choices, preset_field
+from ..widgets import DEFAULT, collect, file_field, form_value, mask_png, preset_field
+from ..widgets import field as make_field
 
 ACTIVE = ("queued", "dispatched", "submitted", "running")
 
 
 @dataclass
 class Form:
-    """The components of one workflow's form."""
+    """The components of the chosen workflow's form (built per session by the render)."""
 
     spec: WorkflowSpec
-    column: gr.Column
-    card: gr.Column
-    tabs: gr.Tabs
     mode: gr.State
     files: dict[str, Any] = field(default_factory=dict)
     stored: dict[str, gr.State] = field(default_factory=dict)
@@ -50,32 +53,38 @@ class Form:
     beginner: dict[str, Any] = field(default_factory=dict)
     presets: dict[str, gr.Radio] = field(default_factory=dict)
     expert: dict[str, Any] = field(default_factory=dict)
-    price: gr.HTML | None = None
-    notice: gr.HTML | None = None
-    go: gr.Button | None = None
-    confirm: gr.Column | None = None
-    confirm_msg: gr.HTML | None = None
-    queue_anyway: gr.Button | None = None
-    not_now: gr.Button | None = None
+    price: Any = None
+    notice: Any = None
+    go: Any = None
+    confirm: Any = None
+    confirm_msg: Any = None
+    queue_anyway: Any = None
+    not_now: Any = None
 
     def value_inputs(self) -> set[Any]:
         return {self.mode, *self.files.values(), *self.stored.values(), *self.beginner.values(),
                 *self.presets.values(), *self.expert.values()}
 
 
+def selection(workflow: str, lang: str, again: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The value of the page's selection state; a new value re-renders the form."""
+    return {"workflow": workflow, "lang": lang, "again": again, "nonce": uuid.uuid4().hex if again else None}
+
+
 def build(studio: Studio, demo: gr.Blocks) -> None:
     i18n = studio.i18n
-    specs = list(studio.backend.library)
+    library = studio.backend.library
+    specs = list(library)
     watcher = Watcher(studio)
     job_state = gr.State(None)  # the job this page shows
     to_watch = gr.State(None)  # set when a job should start being watched
     key_state = gr.State(None)  # the idempotency key of the next Create click
-    header(studio, demo, "create", watched=job_state)
+    head = header(studio, demo, "create", watched=job_state)
 
-    forms: list[Form] = []
     if not specs:
         gr.Markdown(i18n("create.no_workflows"))
         return
+    sel = gr.State(None)
     gr.Markdown(i18n("create.pick"), elem_id="pick-title")
     with gr.Row(equal_height=True, elem_id="cards"):
         cards = []
@@ -87,32 +96,36 @@ def build(studio: Studio, demo: gr.Blocks) -> None:
                 gr.Markdown(i18n(f"wf.{spec.name}.description"), elem_classes=["wf-desc"])
                 use = gr.Button(i18n("create.use"), size="sm", elem_id=f"use-{spec.name}")
             cards.append((spec, card, image, use))
+    card_columns = [card for _, card, _, _ in cards]
+
+    def card_updates(name: str) -> list[Any]:
+        return [gr.update(elem_classes=["wf-card"] + (["selected"] if spec.name == name else []))
+                for spec, _, _, _ in cards]
 
     with gr.Row(equal_height=False):
-        with gr.Column(scale=5, min_width=360):
-            for i, (spec, card, _, _) in enumerate(cards):
-                forms.append(_build_form(studio, spec, card, visible=i == 0))
+        with gr.Column(scale=5, min_width=360, elem_id="form-area"):
+
+            @gr.render(inputs=[sel], triggers=[sel.change], show_progress="hidden")
+            def the_form(chosen: dict[str, Any] | None) -> None:
+                if not chosen or chosen.get("workflow") not in library:
+                    return
+                spec = library.get(chosen["workflow"])
+                lang = chosen.get("lang") or "en"
+                form = _build_form(studio, spec, lang, chosen.get("again"))
+                _wire_form(studio, form, key_state, job_state, to_watch, progress, cancel_btn)
+
         with gr.Column(scale=6, min_width=360):
             progress = gr.HTML(idle_card("en"), elem_id="progress", js_on_load=None)
             cancel_btn = gr.Button(i18n("create.cancel"), variant="stop", visible=False, elem_id="cancel")
 
-    def select(name: str) -> dict[Any, Any]:
-        updates: dict[Any, Any] = {}
-        for form in forms:
-            chosen = form.spec.name == name
-            updates[form.column] = gr.update(visible=chosen)
-            updates[form.card] = gr.update(elem_classes=["wf-card"] + (["selected"] if chosen else []))
-        return updates
-
-    layout_outputs = [c for form in forms for c in (form.column, form.card)]
     for spec, _, image, use in cards:
-        def pick_this(name: str = spec.name) -> dict[Any, Any]:
-            return select(name)
-        use.click(pick_this, None, layout_outputs, api_visibility="private", show_progress="hidden")
-        image.click(pick_this, None, layout_outputs, api_visibility="private", show_progress="hidden")
-
-    for form in forms:
-        _wire_form(studio, form, key_state, job_state, to_watch, progress, cancel_btn, watcher)
+        def pick_this(current: dict[str, Any] | None, request: gr.Request, name: str = spec.name) -> list[Any]:
+            studio.user(request)
+            if current and current.get("workflow") == name and not current.get("again"):
+                return [gr.skip(), *card_updates(name)]
+            return [selection(name, lang_of(request)), *card_updates(name)]
+        use.click(pick_this, [sel], [sel, *card_columns], api_visibility="private", show_progress="hidden")
+        image.click(pick_this, [sel], [sel, *card_columns], api_visibility="private", show_progress="hidden")
 
     def on_cancel(job_id: str | None, request: gr.Request) -> str:
         user = studio.user(request)
@@ -126,42 +139,36 @@ def build(studio: Studio, demo: gr.Blocks) -> None:
 
     cancel_btn.click(on_cancel, [job_state], [progress], api_name="cancel", show_progress="hidden")
 
-    # Page load: a fresh idempotency key, preset labels in the user's language, then
-    # either "draw again" (?again=<job>) or the user's running job, if any.
-    all_fields = [c for form in forms for c in (*form.presets.values(), *form.beginner.values(), *form.expert.values(),
-                                                 *form.files.values(), *form.stored.values(),
-                                                 *form.stored_html.values(), form.tabs, form.mode)]
-
-    def on_load(request: gr.Request) -> dict[Any, Any]:
+    # Page load: a fresh idempotency key, then the form to show: "draw again"
+    # (?again=<job>) refilled with that job, or the workflow of the user's running job
+    # (which is then watched), or the first workflow.
+    def on_load(request: gr.Request) -> list[Any]:
         user = studio.user(request)
         lang = lang_of(request)
-        updates: dict[Any, Any] = {key_state: uuid.uuid4().hex, progress: idle_card(lang)}
-        for form in forms:
-            for name, radio in form.presets.items():
-                preset = form.spec.preset(name)
-                assert preset is not None
-                updates[radio] = gr.update(choices=preset_choices(preset, lang))
+        key, watch, chosen = uuid.uuid4().hex, None, specs[0].name
+        again_data = None
         again = request.query_params.get("again") if request.query_params else None
         if again:
             try:
                 job = jobs.get(studio.backend.db, again, user_id=user.id)
             except NotFound:
                 job = None
-            form = next((f for f in forms if job is not None and f.spec.name == job.workflow), None)
-            if job is not None and form is not None:
-                updates.update(select(form.spec.name))
-                updates.update(_refill(form, job, lang))
-            return updates
-        active = [j for j in jobs.list_for_user(studio.backend.db, user.id, limit=20) if j.state in ACTIVE]
-        if active:
-            updates.update({job_state: active[0].id, to_watch: active[0].id})
-            updates.update(select(active[0].workflow))
-        return updates
+            if job is not None and job.workflow in library:
+                chosen = job.workflow
+                again_data = {"job": job.id, "params": dict(job.params), "inputs": dict(job.inputs)}
+        else:
+            active = [j for j in jobs.list_for_user(studio.backend.db, user.id, limit=20) if j.state in ACTIVE]
+            if active and active[0].workflow in library:
+                watch, chosen = active[0].id, active[0].workflow
+        return [key, idle_card(lang), watch, watch, selection(chosen, lang, again_data), *card_updates(chosen)]
 
-    demo.load(on_load, None, [key_state, progress, job_state, to_watch, *layout_outputs, *all_fields],
-              api_visibility="private").then(
-        watcher.watch, [to_watch], [progress, cancel_btn], api_visibility="private", concurrency_limit=None,
-        show_progress="hidden")
+    demo.load(on_load, None, [key_state, progress, job_state, to_watch, sel, *card_columns],
+              api_visibility="private")
+    # Watching is its own event, started whenever a job is to be watched: the Create
+    # click returns at once (its button is usable again), and a newer watch replaces
+    # the running one ("multiple": the old generator notices and ends).
+    to_watch.change(watcher.watch, [to_watch], [progress, cancel_btn, head.nav], api_visibility="private",
+                    concurrency_limit=None, show_progress="hidden", trigger_mode="multiple")
 
 
 def _card_image(spec: WorkflowSpec) -> str:
@@ -170,45 +177,114 @@ def _card_image(spec: WorkflowSpec) -> str:
     return f'<img class="wf-img" src="/examples/{esc(spec.name)}.png" alt="{esc(spec.title.en)}">'
 
 
-def _build_form(studio: Studio, spec: WorkflowSpec, card: gr.Column, *, visible: bool) -> Form:
+def _stored_html(asset_id: str | None, lang: str, name: str, *, mask: bool = False) -> str:
+    if not asset_id:
+        return ""
+    if mask:  # the mask file itself is mostly black: say so instead of showing it
+        return f'<div class="stored-input" id="stored-{esc(name)}"><span>{esc(t("create.stored_mask", lang))}</span></div>'
+    return (f'<div class="stored-input" id="stored-{esc(name)}"><img src="{file_url(asset_id)}" alt="">'
+            f"<span>{esc(t('create.stored_input', lang))}</span></div>")
+
+
+def _build_form(studio: Studio, spec: WorkflowSpec, lang: str, again: dict[str, Any] | None) -> Form:
+    """The form's components, holding the defaults or, for "draw again", the job's values."""
     i18n = studio.i18n
-    with gr.Column(visible=visible, elem_id=f"form-{spec.name}") as column:
+    params = dict((again or {}).get("params") or {})
+    inputs = dict((again or {}).get("inputs") or {})
+    file_names = {p.name for p in spec.file_params}
+    mode = "beginner"
+    if again:
+        mode = "beginner" if _beginner_reproduces(spec, params, file_names) else "expert"
+
+    def value_of(name: str) -> Any:
+        param = spec.param(name)
+        return form_value(param, params[name]) if param is not None and name in params else DEFAULT
+
+    with gr.Column(elem_id=f"form-{spec.name}", elem_classes=["studio-form"]):
         gr.Markdown(i18n(f"wf.{spec.name}.title"), elem_classes=["form-title"])
-        form = Form(spec=spec, column=column, card=card, tabs=None, mode=gr.State("beginner"))  # type: ignore[arg-type]
+        form = Form(spec=spec, mode=gr.State(mode))
         for param in spec.file_params:
-            form.files[param.name] = file_field(spec, param, i18n, elem_id=f"{spec.name}-{param.name}")
-            form.stored[param.name] = gr.State(None)
-            form.stored_html[param.name] = gr.HTML("", js_on_load=None)
-        with gr.Tabs(selected="beginner", elem_id=f"tabs-{spec.name}") as tabs:
-            with gr.Tab(i18n("create.beginner"), id="beginner", elem_id=f"tab-beginner-{spec.name}") as beginner_tab:
+            stored_id = inputs.get(param.name)
+            form.files[param.name] = file_field(spec, param, i18n, elem_id=f"in-{param.name}")
+            form.stored[param.name] = gr.State(stored_id)
+            form.stored_html[param.name] = gr.HTML(_stored_html(stored_id, lang, param.name, mask=param.type == "mask"),
+                                                   js_on_load=None,
+                                                   elem_id=f"stored-html-{param.name}")
+        with gr.Tabs(selected=mode, elem_id="mode-tabs"):
+            with gr.Tab(i18n("create.beginner"), id="beginner", elem_id="tab-beginner") as beginner_tab:
                 for preset in spec.presets:
-                    form.presets[preset.name] = preset_field(spec, preset, i18n, elem_id=f"{spec.name}-preset-{preset.name}")
+                    form.presets[preset.name] = preset_field(spec, preset, i18n, elem_id=f"preset-{preset.name}",
+                                                             lang=lang, value=params.get(preset.name, DEFAULT))
                 for param in spec.params:
-                    if param.beginner and param.name not in form.files:
-                        form.beginner[param.name] = make_field(spec, param, i18n, elem_id=f"{spec.name}-b-{param.name}")
-            with gr.Tab(i18n("create.expert"), id="expert", elem_id=f"tab-expert-{spec.name}") as expert_tab:
+                    if param.beginner and param.name not in file_names:
+                        form.beginner[param.name] = make_field(spec, param, i18n, elem_id=f"b-{param.name}",
+                                                               value=value_of(param.name))
+            with gr.Tab(i18n("create.expert"), id="expert", elem_id="tab-expert") as expert_tab:
                 for param in spec.params:
-                    if param.name not in form.files:
-                        form.expert[param.name] = make_field(spec, param, i18n, elem_id=f"{spec.name}-e-{param.name}")
-        form.tabs = tabs
-        form.price = gr.HTML("", elem_id=f"price-{spec.name}", js_on_load=None)
-        form.notice = gr.HTML("", elem_id=f"notice-{spec.name}", js_on_load=None)
-        with gr.Column(visible=False, elem_id=f"confirm-{spec.name}", elem_classes=["confirm-box"]) as confirm:
+                    if param.name not in file_names:
+                        form.expert[param.name] = make_field(spec, param, i18n, elem_id=f"e-{param.name}",
+                                                             value=value_of(param.name))
+        form.price = gr.HTML(_initial_price(studio, form, lang, params, inputs, mode), elem_id="price-line",
+                             js_on_load=None)
+        form.notice = gr.HTML("", elem_id="notice", js_on_load=None)
+        with gr.Column(visible=False, elem_id="confirm", elem_classes=["confirm-box"]) as confirm:
             form.confirm_msg = gr.HTML("", js_on_load=None)
             with gr.Row():
-                form.queue_anyway = gr.Button(i18n("create.queue_anyway"), variant="primary",
-                                              elem_id=f"queue-anyway-{spec.name}")
-                form.not_now = gr.Button(i18n("create.never_mind"), elem_id=f"not-now-{spec.name}")
+                form.queue_anyway = gr.Button(i18n("create.queue_anyway"), variant="primary", elem_id="queue-anyway")
+                form.not_now = gr.Button(i18n("create.never_mind"), elem_id="not-now")
         form.confirm = confirm
-        form.go = gr.Button(i18n("create.go"), variant="primary", size="lg", elem_id=f"go-{spec.name}")
+        form.go = gr.Button(i18n("create.go"), variant="primary", size="lg", elem_id="go")
     beginner_tab.select(lambda: "beginner", None, form.mode, api_visibility="private", show_progress="hidden")
     expert_tab.select(lambda: "expert", None, form.mode, api_visibility="private", show_progress="hidden")
     return form
 
 
+def _initial_price(studio: Studio, form: Form, lang: str, params: dict[str, Any], inputs: dict[str, str],
+                   mode: str) -> str:
+    """The price line of a freshly built form (its fields' change events have not fired)."""
+    spec = form.spec
+    ids = {p.name: inputs.get(p.name) for p in spec.file_params}
+    missing = [p for p in spec.file_params if not ids.get(p.name)]
+    if missing:
+        return price_line(lang, hint=t("create.need_input", lang, label=missing[0].label.get(lang)))
+    facts = {}
+    for name, asset_id in ids.items():
+        try:
+            record = assets.get_asset(studio.backend.db, str(asset_id))
+        except NotFound:
+            return price_line(lang, hint=t("create.need_input", lang, label=spec.param(name).label.get(lang)))  # type: ignore[union-attr]
+        facts[name] = InputFacts(width=record.width or 0, height=record.height or 0, seconds=record.seconds or 0.0)
+    expert = mode == "expert"
+    if params:
+        raw = {k: v for k, v in params.items() if expert or k in form.beginner or k in form.presets}
+        raw.update({k: v for k, v in ids.items() if v})
+    else:
+        values = {name: _default(spec, name) for name in (form.expert if expert else form.beginner)}
+        presets = {p.name: p.default for p in spec.presets}
+        raw = collect(spec, expert=expert, values=values, presets=presets, files=ids)
+    return _price(spec, raw, expert, facts, lang)
+
+
+def _default(spec: WorkflowSpec, name: str) -> Any:
+    param = spec.param(name)
+    return None if param is None else (param.default if param.default is not None else None)
+
+
+def _price(spec: WorkflowSpec, raw: dict[str, Any], expert: bool, facts: dict[str, InputFacts], lang: str) -> str:
+    try:
+        values = validate_params(spec, raw, expert=expert)
+        priced = quote(spec, values, facts)
+    except StudioError as exc:
+        return price_line(lang, error=exc.text(lang))
+    warn = priced.rejection.get(lang) if priced.rejection is not None else ""
+    return price_line(lang, cost=priced.cost, seconds=priced.seconds, warn=warn)
+
+
 def _wire_form(studio: Studio, form: Form, key_state: gr.State, job_state: gr.State, to_watch: gr.State,
-               progress: gr.HTML, cancel_btn: gr.Button, watcher: Watcher) -> None:
+               progress: gr.HTML, cancel_btn: gr.Button) -> None:
     spec, db, settings = form.spec, studio.backend.db, studio.backend.settings
+    masks_of = {p.mask_of: p.name for p in spec.file_params if p.type == "mask" and p.mask_of}
+    uploaded: dict[str, Any] = {}  # file parameter -> its upload handler
 
     for name, upload in form.files.items():
         param = spec.param(name)
@@ -216,10 +292,11 @@ def _wire_form(studio: Studio, form: Form, key_state: gr.State, job_state: gr.St
         if param.type == "mask":
             continue  # stored when the job is created: the strokes change until then
 
-        def store(path: str | None, request: gr.Request, _name: str = name) -> tuple[Any, str]:
+        def store(path: str | None, request: gr.Request, _name: str = name) -> tuple[Any, ...]:
             user = studio.user(request)
+            mask = masks_of.get(_name)
             if not path:
-                return None, ""
+                return (None, "") + ((gr.skip(), gr.skip(), gr.skip()) if mask else ())
             try:
                 with open(path, "rb") as fh:
                     record = assets.store_upload(db, studio.backend.blobs, user.id, read_chunks(fh),
@@ -227,16 +304,12 @@ def _wire_form(studio: Studio, form: Form, key_state: gr.State, job_state: gr.St
                                                  max_pixels=settings.max_image_pixels)
             except StudioError as exc:
                 raise fail(exc, request) from None
-            return record.id, ""
+            if not mask:
+                return record.id, ""
+            # A new picture: the mask is painted over it afresh; a stored mask no longer fits.
+            return record.id, "", {"background": path, "layers": [], "composite": path}, None, ""
 
-        upload.upload(store, [upload], [form.stored[name], form.stored_html[name]], api_visibility="private")
-        upload.clear(lambda: (None, ""), None, [form.stored[name], form.stored_html[name]], api_visibility="private")
-        for other, editor in form.files.items():
-            other_param = spec.param(other)
-            if other_param is not None and other_param.type == "mask":
-                # The mask is painted over the image it applies to.
-                upload.upload(lambda p: {"background": p, "layers": [], "composite": p} if p else None,
-                              [upload], [editor], api_visibility="private")
+        uploaded[name] = store
 
     def files_and_facts(data: dict[Any, Any], user_id: int | None) -> tuple[dict[str, str | None], dict[str, InputFacts]]:
         """Asset ids per file parameter (masks are stored here when ``user_id`` is given)."""
@@ -245,25 +318,35 @@ def _wire_form(studio: Studio, form: Form, key_state: gr.State, job_state: gr.St
         for name in form.files:
             param = spec.param(name)
             assert param is not None
+            stored = data[form.stored[name]]
             if param.type == "mask":
-                value = data[form.files[name]]
-                background = (value or {}).get("background")
-                if background is None:
-                    ids[name] = None
+                value = data[form.files[name]] or {}
+                background = value.get("background")
+                size = background.size if background is not None else None
+                if param.mask_of and data.get(form.stored.get(param.mask_of)):  # type: ignore[arg-type]
+                    picture = assets.get_asset(db, data[form.stored[param.mask_of]])
+                    size = (picture.width or 0, picture.height or 0)
+                png = mask_png(value, size=size) if background is not None else None
+                if png is not None and size is not None:
+                    facts[name] = InputFacts(width=size[0], height=size[1])
+                    if user_id is not None:
+                        record = assets.store_upload(db, studio.backend.blobs, user_id, [png], name="mask.png",
+                                                     max_bytes=settings.max_upload_bytes,
+                                                     max_pixels=settings.max_image_pixels)
+                        ids[name] = record.id
+                    else:
+                        ids[name] = "pending"
                     continue
-                facts[name] = InputFacts(width=background.width, height=background.height)
-                png = mask_png(value)
-                if user_id is not None and png is not None:
-                    record = assets.store_upload(db, studio.backend.blobs, user_id, [png], name="mask.png",
-                                                 max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels)
-                    ids[name] = record.id
+                if stored:  # "draw again" without new strokes: the job's stored mask
+                    record = assets.get_asset(db, stored)
+                    ids[name] = stored
+                    facts[name] = InputFacts(width=record.width or 0, height=record.height or 0)
                 else:
-                    ids[name] = "pending" if png is not None else None
+                    ids[name] = None
                 continue
-            asset_id = data[form.stored[name]]
-            ids[name] = asset_id
-            if asset_id:
-                record = assets.get_asset(db, asset_id)
+            ids[name] = stored
+            if stored:
+                record = assets.get_asset(db, stored)
                 facts[name] = InputFacts(width=record.width or 0, height=record.height or 0, seconds=record.seconds or 0.0)
         return ids, facts
 
@@ -277,23 +360,35 @@ def _wire_form(studio: Studio, form: Form, key_state: gr.State, job_state: gr.St
     def price(data: dict[Any, Any], request: gr.Request) -> str:
         studio.user(request)
         lang = lang_of(request)
-        ids, facts = files_and_facts(data, None)
+        try:
+            ids, facts = files_and_facts(data, None)
+        except StudioError as exc:
+            return price_line(lang, error=exc.text(lang))
         missing = [p for p in spec.file_params if not ids.get(p.name)]
         if missing:
             return price_line(lang, hint=t("create.need_input", lang, label=missing[0].label.get(lang)))
         raw, expert = raw_params(data, ids)
-        try:
-            values = validate_params(spec, raw, expert=expert)
-            priced = quote(spec, values, facts)
-        except StudioError as exc:
-            return price_line(lang, error=exc.text(lang))
-        warn = priced.rejection.get(lang) if priced.rejection is not None else ""
-        return price_line(lang, cost=priced.cost, seconds=priced.seconds, warn=warn)
+        return _price(spec, raw, expert, facts, lang)
+
+    for name, upload in form.files.items():
+        param = spec.param(name)
+        assert param is not None
+        if param.type == "mask":
+            continue
+        outputs = [form.stored[name], form.stored_html[name]]
+        if name in masks_of:
+            outputs += [form.files[masks_of[name]], form.stored[masks_of[name]], form.stored_html[masks_of[name]]]
+        upload.upload(uploaded[name], [upload], outputs, api_visibility="private", show_progress="minimal").then(
+            price, form.value_inputs(), form.price, api_visibility="private", show_progress="hidden")
+        upload.clear(lambda: (None, ""), None, [form.stored[name], form.stored_html[name]], api_visibility="private").then(
+            price, form.value_inputs(), form.price, api_visibility="private", show_progress="hidden")
 
     triggers = [c.change for c in (*form.beginner.values(), *form.presets.values(), *form.expert.values(),
                                     *form.stored.values())]
     triggers += [form.mode.change]
-    triggers += [form.files[n].change for n in form.files if (spec.param(n) or form).type == "mask"]  # type: ignore[union-attr]
+    for name, editor in form.files.items():
+        if (spec.param(name) or form).type == "mask":  # type: ignore[union-attr]
+            triggers += [editor.change, editor.input, editor.apply]
     gr.on(triggers, price, form.value_inputs(), form.price, api_visibility="private", show_progress="hidden",
           trigger_mode="always_last")
 
@@ -326,38 +421,11 @@ def _wire_form(studio: Studio, form: Form, key_state: gr.State, job_state: gr.St
     def create_confirmed(data: dict[Any, Any], request: gr.Request) -> dict[Any, Any]:
         return start(data, request, queue_if_busy=True)
 
+    # The form exists per session, so its events are not a stable public API: private.
     inputs = form.value_inputs() | {key_state}
-    for button, fn, api_name in ((form.go, create, f"create_{spec.name}"),
-                                 (form.queue_anyway, create_confirmed, f"create_{spec.name}_confirmed")):
-        button.click(fn, inputs, start_outputs, api_name=api_name.replace("-", "_"), show_progress="minimal").then(
-            watcher.watch, [to_watch], [progress, cancel_btn], api_visibility="private", concurrency_limit=None,
-            show_progress="hidden")
+    for button, fn in ((form.go, create), (form.queue_anyway, create_confirmed)):
+        button.click(fn, inputs, start_outputs, api_visibility="private", show_progress="minimal")
     form.not_now.click(lambda: gr.update(visible=False), None, form.confirm, api_visibility="private")
-
-
-def _refill(form: Form, job: jobs.Job, lang: str) -> dict[Any, Any]:
-    """Form values for "draw again": the job's parameters and its stored inputs."""
-    spec, params = form.spec, dict(job.params)
-    updates: dict[Any, Any] = {}
-    for name, state in form.stored.items():
-        asset_id = job.inputs.get(name)
-        updates[state] = asset_id
-        updates[form.files[name]] = None
-        if asset_id:
-            updates[form.stored_html[name]] = (
-                f'<div class="stored-input" id="stored-{esc(name)}"><img src="{file_url(asset_id)}" alt="">'
-                f"<span>{esc(t('create.stored_input', lang))}</span></div>")
-    for name, component in (*form.beginner.items(), *form.expert.items()):
-        param = spec.param(name)
-        if param is not None and name in params:
-            updates[component] = form_value(param, params[name])
-    for name, radio in form.presets.items():
-        if name in params:
-            updates[radio] = gr.update(value=params[name])
-    mode = "beginner" if _beginner_reproduces(spec, params, form.files.keys()) else "expert"
-    updates[form.tabs] = gr.Tabs(selected=mode)
-    updates[form.mode] = mode
-    return updates
 
 
 def _beginner_reproduces(spec: WorkflowSpec, params: dict[str, Any], files: Iterable[str]) -> bool:

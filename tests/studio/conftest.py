@@ -1,37 +1,43 @@
-"""Fixtures for the studio: a backend on the shared ``db`` fixture for page logic, and a
-running studio (uvicorn in a thread, a worker, a scripted node) for browser tests.
+"""Fixtures for the studio.
 
-The running studio is built like ``run_studio.py`` does (``build_backend`` on a data
-directory, a :class:`~backend.worker.Worker`, ``create_app``), so swapping in the real
-entry point later only changes :func:`running_studio`.
+- ``backend``: a backend on the shared ``db`` fixture (in-process bus and registry) for
+  the sign-in, file-route and metrics tests through FastAPI's TestClient.
+- ``studio_server``: the real entry point, ``python run_studio.py``, started as a
+  subprocess on a free port with its data in a temporary directory, its built-in
+  simulated ComfyUI node (comfysim) and that node's agent. Nothing of ours is replaced:
+  the only stand-in is comfysim for ComfyUI, and tests inject failures and holds through
+  the simulator's ``/sim/faults`` endpoint (``--sim-port`` fixes its address).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import socket
-import threading
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
 
 from backend.blobs import BlobStore
 from backend.config import REPO_ROOT, Settings
 from backend.db import Database
 from backend.ports.memory_bus import MemoryBus
 from backend.ports.memory_registry import MemoryRegistry
-from backend.runtime import Backend, build_backend
+from backend.runtime import Backend
 from backend.workflows import Library
-from backend.worker import Worker
-from tests.backend.helpers import CHEAP_HASHER
-
-from .scripted_node import ScriptedNode
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+ADMIN_NAME = "admin"
+ADMIN_PASSWORD = "admin-pass-for-tests"
+START_TIMEOUT = 90.0
 
 
 @pytest.fixture(scope="session")
@@ -54,36 +60,85 @@ def free_port() -> int:
 
 
 @dataclass
-class RunningStudio:
+class StudioServer:
+    """``run_studio.py`` running in a subprocess."""
+
     url: str
-    backend: Backend
-    node: ScriptedNode
-    worker: Worker
+    sim_url: str
+    data_dir: Path
+    log_path: Path
+    process: subprocess.Popen
+
+    def faults(self, **changes: object) -> None:
+        """Switch simulator faults on (``raise_in_node``, ``hang_in_node``, ...)."""
+        r = requests.post(self.sim_url + "/sim/faults", json=changes, timeout=5)
+        r.raise_for_status()
+
+    def reset_faults(self) -> None:
+        requests.delete(self.sim_url + "/sim/faults", timeout=5).raise_for_status()
+
+    def metrics(self) -> str:
+        r = requests.get(self.url + "/metrics", timeout=5)
+        r.raise_for_status()
+        return r.text
+
+    def metric(self, name: str) -> float:
+        match = re.search(rf"^{re.escape(name)} (\S+)$", self.metrics(), re.MULTILINE)
+        return float(match.group(1)) if match else 0.0
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def start_studio(data_dir: Path, *, log_path: Path) -> StudioServer:
+    port, sim_port = free_port(), free_port()
+    env = dict(os.environ, STUDIO_DATA_DIR=str(data_dir), STUDIO_ADMIN_NAME=ADMIN_NAME,
+               STUDIO_ADMIN_PASSWORD=ADMIN_PASSWORD, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_DISABLE_TELEMETRY="1",
+               HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    env.pop("STUDIO_COMFYUI_URLS", None)
+    env.pop("STUDIO_CONFIG", None)
+    with open(log_path, "wb") as log:  # the child keeps its own copy of the descriptor
+        process = subprocess.Popen(
+            [sys.executable, str(REPO_ROOT / "run_studio.py"), "--port", str(port), "--sim-port", str(sim_port),
+             "--log-level", "WARNING"],
+            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+    server = StudioServer(url=f"http://127.0.0.1:{port}", sim_url=f"http://127.0.0.1:{sim_port}", data_dir=data_dir,
+                          log_path=log_path, process=process)
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"run_studio.py exited with {process.returncode}:\n{server.log_tail()}")
+        try:
+            # Up, and its simulated node has joined (metrics from loopback need no token).
+            if server.metric("studio_nodes_online") >= 1:
+                return server
+        except requests.RequestException:
+            pass
+        if time.monotonic() > deadline:
+            stop_studio(server)
+            raise RuntimeError(f"run_studio.py did not come up within {START_TIMEOUT} s:\n{server.log_tail()}")
+        time.sleep(0.25)
+
+
+def stop_studio(server: StudioServer) -> None:
+    if server.process.poll() is None:
+        server.process.terminate()  # uvicorn handles SIGTERM; run_studio then stops nodes and worker
+        try:
+            server.process.wait(20)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait(10)
 
 
 @pytest.fixture(scope="session")
-def running_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStudio]:
-    import uvicorn
-
-    from studio.app import create_app
-
-    data = tmp_path_factory.mktemp("studio-data")
-    backend = build_backend(Settings(data_dir=data, welcome_credits=100))
-    worker = Worker(backend, dispatch_interval=0.2).start()
-    node = ScriptedNode(backend)
-    app = create_app(backend, wake=worker.wake, password_hasher=CHEAP_HASHER)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the studio did not start")
-        time.sleep(0.05)
-    yield RunningStudio(url=f"http://127.0.0.1:{port}", backend=backend, node=node, worker=worker)
-    server.should_exit = True
-    thread.join(10)
-    node.stop()
-    worker.stop()
-    backend.close()
+def studio_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StudioServer]:
+    root = tmp_path_factory.mktemp("run-studio")
+    server = start_studio(root / "data", log_path=root / "studio.log")
+    try:
+        yield server
+    finally:
+        stop_studio(server)

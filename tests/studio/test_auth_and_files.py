@@ -16,8 +16,11 @@ from studio import app_settings
 from studio.auth import Sessions, sign_in, sign_up
 from studio.feed import Feed
 from tests.backend.helpers import CHEAP_HASHER, PASSWORD, make_user
+from tests.e2e.stack import png_bytes
 
-from .scripted_node import png
+
+def png(color: tuple[int, int, int]) -> bytes:
+    return png_bytes(96, 96, color)
 
 
 @pytest.fixture
@@ -86,7 +89,7 @@ def test_pages_redirect_to_sign_in_and_login_sets_an_httponly_cookie(backend: Ba
     assert bad.status_code == 401 and "Wrong user name or password" in bad.text
     r = client.post("/login?next=//evil.example", data={"name": "gus", "password": PASSWORD})
     assert r.status_code == 303 and r.headers["location"] == "/studio/"
-    assert re.search(r"studio_session=.*HttpOnly", r.headers["set-cookie"], re.I)
+    assert re.search(r"studio_session=.*HttpOnly", r.headers["set-cookie"], re.IGNORECASE)
     assert client.get("/studio/").status_code == 200
     client.get("/logout")
     assert client.get("/studio/").status_code == 303
