@@ -81,8 +81,12 @@ class ComfySocket:
         while not self._stop.is_set():
             client_id = f"agent-{self._config.node_id}-{uuid.uuid4().hex[:12]}"
             try:
+                # skip_utf8_validation: json.loads validates text anyway, and the pure-Python
+                # UTF-8 check was the agent's hottest function under a stream of progress events.
                 ws = websocket.create_connection(
-                    f"{self._config.ws_url}?clientId={client_id}", timeout=self._config.http_timeout
+                    f"{self._config.ws_url}?clientId={client_id}",
+                    timeout=self._config.http_timeout,
+                    skip_utf8_validation=True,
                 )
             except (websocket.WebSocketException, OSError) as exc:
                 log.debug("node_id=%s websocket connect failed (%s); retrying in %.1fs", self._config.node_id, exc, delay)
