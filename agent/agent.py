@@ -156,6 +156,10 @@ class Agent:
             # Reservations may be gone too: do not take them for cancellations until the
             # sweeper had time to restore them from the database.
             self.runner.registry_reset()
+            # The node's state first: a node without capabilities that is also missing from
+            # the registry tells the sweeper "the registry lost its data, wait for the
+            # agents"; one with capabilities but no state would look like a dead agent.
+            self.state.publish()
         if lost or self._caps_session != self._sessions:
             self._refresh_capabilities()
 

@@ -160,7 +160,11 @@ class JobRunner:
         job_id, prompt_id = message["job_id"], message["prompt_id"]
         try:
             # Reservations are keyed by prompt id (job and attempt), as the dispatcher makes them.
-            if not self._registry.holds(self._node, prompt_id):
+            held = self._slot_held(prompt_id)
+            if held is None:  # stopping before the registry could be believed again
+                delivery.reject(requeue=True)
+                return
+            if not held:
                 # The backend moved or cancelled it; running it here would run it twice.
                 log.info("job_id=%s node_id=%s no longer holds a slot here; dropped", job_id, self._node)
                 delivery.ack()
@@ -203,6 +207,20 @@ class JobRunner:
             log.warning("job_id=%s node_id=%s cannot take the job now (%s); requeued", job_id, self._node, exc)
             self._stop.wait(self._config.reconnect_min)
             delivery.reject(requeue=True)
+
+    def _slot_held(self, prompt_id: str) -> bool | None:
+        """Whether ``prompt_id`` holds a slot on this node. While the registry cannot be
+        believed (it lost its data, see ``registry_reset``) a missing slot may be one the
+        sweeper has not restored yet: wait for it, or for the registry to be trusted again,
+        holding the delivery (requeueing it would spend the queue's delivery limit).
+        None if the agent stops meanwhile."""
+        while not self._registry.holds(self._node, prompt_id):
+            if self._stop.is_set():
+                return None
+            if self._reservations_trusted():
+                return False
+            self._stop.wait(self._config.poll_interval)
+        return True
 
     def _adopt_if_known(self, message: JobMessage) -> bool:
         """Track a prompt ComfyUI already has (a redelivery after an agent restart)."""

@@ -96,7 +96,13 @@ class LifecycleConsumer:
 
     def _release(self, job: Job) -> None:
         if job.node_id:
-            self.backend.registry.release(job.node_id, prompt_id(job.id, job.attempts))
+            try:
+                self.backend.registry.release(job.node_id, prompt_id(job.id, job.attempts))
+            except StudioError as exc:
+                # The registry is away (Redis restarting). The event must still be applied:
+                # raising here would drop it (see _deliver) and leave the job running in the
+                # database forever. The sweeper releases the leftover slot once it is back.
+                log.warning("job %s node_id=%s: slot not released now (%s); the sweeper will", job.id, job.node_id, exc)
         self.on_slot_freed()
 
     def _on_submitted(self, job: Job, event: dict[str, Any]) -> None:

@@ -2,9 +2,9 @@
 
 Each pass, from the database (the truth) and the registry (live state):
 
-- a job on a node that is gone (heartbeat expired, or ComfyUI down for longer than the
-  grace period) goes back to the backlog if it had not started, and fails with a refund
-  if it had;
+- a job on a node that is gone (heartbeat expired; ComfyUI down, or the node missing
+  from a registry that lost its data, for longer than the grace period) goes back to
+  the backlog if it had not started, and fails with a refund if it had;
 - a job ``dispatched`` for too long without a ``submitted`` event is republished (the
   agent recognises a duplicate by its prompt id), and failed after too many attempts;
 - a job running far beyond its estimate is failed;
@@ -36,7 +36,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SweepPolicy:
-    #: A node reported offline (ComfyUI down) for this long loses its jobs.
+    #: A node reported offline (ComfyUI down), or missing from a registry that lost its
+    #: data (Redis restarted empty), for this long loses its jobs. One whose heartbeat
+    #: expired (the registry still has its capabilities) loses them at once.
     offline_grace: float = 10.0
     #: A dispatched job without a ``submitted`` event after this long is republished.
     republish_after: float = 15.0
@@ -61,6 +63,9 @@ class Sweeper:
         self.on_change = on_change
         self._clock = clock
         self._offline_since: dict[str, float] = {}
+        #: Since when each node that holds jobs has been missing from a registry that lost
+        #: its data (see sweep_once).
+        self._missing_since: dict[str, float] = {}
         #: Reservations seen without a matching active job on the previous pass; released
         #: only when seen twice, so a dispatch between its reserve and its commit is spared.
         self._suspects: set[tuple[str, str]] = set()
@@ -83,14 +88,38 @@ class Sweeper:
                 self._offline_since.pop(node, None)
             else:
                 self._offline_since.setdefault(node, now_mono)
-        gone = lambda node: node not in views or now_mono - self._offline_since.get(node, now_mono) >= policy.offline_grace  # noqa: E731
 
         with backend.db.read() as s:
             active = list(s.scalars(select(Job).where(Job.state.in_(("dispatched", "submitted", "running")))))
+        # A node missing from the registry whose capabilities are still there stopped its
+        # heartbeat: it is lost now. A node whose capabilities are gone as well means the
+        # registry lost its data (Redis restarted empty): every agent registers again with
+        # its next heartbeat, so such a node is lost only once it stayed away for the grace
+        # period. Taking a registry restart for the loss of every node would fail every
+        # running job and requeue every waiting one, whose prompts are still queued in
+        # their ComfyUI and would then run twice.
+        missing = {job.node_id for job in active if job.node_id is not None and job.node_id not in views}
+        self._missing_since = {node: t for node, t in self._missing_since.items() if node in missing}
+        for node in missing - set(self._missing_since):
+            if backend.registry.capabilities(node) is None:
+                self._missing_since[node] = now_mono
+
+        def gone(node: str) -> bool:
+            if node in views:
+                return now_mono - self._offline_since.get(node, now_mono) >= policy.offline_grace
+            since = self._missing_since.get(node)
+            return since is None or now_mono - since >= policy.offline_grace
+
+        lost = {job.node_id for job in active if job.node_id is not None and gone(job.node_id)}
+        if lost:
+            # A pass can take a while on a busy host: look again before acting, so a node
+            # whose agent came back meanwhile keeps its jobs (requeueing a job its ComfyUI
+            # still has queued could run it twice).
+            lost -= {v.state.node_id for v in backend.registry.nodes() if v.state.online}
         changed = False
         now = utcnow()
         for job in active:
-            if job.node_id is None or gone(job.node_id):
+            if job.node_id is None or job.node_id in lost:
                 changed |= self._node_lost(job)
             elif job.state == "dispatched" and _age(job.dispatched_at, now) > policy.republish_after:
                 changed |= self._republish(job)
@@ -145,7 +174,40 @@ class Sweeper:
 
     def _reconcile_reservations(self, views: dict) -> None:  # type: ignore[type-arg]
         backend = self.backend
-        with backend.db.read() as s:
+        registry = backend.registry
+        expected = self._expected_reservations()
+        suspects: set[tuple[str, str]] = set()
+        missing: dict[str, dict[str, float]] = {}
+        for node in set(registry.reserved_nodes()) | set(expected) | set(views):
+            held = registry.reservations(node)
+            lost = {j: e for j, e in expected.get(node, {}).items() if j not in held}
+            if lost:
+                missing[node] = lost
+            for ticket in set(held) - set(expected.get(node, {})):
+                if (node, ticket) in self._suspects:
+                    log.info("prompt %s node_id=%s: releasing a leftover reservation", ticket, node)
+                    registry.release(node, ticket)
+                else:
+                    suspects.add((node, ticket))
+        self._suspects = suspects
+        if not missing:
+            return
+        # A job may have ended between the first read of the database and the read of
+        # the registry, and its slot been released: only a ticket whose job is still on
+        # its node in a second read, made after the registry said it was missing, was
+        # really lost (a slot is released only after the database says the job ended).
+        # Restoring the others would hold a slot nobody uses, and could hide a
+        # cancellation from the agent until the slot is released again as a leftover.
+        still = self._expected_reservations()
+        for node, lost in missing.items():
+            lost = {j: e for j, e in lost.items() if j in still.get(node, {})}
+            if lost:
+                log.warning("node_id=%s: restoring %d lost reservation(s)", node, len(lost))
+                registry.restore(node, lost)
+
+    def _expected_reservations(self) -> dict[str, dict[str, float]]:
+        """node -> ticket -> estimate, for every job holding a node in the database."""
+        with self.backend.db.read() as s:
             rows = s.execute(
                 select(Job.id, Job.attempts, Job.node_id, Job.estimate_seconds).where(
                     Job.state.in_(("dispatched", "submitted", "running")), Job.node_id.is_not(None)
@@ -154,20 +216,7 @@ class Sweeper:
             expected: dict[str, dict[str, float]] = {}
             for job_id, attempt, node, estimate in rows:
                 expected.setdefault(node, {})[prompt_id(job_id, attempt)] = estimate
-        suspects: set[tuple[str, str]] = set()
-        for node in set(backend.registry.reserved_nodes()) | set(expected) | set(views):
-            held = backend.registry.reservations(node)
-            missing = {j: e for j, e in expected.get(node, {}).items() if j not in held}
-            if missing:
-                log.warning("node_id=%s: restoring %d lost reservation(s)", node, len(missing))
-                backend.registry.restore(node, missing)
-            for ticket in set(held) - set(expected.get(node, {})):
-                if (node, ticket) in self._suspects:
-                    log.info("prompt %s node_id=%s: releasing a leftover reservation", ticket, node)
-                    backend.registry.release(node, ticket)
-                else:
-                    suspects.add((node, ticket))
-        self._suspects = suspects
+        return expected
 
 
 def _age(moment: dt.datetime | None, now: dt.datetime) -> float:

@@ -1,0 +1,160 @@
+"""The faults the chaos suite injects, and the control of the real servers it bounces.
+
+Each fault takes the cluster and the scenario's random stream, does its damage, waits only
+as long as the fault itself needs (a node's downtime, a broker outage) and returns once
+the cluster is expected to heal by itself; the heal is then the system's business, not the
+fault's. Every fault that stops a server starts it again in a ``finally``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from .. import services
+from .checks import reservations_match
+from .cluster import AGENT_STATE_TTL, POISON_WORKFLOW, Cluster, Load, wait_for
+
+log = logging.getLogger("tests.chaos")
+
+REDIS_START = [
+    "redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379", "--save", "",
+    "--appendonly", "no", "--dir", "/var/lib/redis", "--logfile", "/var/log/redis/ci.log",
+]
+
+
+# ---- the servers ---------------------------------------------------------------------------
+
+
+def _run(args: list[str], timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def rabbit_available() -> bool:
+    return shutil.which("rabbitmqctl") is not None
+
+
+def redis_available() -> bool:
+    return shutil.which("redis-cli") is not None and shutil.which("redis-server") is not None and Path("/var/lib/redis").is_dir()
+
+
+def rabbit_start_app() -> None:
+    """Start the RabbitMQ application (a no-op when it runs) and wait for its port."""
+    result = _run(["rabbitmqctl", "start_app"])
+    if result.returncode != 0:
+        log.warning("rabbitmqctl start_app: %s %s", result.stdout, result.stderr)
+        result = _run(["rabbitmqctl", "start_app"])
+    wait_for(lambda: services.port_open("127.0.0.1", 5672), 60, "RabbitMQ accepting connections", interval=0.1)
+
+
+def rabbit_stop_app() -> None:
+    result = _run(["rabbitmqctl", "stop_app"])
+    assert result.returncode == 0, f"rabbitmqctl stop_app failed: {result.stdout} {result.stderr}"
+
+
+def redis_start() -> None:
+    """Start the Redis server of this machine unless it runs; wait until it answers."""
+    if not services.port_open("127.0.0.1", 6379):
+        result = _run(REDIS_START)
+        assert result.returncode == 0, f"redis-server did not start: {result.stdout} {result.stderr}"
+    wait_for(lambda: _run(["redis-cli", "ping"], 5).stdout.strip() == "PONG", 30, "Redis answering PING", interval=0.05)
+
+
+def redis_restart_empty() -> None:
+    """Really restart Redis with its data gone: shut down without saving, start again."""
+    try:
+        _run(["redis-cli", "shutdown", "nosave"], 10)  # answers with a closed connection
+        wait_for(lambda: not services.port_open("127.0.0.1", 6379), 10, "Redis gone", interval=0.02)
+    finally:
+        redis_start()
+
+
+def ensure_servers_up() -> None:
+    """Whatever a test did: the broker's app runs and Redis answers."""
+    if rabbit_available():
+        rabbit_start_app()
+    if redis_available():
+        redis_start()
+
+
+# ---- the faults ----------------------------------------------------------------------------
+
+
+def kill_agent(cluster: Cluster, rng: random.Random, load: Load) -> None:
+    """SIGKILL a node's agent mid-whatever and restart it after a moment (within the state
+    TTL: its jobs must be adopted, none lost or run twice)."""
+    node = cluster.nodes[rng.choice(sorted(cluster.nodes))]
+    node.agent.kill()
+    killed = time.monotonic()
+    time.sleep(rng.uniform(0.0, 1.5))
+    node.agent.start()
+    cluster.wait_online(node.node_id, since=node.agent.started_at)
+    away = time.monotonic() - killed
+    # Beyond the TTL the node expires and its waiting jobs move, which this scenario does
+    # not promise to survive (docs/operations.md): say so rather than fail obscurely.
+    assert away < AGENT_STATE_TTL, f"the agent took {away:.1f} s to come back, longer than its state TTL; host overloaded?"
+
+
+def kill_comfysim(cluster: Cluster, rng: random.Random, load: Load) -> None:
+    """SIGKILL a ComfyUI (its queue and history die with it) and start it again after a
+    while, empty, on the same port. Its running job fails (refunded), its waiting ones
+    are requeued to any node."""
+    node = cluster.nodes[rng.choice(sorted(cluster.nodes))]
+    node.sim.kill()
+    time.sleep(rng.uniform(0.5, 3.0))
+    node.sim.start()
+    node.sim.wait_up()
+    cluster.wait_online(node.node_id, since=time.time())
+
+
+def bounce_rabbitmq(cluster: Cluster, rng: random.Random, load: Load) -> None:
+    """``rabbitmqctl stop_app`` for a moment: every connection drops; unacked deliveries
+    return; publishes wait for the broker."""
+    try:
+        rabbit_stop_app()
+        time.sleep(rng.uniform(0.5, 4.0))
+    finally:
+        rabbit_start_app()
+
+
+def restart_redis(cluster: Cluster, rng: random.Random, load: Load) -> None:
+    """Restart Redis with its data gone: node states, capabilities and reservations vanish.
+    Agents must register again and the sweeper must restore the reservations."""
+    restarted = time.time()
+    redis_restart_empty()
+    cluster.wait_all_online(since=restarted, timeout=15)
+    wait_for(lambda: _reservations_restored(cluster), 15, "the sweeper restoring the reservations", interval=0.1)
+
+
+def _reservations_restored(cluster: Cluster) -> bool:
+    """Every job holding a node (in the database) holds its ticket in the registry again."""
+    try:
+        held, active = reservations_match(cluster)
+    except Exception:  # noqa: BLE001 - Redis may still be settling
+        return False
+    return active <= held
+
+
+def drop_websockets(cluster: Cluster, rng: random.Random, load: Load) -> None:
+    """Close every websocket of a node; half the time the new sessions then go silent for
+    a few seconds (open, but nothing sent), so running jobs must be reconciled by polling."""
+    node = cluster.nodes[rng.choice(sorted(cluster.nodes))]
+    node.sim.set_faults(close_websockets=True)
+    if rng.random() < 0.5:
+        node.sim.set_faults(ws_silent=True)
+        try:
+            time.sleep(rng.uniform(2.0, 5.0))
+        finally:
+            node.sim.set_faults(ws_silent=False)
+
+
+def submit_poison(cluster: Cluster, rng: random.Random, load: Load) -> None:
+    """A job that always fails on a node (every node raises in its one special class):
+    it must fail and be refunded once, never be retried in a loop."""
+    job_id = load.submit(POISON_WORKFLOW)
+    assert job_id is not None, load.refused[-1:]
+    load.poison.add(job_id)
