@@ -133,12 +133,12 @@ class LifecycleConsumer:
         self._tell(job, "output", asset=record.id, kind=record.kind, node=str(event["node"]))
 
     def _on_succeeded(self, job: Job, event: dict[str, Any]) -> None:
-        # The node is free now: give its slot to the next job before the bookkeeping, so
-        # the GPU waits for no database round trip (the release is idempotent if retried).
-        self._release(job)
         with self.backend.db.write() as s:
             moved = jobs.transition(s, job.id, "succeeded", progress=1.0)
             outputs = list(s.scalars(select(JobOutput.asset_id).where(JobOutput.job_id == job.id).order_by(JobOutput.id)))
+        # Released only after the commit: the sweeper restores the slot of any job the
+        # database still shows as running, so releasing first could hand the slot back.
+        self._release(job)
         if moved:
             log.info("job %s node_id=%s succeeded with %d output(s)", job.id, job.node_id, len(outputs))
             self._tell(job, "succeeded", outputs=outputs)
@@ -147,8 +147,8 @@ class LifecycleConsumer:
         stage = event.get("stage")
         error_type = str(event.get("error_type") or "Error")
         message = str(event.get("message") or "")[:MAX_MESSAGE]
-        self._release(job)  # as in _on_succeeded: free the slot first
         moved = jobs.fail(self.backend.db, job.id, error_type=error_type, message=message, stage=stage)
+        self._release(job)  # after the commit, as in _on_succeeded
         if moved:
             log.info("job %s node_id=%s failed at %s: %s", job.id, job.node_id, stage, error_type)
             self._tell(job, "failed", reason=failure_reason(stage, error_type, message), refunded=refunded(self.backend.db, job.id))

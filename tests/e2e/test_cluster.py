@@ -99,3 +99,24 @@ def test_cancel_a_running_job_interrupts_it_and_refunds(stack: Stack) -> None:
         node.reset_faults()
     assert stack.wait_ended([job.id])[job.id].state == "cancelled"
     stack.check_books()
+
+
+def test_fairness_a_burst_does_not_starve_another_user(stack: Stack) -> None:
+    """User A queues 30 jobs, then user B queues 3: B's start within the next few free slots."""
+    a, b = stack.user("anna", 10_000), stack.user("bert", 10_000)
+    for node in stack.sims.nodes:
+        node.set_faults(hang_in_node="KSampler")
+    burst = [stack.accepted(a, "txt2img-sd15", {"prompt": f"a{i}"}, queue_if_busy=True) for i in range(30)]
+    wait_until(lambda: all(v.free_slots == 0 for v in stack.backend.registry.nodes()), "A's jobs fill every slot")
+    late = [stack.accepted(b, "txt2img-sd15", {"prompt": f"b{i}"}, queue_if_busy=True) for i in range(3)]
+    for node in stack.sims.nodes:
+        node.reset_faults()
+    ended = stack.wait_ended([j.id for j in burst + late], timeout=120)
+    assert {j.state for j in ended.values()} == {"succeeded"}
+    order = [j.id for j in sorted(ended.values(), key=lambda j: j.dispatched_at)]
+    first_after = order.index(next(j for j in order if j not in {x.id for x in burst[:4]}))
+    b_positions = [order.index(j.id) - first_after for j in late]
+    # Slots free one by one; B alternates with A from the first free slot on, so its three
+    # jobs are among the next six dispatched, not after A's remaining 26.
+    assert max(b_positions) < 6, (b_positions, len(order))
+    stack.check_books()
