@@ -130,6 +130,7 @@ class Dispatcher:
         placed = 0
         # Enough of each user's line to fill every free slot, should one user be alone.
         lines = backlog.lines(self.backend.db, per_user=max(backlog.PER_USER, free))
+        retried: set[str] = set()
         while lines:
             line = lines.pop(0)
             job = line.popleft()
@@ -151,6 +152,9 @@ class Dispatcher:
                     views = [v for v in registry.nodes() if v.state.online]
                     if not any(v.free_slots for v in views):
                         break
+                    if job.id not in retried:  # and give this job one more try with them
+                        retried.add(job.id)
+                        line.appendleft(job)
                 if line:
                     lines.insert(0, line)  # not placeable now: the same user keeps the turn
         return placed
