@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from .errors import ConfigError
@@ -47,10 +47,8 @@ class Settings:
     #: Wrong redeem-code guesses allowed per user per window.
     redeem_max_failures: int = 5
     redeem_window_seconds: int = 900
-    secret_key: str = ""  # empty: generated once and kept under data_dir
     #: Bearer token for ``GET /metrics`` from other hosts; empty: metrics on loopback only.
     metrics_token: str = ""
-    extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def assets_dir(self) -> Path:
@@ -113,8 +111,6 @@ def _convert(name: str, current: object, raw: object) -> object:
         if isinstance(current, tuple):
             items = raw if isinstance(raw, list) else str(raw).replace(",", " ").split()
             return tuple(str(i).strip() for i in items if str(i).strip())
-        if isinstance(current, Mapping):
-            return dict(raw)  # type: ignore[call-overload]
         return str(raw)
     except (TypeError, ValueError):
         raise ConfigError(f"Setting {name!r} has an invalid value {raw!r}") from None
