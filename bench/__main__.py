@@ -5,13 +5,14 @@ from __future__ import annotations
 import sys
 import time
 
-from . import cluster, event_path, submit_path, uploads
+from . import cluster, event_path, studio_sessions, submit_path, uploads
 
 BENCHMARKS = {
     "submit": submit_path.main,
     "event": event_path.main,
     "cluster": cluster.main,
     "uploads": uploads.main,
+    "studio": studio_sessions.main,
 }
 
 

@@ -61,12 +61,18 @@ def build_blocks(studio: Studio) -> gr.Blocks:
         account.build(studio, demo)
     with demo.route("Admin", "/admin"):
         admin.build(studio, demo)
+    # Each browser watching a job holds one worker of Gradio's queue (and one thread) for
+    # as long as it watches; Gradio's default of 40 made the 41st watcher wait for a
+    # free one (benchmark 5). The queue reads this when it is created.
+    demo.max_threads = MAX_WATCHERS
     # Price previews and admin tables are quick; progress handlers opt out of the limit.
     demo.queue(default_concurrency_limit=16)
     return demo
 
 
 METRICS_TYPE = "text/plain; version=0.0.4"
+#: Sessions that can watch a job at once per studio process (threads mostly waiting).
+MAX_WATCHERS = 1000
 
 
 def _loopback(host: str | None) -> bool:
