@@ -3,14 +3,17 @@
 ComfyUI node. Failures and holds are switched on in the simulator over HTTP
 (``/sim/faults``); nothing of ours is replaced.
 
-Waits are bounded and check regular expressions. Screenshots of the main pages go to
-docs/screenshots/, taken once every ``<img>`` on the page has loaded.
+Waits are bounded and check regular expressions. Screenshots of the main pages are taken
+once every ``<img>`` on the page has loaded, into a temporary folder; to refresh the ones
+in the docs run ``STUDIO_SCREENSHOTS=docs/screenshots make test ARGS="tests/studio -m browser"``.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import re
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,7 +23,6 @@ import pytest
 import requests
 from PIL import Image
 
-from backend.config import REPO_ROOT
 from tests.e2e.stack import png_bytes
 
 from .conftest import ADMIN_NAME, ADMIN_PASSWORD, StudioServer
@@ -32,7 +34,7 @@ pytestmark = pytest.mark.browser
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
-SHOTS = REPO_ROOT / "docs" / "screenshots"
+SHOTS = Path(os.environ.get("STUDIO_SCREENSHOTS") or Path(tempfile.gettempdir()) / "studio-screenshots")
 WAIT = 20_000
 JOB_WAIT = 45_000
 PASSWORD = "correct horse battery"
@@ -140,6 +142,7 @@ def images_loaded(page) -> None:  # type: ignore[no-untyped-def]
 def shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
     images_loaded(page)
     page.wait_for_timeout(300)  # let transitions (progress bar, fades) settle
+    SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / name), full_page=True)
 
 
