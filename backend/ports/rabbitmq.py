@@ -335,11 +335,14 @@ class _Consumer(Subscription):
                 delay = _FIRST_RETRY_SECONDS
                 while not self._closing.is_set():
                     conn.process_data_events(time_limit=_POLL_SECONDS)
-            except _TRANSIENT as exc:
+            except Exception as exc:  # noqa: BLE001 - this thread must outlive any broker failure
+                # Transient errors are expected here; anything else is logged with its
+                # traceback, but a consumer whose thread dies would silently stop the
+                # queue (a chaos run once saw the lifecycle queue go quiet that way).
                 self.last_error = repr(exc)
                 if not self._closing.is_set():
-                    self.log.warning("consuming from %s failed (%s); reconnecting in %.1f s",
-                                     self.queue_label, self.last_error, delay)
+                    log_fn = self.log.warning if isinstance(exc, _TRANSIENT) else self.log.exception
+                    log_fn("consuming from %s failed (%s); reconnecting in %.1f s", self.queue_label, self.last_error, delay)
                     self._closing.wait(delay)
                     delay = min(delay * 2, self._bus.max_reconnect_delay)
             finally:
@@ -349,8 +352,8 @@ class _Consumer(Subscription):
                 if conn is not None and conn.is_open:
                     try:
                         conn.close()  # closing the channel requeues what we did not settle
-                    except _TRANSIENT:
-                        pass  # the connection broke meanwhile; the broker requeues anyway
+                    except Exception:  # noqa: BLE001 - broken meanwhile; the broker requeues anyway
+                        pass
 
     # -- worker thread ---------------------------------------------------------------
     def _handle(self, item: Any) -> None:
