@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,7 @@ from backend.submit import Accepted, NeedsConfirmation, submit
 from backend.worker import Worker
 
 from .. import services
-from ..e2e.stack import FAST_AGENT, FAST_SWEEP, Stack, build_backend, png_bytes
+from ..e2e.stack import FAST_AGENT, FAST_SWEEP, Stack, build_backend, png_bytes, wait_for
 
 #: The agents' state TTL: longer than an agent restart takes on a busy machine (Python
 #: imports alone took 8 s on a two-core host with a load of 16), so a SIGKILLed agent
@@ -57,17 +57,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
 
 
 class _Process:

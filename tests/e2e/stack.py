@@ -164,12 +164,16 @@ def memory_ports() -> tuple[MemoryBus, MemoryRegistry]:
     return MemoryBus(), MemoryRegistry()
 
 
-def wait_until(condition: "Callable[[], bool]", what: str, timeout: float = 30.0) -> None:
+def wait_for(predicate: "Callable[[], Any]", timeout: float, what: str, interval: float = 0.1) -> Any:
+    """Poll ``predicate`` until it returns something true (returned), or fail after ``timeout``."""
     deadline = time.monotonic() + timeout
-    while not condition():
+    while True:
+        result = predicate()
+        if result:
+            return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for: {what}")
-        time.sleep(0.05)
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
 
 
 def drain(q: "queue.Queue[dict[str, Any]]", until: float = 0.5) -> list[dict[str, Any]]:

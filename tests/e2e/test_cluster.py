@@ -9,7 +9,7 @@ from backend import assets, ledger
 from backend.db.models import JobOutput
 from backend.submit import Accepted, NeedsConfirmation, cancel
 
-from .stack import Stack, drain, png_bytes, wait_until
+from .stack import Stack, drain, png_bytes, wait_for
 
 
 def test_twenty_jobs_over_two_nodes(stack: Stack) -> None:
@@ -59,7 +59,7 @@ def test_all_busy_needs_confirmation_then_runs(stack: Stack) -> None:
     stack.sims.nodes[0].set_faults(hang_in_node="KSampler")
     stack.sims.nodes[1].set_faults(hang_in_node="KSampler")
     held = [stack.accepted(user, "txt2img-sd15", {"prompt": f"p{i}"}, queue_if_busy=True) for i in range(4)]
-    wait_until(lambda: all(v.free_slots == 0 for v in stack.backend.registry.nodes()), "every slot taken")
+    wait_for(lambda: all(v.free_slots == 0 for v in stack.backend.registry.nodes()), 30, "every slot taken")
     asked = stack.submit(user, "txt2img-sd15", {"prompt": "one more"})
     assert isinstance(asked, NeedsConfirmation) and asked.wait_seconds > 0
     queued = stack.submit(user, "txt2img-sd15", {"prompt": "one more"}, queue_if_busy=True)
@@ -93,7 +93,7 @@ def test_cancel_a_running_job_interrupts_it_and_refunds(stack: Stack) -> None:
     for node in stack.sims.nodes:
         node.set_faults(hang_in_node="KSampler")
     job = stack.accepted(user, "txt2img-sd15", {"prompt": "long"})
-    wait_until(lambda: stack.job(job.id).state == "running", "the job runs")
+    wait_for(lambda: stack.job(job.id).state == "running", 30, "the job runs")
     assert cancel(stack.backend, job.id, user_id=user.id, on_freed=stack.worker.wake)
     for node in stack.sims.nodes:
         node.reset_faults()
@@ -107,7 +107,7 @@ def test_fairness_a_burst_does_not_starve_another_user(stack: Stack) -> None:
     for node in stack.sims.nodes:
         node.set_faults(hang_in_node="KSampler")
     burst = [stack.accepted(a, "txt2img-sd15", {"prompt": f"a{i}"}, queue_if_busy=True) for i in range(30)]
-    wait_until(lambda: all(v.free_slots == 0 for v in stack.backend.registry.nodes()), "A's jobs fill every slot")
+    wait_for(lambda: all(v.free_slots == 0 for v in stack.backend.registry.nodes()), 30, "A's jobs fill every slot")
     late = [stack.accepted(b, "txt2img-sd15", {"prompt": f"b{i}"}, queue_if_busy=True) for i in range(3)]
     for node in stack.sims.nodes:
         node.reset_faults()

@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from comfysim import DEMO_MODELS, SimConfig, SimHandle
 
 from .. import services
 from ..conftest import empty_all_tables
-from .stack import FAST_AGENT, Stack, drain, running_stack
+from .stack import FAST_AGENT, Stack, drain, running_stack, wait_for
 
 #: Longest a crash may take to settle every job (node expiry + sweep + a rerun elsewhere).
 SETTLE = 25.0
@@ -107,17 +107,6 @@ class AgentProcess:
 
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.1)
 
 
 def wait_state(stack: Stack, job_id: str, *states: str, timeout: float = 20.0) -> Job:
