@@ -78,13 +78,17 @@ def pace_of(studio: Studio, job: Job) -> Pace:
     return Pace(speed=view.state.speed if view is not None and view.state.speed > 0 else 1.0, at=time.time())
 
 
-def remaining_seconds(predicted: float, elapsed: float, fraction: float) -> float:
+def remaining_seconds(predicted: float, elapsed: float, fraction: float) -> float | None:
     """Seconds left of a running job: the prediction (estimate x the node's measured
-    speed) counting down, handing over to the job's own pace as the bar fills."""
-    planned = max(0.0, predicted - elapsed)
-    if fraction < PACE_FROM:
+    speed) counting down, handing over to the job's own pace as the bar fills. A job
+    that outran its prediction has only its pace to go by; None when even that is
+    unknown yet."""
+    planned = predicted - elapsed
+    paced = elapsed * (1 - fraction) / fraction if fraction > 0.02 else None
+    if planned <= 0:
+        return paced
+    if paced is None or fraction < PACE_FROM:
         return planned
-    paced = elapsed * (1 - fraction) / fraction
     return (1 - fraction) * planned + fraction * paced
 
 

@@ -573,10 +573,16 @@ def test_the_chosen_language_renders_every_form_and_follows_the_account(browser,
     for spec in library:
         choose(page, spec.name)
         form = page.locator(f"#form-{spec.name}")
-        text = form.inner_text()  # the Beginner view, then the Expert one
-        open_tab(page, t("create.expert", chosen))
-        text += form.inner_text()
-        missing = [s for s in form_texts(spec, chosen) if s not in text]
+        deadline = time.monotonic() + WAIT / 1000
+        while True:  # a picture editor labels itself once it has loaded
+            open_tab(page, t("create.beginner", chosen))
+            text = form.inner_text()  # the Beginner view, then the Expert one
+            open_tab(page, t("create.expert", chosen))
+            text += form.inner_text()
+            missing = [s for s in form_texts(spec, chosen) if s not in text]
+            if not missing or time.monotonic() > deadline:
+                break
+            page.wait_for_timeout(250)
         assert not missing, (spec.name, missing)
         foreign = [p.label.get(other) for p in spec.params if p.label.get(other) != p.label.get(chosen)
                    and p.label.get(other) in text]
