@@ -20,6 +20,9 @@ import logging
 import os
 import secrets
 import sys
+import threading
+import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -124,7 +127,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--simulated-nodes", type=int, default=1, help="simulated nodes when no ComfyUI answers (0: none)")
     p.add_argument("--sim-port", type=int, default=0, metavar="BASE",
                    help="simulated nodes listen on BASE, BASE+1, ... on 127.0.0.1 (default 0: free ports)")
-    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--log-level", default=os.environ.get("STUDIO_LOG_LEVEL", "WARNING"),
+                   help="WARNING (default: problems only), INFO (every job), DEBUG")
     return p.parse_args(argv)
 
 
@@ -150,23 +154,34 @@ def main(argv: list[str] | None = None) -> int:
 
     from studio.app import create_app
 
+    # Mounted multi-page apps never use SSR; Gradio says so on every start.
+    warnings.filterwarnings("ignore", message="SSR mode is not supported", category=UserWarning)
+
     worker = Worker(backend).start()
     nodes = start_local_nodes(backend, simulated_nodes=args.simulated_nodes, sim_port=args.sim_port)
     app = create_app(backend, wake=worker.wake)
     admin = ensure_admin(backend)
 
     url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}/"
-    print(f"\n  AIGC Studio is running at {url}")
-    if admin:
-        print(f"  First start: administrator '{admin[0]}' with password '{admin[1]}' (shown once; change it).")
-    if nodes.simulated:
-        print("  No ComfyUI configured or reachable: using a simulated node (set STUDIO_COMFYUI_URLS for real ones).")
-    if args.share:
-        share_link(args.host, args.port)
-    print()
-
-    # uvicorn handles SIGINT and SIGTERM itself and returns from run(); then we clean up.
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning"))
+
+    def banner() -> None:
+        """Printed once the server listens, so the URL it gives already answers."""
+        while not server.started:
+            if server.should_exit:
+                return
+            time.sleep(0.05)
+        print(f"\n  AIGC Studio is running at {url}")
+        if admin:
+            print(f"  First start: administrator '{admin[0]}' with password '{admin[1]}' (shown once; change it).")
+        if nodes.simulated:
+            print("  No ComfyUI configured or reachable: using a simulated node (set STUDIO_COMFYUI_URLS for real ones).")
+        if args.share:
+            share_link(args.host, args.port)
+        print(flush=True)
+
+    threading.Thread(target=banner, name="banner", daemon=True).start()
+    # uvicorn handles SIGINT and SIGTERM itself and returns from run(); then we clean up.
     try:
         server.run()
     finally:

@@ -13,7 +13,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -185,3 +185,12 @@ def list_for_user(db: Database, user_id: int, *, limit: int = 50, before: dt.dat
         if before is not None:
             stmt = stmt.where(Job.created_at < before)
         return list(s.scalars(stmt.order_by(Job.created_at.desc()).limit(limit)))
+
+
+def most_used_workflows(db: Database, user_id: int, *, limit: int = 5) -> list[str]:
+    """The workflows a user ran most often, most used first."""
+    with db.read() as s:
+        count = func.count(Job.id)
+        stmt = (select(Job.workflow).where(Job.user_id == user_id).group_by(Job.workflow)
+                .order_by(count.desc(), Job.workflow).limit(limit))
+        return list(s.scalars(stmt))

@@ -10,20 +10,19 @@ can run it). Nothing is charged unless the job is accepted.
 from __future__ import annotations
 
 import logging
-import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from . import assets, jobs
 from .db.models import Job
-from .errors import InvalidParameter, NodeUnavailable, StudioError
+from .errors import InvalidParameter, StudioError
 from .messages import prompt_id, user_event
-from .placement import CapabilityCache, Needs, capable
-from .ports.registry import Registry
+from .placement import Needs
 from .runtime import Backend
+from .waiting import wait_if_busy
 from .workflows import InputFacts, WorkflowSpec, quote, validate_params
 
 log = logging.getLogger(__name__)
@@ -81,7 +80,7 @@ def submit(
         priced = quote(spec, values, facts)
         priced.check()
         needs = Needs.of(spec, values, priced.memory_mib)
-        wait = _expected_wait(backend, needs)
+        wait = wait_if_busy(backend, needs)
         if wait is not None and not queue_if_busy:
             seconds = round(wait)
             return NeedsConfirmation(
@@ -116,18 +115,6 @@ def submit(
     return Accepted(job=job, created=created)
 
 
-_CAPS: "weakref.WeakKeyDictionary[Registry, CapabilityCache]" = weakref.WeakKeyDictionary()
-
-
-def _capabilities(registry: Registry) -> CapabilityCache:
-    """One capability cache per registry, kept between submits: a node's capabilities are
-    hundreds of class names, re-read only when its ``caps_version`` changes."""
-    caps = _CAPS.get(registry)
-    if caps is None:
-        caps = _CAPS.setdefault(registry, CapabilityCache(registry))
-    return caps
-
-
 def _replay(backend: Backend, user_id: int, key: str) -> Job | None:
     with backend.db.read() as s:
         return s.scalar(select(Job).where(Job.user_id == user_id, Job.idempotency_key == key))
@@ -154,29 +141,6 @@ def _inputs(
         inputs[param.name] = record.id
         facts[param.name] = InputFacts(width=record.width or 0, height=record.height or 0, seconds=record.seconds or 0.0)
     return inputs, facts
-
-
-def _expected_wait(backend: Backend, needs: Needs) -> float | None:
-    """None if a capable node has a free slot now, else the expected wait in seconds.
-
-    Raises NodeUnavailable when no online node can run the job at all.
-    """
-    caps = _capabilities(backend.registry)
-    able = [v for v in backend.registry.nodes() if capable(v, caps.get(v), needs)]
-    if not able:
-        raise NodeUnavailable(
-            "No online node can run this workflow right now (it needs models or nodes no online host has). "
-            "Try again later or ask an administrator.",
-            zh="目前没有在线节点能运行此工作流（缺少所需的模型或节点）。请稍后再试或联系管理员。",
-        )
-    if any(v.free_slots for v in able):
-        return None
-    with backend.db.read() as s:
-        queued = s.scalar(select(func.coalesce(func.sum(Job.estimate_seconds), 0.0)).where(Job.state == "queued")) or 0.0
-    speed = sum(v.state.speed for v in able) / len(able)
-    ahead = float(queued) * speed + sum(v.outstanding_seconds for v in able)
-    # Each slot ahead of us drains in parallel on its own node.
-    return max(1.0, ahead / len(able))
 
 
 def cancel(backend: Backend, job_id: str, *, user_id: int | None, on_freed: Callable[[], None] = lambda: None) -> bool:

@@ -41,7 +41,8 @@ from .auth import SESSION_COOKIE, Sessions
 from .context import Studio
 from .feed import Feed
 from .files import add_file_routes
-from .i18n import LANG_HEAD_SCRIPT, build_i18n
+from .i18n import build_i18n
+from .language import LanguageMiddleware
 from .pages import account, admin, create, history
 from .pages.signin import STUDIO_PATH, add_signin_routes
 
@@ -193,7 +194,7 @@ def create_app(
         i18n=studio.i18n,
         theme=gr.themes.Soft(primary_hue="violet", secondary_hue="pink"),
         css_paths=[ASSETS_DIR / "studio.css"],
-        head=LANG_HEAD_SCRIPT,
     )
+    app.add_middleware(LanguageMiddleware, sessions=sessions, db=backend.db, paths=PAGE_PATHS, default=lang_default)
     app.add_middleware(_SignInRedirect, sessions=sessions)
     return app

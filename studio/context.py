@@ -48,5 +48,6 @@ class Studio:
 
 
 def fail(exc: StudioError, request: gr.Request | None) -> gr.Error:
-    """A backend error as a Gradio error toast in the user's language."""
-    return gr.Error(exc.text(lang_of(request) if request is not None else "en"))
+    """A backend error as a Gradio error toast in the user's language. A user's mistake
+    is not the operator's problem: no traceback in the server log."""
+    return gr.Error(exc.text(lang_of(request) if request is not None else "en"), print_exception=False)

@@ -30,6 +30,8 @@ from typing import Any
 
 from backend.ports.bus import Bus, Subscription
 
+from .weights import StageTimes
+
 log = logging.getLogger(__name__)
 
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -46,15 +48,24 @@ class JobSnapshot:
 
     user_id: int
     state: str = "queued"
+    workflow: str | None = None
     stage: dict[str, str] | None = None
+    #: Graph nodes in the order they started, with the time each began.
+    nodes: list[tuple[str, float]] = field(default_factory=list)
     value: float = 0
     max: float = 0
-    fraction: float = 0.0
     started_ts: float | None = None
     preview: str | None = None
     outputs: list[str] = field(default_factory=list)
+    #: Output asset -> "image", "video", "audio" (from the output events).
+    kinds: dict[str, str] = field(default_factory=dict)
     reason: dict[str, str] | None = None
     refunded: int = 0
+
+    @property
+    def step(self) -> float:
+        """How far the running node is through its own steps (0..1)."""
+        return min(max(self.value / self.max, 0.0), 1.0) if self.max else 0.0
 
 
 @dataclass(frozen=True)
@@ -68,6 +79,8 @@ class Feed:
 
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
+        #: Seconds per graph node, learned from finished jobs: the progress bar's weights.
+        self.times = StageTimes()
         self._lock = threading.Lock()
         self._listeners: dict[str, list[tuple[int, queue.Queue[dict[str, Any]]]]] = {}
         self._jobs: collections.OrderedDict[str, JobSnapshot] = collections.OrderedDict()
@@ -102,7 +115,10 @@ class Feed:
             return
         with self._lock:
             if job_id:
-                self.apply(self._snapshot(job_id, user_id), event)
+                snap = self._snapshot(job_id, user_id)
+                self.apply(snap, event)
+                if kind == "succeeded" and snap.workflow and snap.nodes:
+                    self.times.observe(snap.workflow, snap.nodes, float(event.get("ts") or snap.nodes[-1][1]))
             if kind == "preview" and event.get("asset"):
                 self._previews[str(event["asset"])] = user_id
                 while len(self._previews) > MAX_PREVIEWS:
@@ -130,27 +146,32 @@ class Feed:
     def apply(snap: JobSnapshot, event: dict[str, Any]) -> None:
         """Fold one event into a snapshot (the feed's own, or a watcher's copy)."""
         kind = event.get("type")
-        if kind == "started":
+        if kind == "queued":
+            snap.workflow = event.get("workflow") or snap.workflow
+        elif kind == "started":
             snap.state, snap.started_ts = "running", event.get("ts")
         elif kind == "stage":
             snap.state, snap.stage = "running", event.get("alias")
             snap.value = snap.max = 0
+            node = event.get("node")
+            if node is not None and (not snap.nodes or snap.nodes[-1][0] != str(node)):
+                snap.nodes.append((str(node), float(event.get("ts") or 0.0)))
         elif kind == "progress":
             snap.state = "running"
             snap.value, snap.max = event.get("value", 0), event.get("max", 0)
-            snap.fraction = float(event.get("fraction") or snap.fraction)
         elif kind == "preview":
             snap.preview = event.get("asset")
         elif kind == "output":
             asset = event.get("asset")
             if asset and asset not in snap.outputs:
                 snap.outputs.append(asset)
+            if asset:
+                snap.kinds[str(asset)] = str(event.get("kind") or "image")
         elif kind in TERMINAL:
             snap.state = kind
             snap.reason = event.get("reason")
             snap.refunded = int(event.get("refunded") or 0)
             if kind == "succeeded":
-                snap.fraction = 1.0
                 for asset in event.get("outputs") or []:
                     if asset not in snap.outputs:
                         snap.outputs.append(asset)

@@ -3,9 +3,9 @@ handlers in Python.
 
 Gradio translates static texts (labels, buttons, Markdown) in the browser from
 ``navigator.language``; what a handler returns must be translated here. To keep both
-sides on the same language, the chosen language lives in a cookie (``studio_lang``):
-the server reads it, and a small head script makes ``navigator.language`` report it
-before Gradio starts. Without the cookie both follow the browser's language.
+sides on the same language, the chosen language lives in a cookie (``studio_lang``)
+and with the account; :mod:`studio.language` makes the page's ``navigator.language``
+report it before Gradio starts. Without a choice both follow the browser's language.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Mapping
 
 import gradio as gr
 
+from backend.errors import StudioError
 from backend.workflows import Library
 
 LANG_COOKIE = "studio_lang"
@@ -45,6 +46,11 @@ STRINGS: dict[str, tuple[str, str]] = {
     # event hangs), so "draw again" keeps the canvas empty and reuses the stored mask.
     "create.stored_mask": ("Using the area painted for your earlier job; upload the picture again to paint a new one.",
                            "正在使用之前任务中涂抹的区域；重新上传图片即可重新涂抹。"),
+    "create.new_seed": ("New seed", "换个种子"),
+    "create.no_presets": ("The fields above are all this workflow needs; Expert has the fine settings.",
+                          "上面的内容就是此工作流所需的全部设置；更细的设置在“专家”中。"),
+    "create.no_expert": ("This workflow has no further settings.", "此工作流没有更多设置。"),
+    "create.need_text": ("Fill in “{label}” to create.", "填写“{label}”后即可创作。"),
     "create.price": ("Price", "价格"),
     "create.need_input": ("Upload {label} to see the price.", "上传{label}后显示价格。"),
     "create.idle": ("Your results appear here.", "创作结果将显示在这里。"),
@@ -58,6 +64,9 @@ STRINGS: dict[str, tuple[str, str]] = {
     "state.cancelled": ("Cancelled", "已取消"),
     "progress.steps": ("step {value}/{max}", "第 {value}/{max} 步"),
     "progress.eta": ("about {seconds} s left", "预计还需 {seconds} 秒"),
+    "progress.finishing": ("finishing", "即将完成"),
+    "progress.ahead": ("{count} jobs ahead", "前面还有 {count} 个任务"),
+    "progress.wait": ("about {seconds} s wait", "预计等待 {seconds} 秒"),
     "progress.preview": ("Preview", "预览"),
     "progress.outputs": ("Results", "结果"),
     "progress.refunded": ("{amount} credits refunded.", "已退还 {amount} 积分。"),
@@ -75,6 +84,8 @@ STRINGS: dict[str, tuple[str, str]] = {
     "history.newer": ("← Newer jobs", "← 较新的任务"),
     "history.when": ("When", "时间"),
     "history.workflow": ("Workflow", "工作流"),
+    "history.job": ("Job", "任务"),
+    "history.open": ("Open", "查看"),
     "history.status": ("Status", "状态"),
     "history.cost": ("Cost", "花费"),
     "history.refund": ("Refund", "退款"),
@@ -89,7 +100,13 @@ STRINGS: dict[str, tuple[str, str]] = {
     "ledger.kind": ("Kind", "类型"),
     "ledger.amount": ("Amount", "数量"),
     "ledger.balance": ("Balance after", "变动后余额"),
-    "ledger.note": ("Note", "备注"),
+    "ledger.note": ("What for", "用途"),
+    "ledger.job": ("{title} · job {job}", "{title} · 任务 {job}"),
+    "ledger.refund_failed": ("the job failed", "任务失败"),
+    "ledger.refund_cancelled": ("cancelled", "已取消"),
+    "ledger.welcome": ("Welcome credits", "新用户赠送"),
+    "ledger.code": ("Redeem code {hint}", "积分码 {hint}"),
+    "ledger.by": ("From {actor}", "来自 {actor}"),
     "kind.grant": ("Grant", "赠送"),
     "kind.recharge": ("Recharge", "充值"),
     "kind.redeem": ("Code", "兑换"),
@@ -135,7 +152,8 @@ STRINGS: dict[str, tuple[str, str]] = {
     "col.slots": ("Slots used", "已用槽位"),
     "col.node_queue": ("Node queue", "节点队列"),
     "col.vram": ("VRAM free", "空闲显存"),
-    "col.speed": ("Speed", "速度"),
+    "col.speed": ("Speed (s per estimated s)", "速度（实际秒/预估秒）"),
+    "node.speed": ("{ratio} ({times}× the estimate's pace)", "{ratio}（预估速度的 {times} 倍）"),
     "col.checkpoint": ("Loaded model", "已加载模型"),
     "col.capabilities": ("Capabilities", "能力"),
     "col.id": ("ID", "编号"),
@@ -203,6 +221,16 @@ def pick(texts: Mapping[str, str] | None, lang: str) -> str:
     return texts.get(lang) or texts.get("en") or ""
 
 
+def error_text(exc: StudioError, lang: str) -> str:
+    """A backend error as the form shows it: the field's label is enough on a page that
+    shows that label, so the parameter key the CLI needs ("Prompt (prompt)") is dropped."""
+    text = exc.text(lang)
+    key = getattr(exc, "param", None)
+    if key:
+        text = text.replace(f" ({key})", "").replace(f"（{key}）", "")
+    return text
+
+
 def build_i18n(library: Library) -> gr.I18n:
     """The browser-side table: UI strings plus every workflow's titles and field labels."""
     en: dict[str, str] = {}
@@ -220,18 +248,3 @@ def build_i18n(library: Library) -> gr.I18n:
         for key, text in pairs.items():
             en[key], zh[key] = text.en, text.zh
     return gr.I18n(en=en, **{"zh-CN": zh, "zh": zh})
-
-
-# Runs in <head> before Gradio's module scripts: makes the browser-side language follow
-# the cookie the server reads, so static and handler-made texts always agree.
-LANG_HEAD_SCRIPT = """<script>
-(function () {
-  var m = document.cookie.match(/(?:^|; )studio_lang=([^;]+)/);
-  if (!m) return;
-  var l = m[1] === "zh" ? "zh-CN" : "en";
-  try {
-    Object.defineProperty(navigator, "language", { get: function () { return l; } });
-    Object.defineProperty(navigator, "languages", { get: function () { return [l]; } });
-  } catch (e) {}
-})();
-</script>"""

@@ -65,7 +65,7 @@ def header(studio: Studio, demo: gr.Blocks, current: str, *, watched: gr.State |
         user = studio.user(request)
         return render(user.id, user.name, user.role, lang_of(request)), studio.feed.notice_cursor(user.id)
 
-    demo.load(on_load, None, [nav, head.cursor], api_visibility="private")
+    demo.load(on_load, None, [nav, head.cursor], api_visibility="private", show_progress="hidden")
 
     def on_tick(cursor: int, watching: str | None, request: gr.Request) -> tuple[int, str]:
         user = studio.user(request)

@@ -16,6 +16,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
@@ -25,11 +26,13 @@ from backend import jobs, ledger
 from backend.db.models import Job, JobOutput
 from backend.errors import NotFound
 from backend.messages import failure_reason
+from backend.waiting import QueueWait, queue_wait
 
 from .context import Studio
 from .feed import TERMINAL, Feed, JobSnapshot
 from .i18n import lang_of, pick
 from .layout import nav_for
+from . import weights
 from .render import ProgressView, idle_card, progress_card
 
 POLL_SECONDS = 0.5
@@ -38,11 +41,25 @@ DB_CHECK_SECONDS = 3.0
 MIN_YIELD_GAP = 0.15
 #: Give up watching (not the job) after this long; the History page still has it.
 MAX_WATCH_SECONDS = 6 * 3600
+#: Below this share of the bar the job's own pace says little; the prediction leads.
+PACE_FROM = 0.15
 
 
-def outputs_of(studio: Studio, job_id: str) -> list[str]:
+@dataclass
+class Pace:
+    """What the card's time figures come from, re-read at each database check: the
+    running node's measured speed, or a queued job's place and wait (as of ``at``)."""
+
+    speed: float = 1.0
+    wait: QueueWait | None = None
+    at: float = 0.0
+
+
+def outputs_of(studio: Studio, job_id: str) -> list[tuple[str, str]]:
     with studio.backend.db.read() as s:
-        return list(s.scalars(select(JobOutput.asset_id).where(JobOutput.job_id == job_id).order_by(JobOutput.id)))
+        rows = s.execute(select(JobOutput.asset_id, JobOutput.kind).where(JobOutput.job_id == job_id)
+                         .order_by(JobOutput.id))
+        return [(asset, kind) for asset, kind in rows]
 
 
 def reason_of(job: Job, lang: str, snap: JobSnapshot | None) -> str:
@@ -53,29 +70,58 @@ def reason_of(job: Job, lang: str, snap: JobSnapshot | None) -> str:
     return ""
 
 
-def view_of(studio: Studio, job: Job, snap: JobSnapshot, lang: str) -> ProgressView:
+def pace_of(studio: Studio, job: Job) -> Pace:
+    backend = studio.backend
+    if job.state == "queued":
+        return Pace(wait=queue_wait(backend, job), at=time.time())
+    view = next((v for v in backend.registry.nodes() if v.state.node_id == job.node_id), None)
+    return Pace(speed=view.state.speed if view is not None and view.state.speed > 0 else 1.0, at=time.time())
+
+
+def remaining_seconds(predicted: float, elapsed: float, fraction: float) -> float | None:
+    """Seconds left of a running job: the prediction (estimate x the node's measured
+    speed) counting down, handing over to the job's own pace as the bar fills. A job
+    that outran its prediction has only its pace to go by; None when even that is
+    unknown yet."""
+    planned = predicted - elapsed
+    paced = elapsed * (1 - fraction) / fraction if fraction > 0.02 else None
+    if planned <= 0:
+        return paced
+    if paced is None or fraction < PACE_FROM:
+        return planned
+    return (1 - fraction) * planned + fraction * paced
+
+
+def view_of(studio: Studio, job: Job, snap: JobSnapshot, lang: str, pace: Pace | None = None) -> ProgressView:
     """The card for ``job``: its state from the database, the live details from the feed."""
     state = job.state if job.state in TERMINAL or snap.state not in TERMINAL else snap.state
     if state not in TERMINAL and snap.state == "running":
         state = "running"
+    spec = studio.backend.library.get(job.workflow) if job.workflow in studio.backend.library else None
+    fraction = 0.0
+    if spec is not None and snap.nodes:
+        fraction = weights.fraction(spec, studio.feed.times.weights(spec), [n for n, _ in snap.nodes], snap.step)
     view = ProgressView(job_id=job.id, workflow=job.workflow, state=state, cost=job.cost,
-                        stage=pick(snap.stage, lang), value=snap.value, max=snap.max, fraction=snap.fraction,
-                        preview=snap.preview, outputs=list(snap.outputs))
+                        stage=pick(snap.stage, lang), value=snap.value, max=snap.max, fraction=fraction,
+                        preview=snap.preview, outputs=[(a, snap.kinds.get(a, "image")) for a in snap.outputs])
     if state in TERMINAL:
         view.outputs = outputs_of(studio, job.id) or view.outputs
         view.refunded = ledger.refunded(studio.backend.db, job.id)
         view.reason = reason_of(job, lang, snap)
         view.fraction = 1.0 if state == "succeeded" else view.fraction
         return view
+    pace = pace or Pace()
+    now = time.time()
+    if state == "queued" and pace.wait is not None:
+        view.ahead = pace.wait.ahead
+        view.wait_seconds = max(0.0, pace.wait.seconds - (now - pace.at)) if pace.wait.seconds else None
+        return view
     started = snap.started_ts or (job.started_at.timestamp() if job.started_at else None)
+    predicted = job.estimate_seconds * pace.speed
     if state == "running" and started:
-        elapsed = max(0.0, time.time() - started)
-        if snap.fraction > 0.05:
-            view.eta_seconds = elapsed * (1 - snap.fraction) / snap.fraction
-        else:
-            view.eta_seconds = max(1.0, job.estimate_seconds - elapsed)
+        view.eta_seconds = remaining_seconds(predicted, max(0.0, now - started), fraction)
     else:
-        view.eta_seconds = job.estimate_seconds
+        view.eta_seconds = predicted
     return view
 
 
@@ -147,34 +193,35 @@ class Watcher:
     def _follow(self, job: Job, snap: JobSnapshot, events: queue.Queue[dict[str, Any]], lang: str,
                 session: str, token: object) -> Iterator[tuple[str | None, bool]]:
         db = self.studio.backend.db
-        view = view_of(self.studio, job, snap, lang)
-        yield progress_card(view, lang), view.state not in TERMINAL
-        if view.state in TERMINAL:
+        pace = pace_of(self.studio, job) if job.state not in TERMINAL else None
+        card = progress_card(view_of(self.studio, job, snap, lang, pace), lang)
+        yield card, job.state not in TERMINAL and snap.state not in TERMINAL
+        if job.state in TERMINAL:
             return
         began = last_check = last_yield = time.monotonic()
-        dirty = False
         while self._still_mine(session, token) and time.monotonic() - began < MAX_WATCH_SECONDS:
             try:
                 event = events.get(timeout=POLL_SECONDS)
                 Feed.apply(snap, event)
-                dirty = True
-                if event.get("type") in TERMINAL:
-                    job = jobs.get(db, job.id)
-                    last_check = time.monotonic()
+                if event.get("type") in TERMINAL or (event.get("type") == "started" and job.state == "queued"):
+                    last_check = 0.0  # read the job now
             except queue.Empty:
                 pass
             now = time.monotonic()
             if now - last_check >= DB_CHECK_SECONDS:
                 fresh = jobs.get(db, job.id)
-                dirty = dirty or fresh.state != job.state
+                if fresh.state not in TERMINAL:
+                    pace = pace_of(self.studio, fresh)  # the queue moved, the node's speed was re-measured
                 job, last_check = fresh, now
             ended = job.state in TERMINAL
             if not self._still_mine(session, token):
                 break
-            if ended or (dirty and now - last_yield >= MIN_YIELD_GAP):
-                view = view_of(self.studio, job, snap, lang)
-                yield progress_card(view, lang), not ended
-                dirty, last_yield = False, now
+            if ended or now - last_yield >= MIN_YIELD_GAP:
+                # Re-rendered even without events, so the time left counts down.
+                fresh_card = progress_card(view_of(self.studio, job, snap, lang, pace), lang)
+                if ended or fresh_card != card:
+                    card, last_yield = fresh_card, now
+                    yield card, not ended
             if ended:
                 return
         # A newer watch took over this session's card. Gradio sends a generator's last

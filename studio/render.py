@@ -1,7 +1,8 @@
 """HTML fragments the pages show: the progress card, price line, tables, messages.
 
-Every value is escaped here. Images are ``<img>`` tags pointing at the access-checked
-file route (:mod:`studio.files`), never Gradio file paths.
+Every value is escaped here. Results are shown by the element for their kind (an
+``<img>``, an ``<audio>`` or a ``<video>`` player) pointing at the access-checked file
+route (:mod:`studio.files`), never Gradio file paths.
 """
 
 from __future__ import annotations
@@ -69,8 +70,12 @@ class ProgressView:
     max: float = 0
     fraction: float = 0.0
     eta_seconds: float | None = None
+    #: A queued job: jobs that get a node first, and the expected wait.
+    ahead: int | None = None
+    wait_seconds: float | None = None
     preview: str | None = None
-    outputs: list[str] = field(default_factory=list)
+    #: (asset id, kind) of each result.
+    outputs: list[tuple[str, str]] = field(default_factory=list)
     reason: str = ""
     refunded: int = 0
 
@@ -80,12 +85,26 @@ def _bar(fraction: float) -> tuple[str, int]:
     return f'<div class="bar"><div style="width:{pct}%"></div></div>', pct
 
 
-def _shots(outputs: Sequence[str], lang: str, preview: str | None) -> str:
+def media(asset: str, kind: str, *, alt: str = "") -> str:
+    """One result in the element that shows or plays its kind."""
+    url = file_url(asset)
+    if kind == "audio":
+        return f'<audio controls preload="metadata" src="{url}"></audio>'
+    if kind == "video":
+        return f'<video controls muted playsinline loop preload="metadata" src="{url}"></video>'
+    if kind == "image":
+        return f'<img src="{url}" alt="{esc(alt)}">'
+    return f'<a href="{file_url(asset, download=True)}">{esc(alt or kind)}</a>'
+
+
+def _shots(outputs: Sequence[tuple[str, str]], lang: str, preview: str | None) -> str:
     tiles = []
-    for i, asset in enumerate(outputs, 1):
+    for i, (asset, kind) in enumerate(outputs, 1):
+        shown = media(asset, kind, alt=f"result {i}")
+        if kind == "image":  # a picture opens full size; players keep their own controls
+            shown = f'<a href="{file_url(asset)}" target="_blank" rel="noopener">{shown}</a>'
         tiles.append(
-            f'<div class="shot output"><a href="{file_url(asset)}" target="_blank" rel="noopener">'
-            f'<img src="{file_url(asset)}" alt="result {i}"></a><div class="cap"><span>#{i}</span>'
+            f'<div class="shot output {esc(kind)}">{shown}<div class="cap"><span>#{i}</span>'
             f'<a href="{file_url(asset, download=True)}" class="download">{esc(t("progress.download", lang))}</a></div></div>'
         )
     if preview and not outputs:
@@ -94,22 +113,37 @@ def _shots(outputs: Sequence[str], lang: str, preview: str | None) -> str:
     return f'<div class="shots" id="shots">{"".join(tiles)}</div>' if tiles else ""
 
 
+def _timing(view: ProgressView, lang: str) -> list[str]:
+    """The card's time figures: a queued job's place and wait, a running job's steps and
+    time left (never a step ETA for a job that has not started)."""
+    if view.state == "queued" and view.ahead is not None:
+        parts = [t("progress.ahead", lang, count=view.ahead)]
+        if view.wait_seconds is not None:
+            parts.append(t("progress.wait", lang, seconds=max(1, round(view.wait_seconds))))
+        return parts
+    parts = []
+    if view.state == "running" and view.max:
+        parts.append(t("progress.steps", lang, value=int(view.value), max=int(view.max)))
+    if view.state in ACTIVE and view.eta_seconds is not None:
+        seconds = round(view.eta_seconds)
+        parts.append(t("progress.eta", lang, seconds=seconds) if seconds >= 1 else t("progress.finishing", lang))
+    return parts
+
+
 def progress_card(view: ProgressView, lang: str) -> str:
     state_label = t(f"state.{view.state}", lang)
     headline = view.stage if view.state == "running" and view.stage else state_label
     bar, pct = _bar(view.fraction)
     meta = [pill(view.state, state_label), esc(t("progress.cost", lang, amount=view.cost))]
-    if view.state == "running" and view.max:
-        meta.append(esc(t("progress.steps", lang, value=int(view.value), max=int(view.max))))
-    if view.state in ACTIVE and view.eta_seconds is not None:
-        meta.append(esc(t("progress.eta", lang, seconds=max(1, round(view.eta_seconds)))))
+    meta += [esc(part) for part in _timing(view, lang)]
     body = ""
     if view.state == "failed":
         body += message("error", view.reason, elem_id="failure")
     if view.refunded:
         body += message("info", t("progress.refunded", lang, amount=view.refunded), elem_id="refund")
     return (
-        f'<div class="progress-card" id="progress-card" data-state="{esc(view.state)}" data-job="{esc(view.job_id)}">'
+        f'<div class="progress-card" id="progress-card" data-state="{esc(view.state)}" data-job="{esc(view.job_id)}"'
+        f' data-fraction="{view.fraction:.4f}">'
         f'<div class="head"><span class="stage" id="stage">{esc(headline)}</span>'
         f'<span class="meta" id="progress-meta">{" · ".join(meta)} · {pct}%</span></div>'
         f"{bar}{body}{_shots(view.outputs, lang, view.preview)}</div>"
@@ -128,8 +162,7 @@ def table(headers: Iterable[str], rows: Iterable[Iterable[str]], *, elem_id: str
     return f'<table class="studio"{ident}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def thumbs(assets: Iterable[str]) -> str:
-    links = "".join(
-        f'<a href="{file_url(a, download=True)}" title="download"><img src="{file_url(a)}" alt=""></a>' for a in assets
-    )
-    return f'<div class="thumbs">{links}</div>'
+def thumbs(outputs: Iterable[tuple[str, str]]) -> str:
+    """Small results for a table row: pictures and videos as thumbnails, songs as players."""
+    tiles = "".join(f'<span class="thumb {esc(kind)}">{media(asset, kind)}</span>' for asset, kind in outputs)
+    return f'<div class="thumbs">{tiles}</div>'

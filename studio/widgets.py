@@ -3,6 +3,13 @@
 One component per parameter type; labels are keys into the browser-side i18n table
 (:func:`studio.i18n.build_i18n`) so they follow the page's language without a round
 trip. Preset option labels are per language and set when the page loads.
+
+Every control is created with ``interactive=True``. Gradio infers interactivity in the
+browser from whether a component is an event input, but the form is built by
+``@gr.render``, and Gradio 6.31's frontend lays out a render's new components without
+adding the render's new events to that inference (``AppTree.rerender`` skips
+``prepare()``). A control with a non-empty value (a slider at 20, a chosen radio) was
+therefore shown disabled; only empty text boxes worked.
 """
 
 from __future__ import annotations
@@ -42,24 +49,26 @@ def field(spec: WorkflowSpec, param: Param, i18n: gr.I18n, *, elem_id: str, valu
         if bounded:
             step = param.step or (1 if param.type == "int" else 0.01)
             return gr.Slider(minimum=param.min, maximum=param.max, step=step, value=default, label=label,
-                             info=info, elem_id=elem_id)
+                             info=info, elem_id=elem_id, interactive=True)
         return gr.Number(value=default, label=label, info=info, precision=0 if param.type == "int" else None,
-                         minimum=param.min, maximum=param.max, elem_id=elem_id)
+                         minimum=param.min, maximum=param.max, elem_id=elem_id, interactive=True)
     if param.type == "seed":
-        return gr.Number(value=default, label=label, info=info, precision=0, elem_id=elem_id)
+        return gr.Number(value=default, label=label, info=info, precision=0, elem_id=elem_id, interactive=True,
+                         scale=4)
     if param.type == "bool":
-        return gr.Checkbox(value=bool(default), label=label, info=info, elem_id=elem_id)
+        return gr.Checkbox(value=bool(default), label=label, info=info, elem_id=elem_id, interactive=True)
     if param.type == "choice":
-        return gr.Dropdown(choices=list(param.options), value=default, label=label, info=info, elem_id=elem_id)
+        return gr.Dropdown(choices=list(param.options), value=default, label=label, info=info, elem_id=elem_id,
+                           interactive=True)
     lines = 3 if param.type == "text" else 1
     return gr.Textbox(value=default or "", label=label, info=info, lines=lines, max_lines=12,
-                      max_length=param.max_length, elem_id=elem_id)
+                      max_length=param.max_length, elem_id=elem_id, interactive=True)
 
 
 def preset_field(spec: WorkflowSpec, preset: Preset, i18n: gr.I18n, *, elem_id: str, lang: str = "en",
                  value: Any = DEFAULT) -> gr.Radio:
     return gr.Radio(choices=preset_choices(preset, lang), value=preset.default if value is DEFAULT else value,
-                    label=i18n(f"wf.{spec.name}.preset.{preset.name}"), elem_id=elem_id)
+                    label=i18n(f"wf.{spec.name}.preset.{preset.name}"), elem_id=elem_id, interactive=True)
 
 
 def preset_choices(preset: Preset, lang: str) -> list[tuple[str, str]]:
@@ -92,25 +101,25 @@ def form_value(param: Param, value: Any) -> Any:
     return value
 
 
-def collect(spec: WorkflowSpec, *, expert: bool, values: Mapping[str, Any], presets: Mapping[str, Any],
+def collect(spec: WorkflowSpec, *, values: Mapping[str, Any], presets: Mapping[str, Any],
             files: Mapping[str, str | None]) -> dict[str, Any]:
-    """The raw parameters for :func:`backend.submit.submit` from the form's fields.
+    """The raw parameters for :func:`backend.submit.submit` (expert mode) from the form.
 
-    Beginner mode sends only beginner fields and presets; expert mode sends every field
-    (presets then change nothing, explicit values win). File parameters carry asset ids.
+    Every field is sent as shown, so explicit values win over presets; the chosen preset
+    options go along so the job records them (and "draw again" shows them chosen). File
+    parameters carry asset ids. An empty optional number means "its default".
     """
     raw: dict[str, Any] = {}
     for param in spec.params:
         if param.name in files:
             if files[param.name]:
                 raw[param.name] = files[param.name]
-        elif param.name in values and (expert or param.beginner):
+        elif param.name in values:
             value = values[param.name]
             if value is None or (value == "" and not param.required and param.type not in ("string", "text")):
                 continue
             raw[param.name] = value
-    if not expert:
-        raw.update({name: value for name, value in presets.items() if value})
+    raw.update({name: value for name, value in presets.items() if value})
     return raw
 
 

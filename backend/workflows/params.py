@@ -72,7 +72,8 @@ def validate_params(spec: WorkflowSpec, raw: Mapping[str, Any], *, expert: bool 
 
     for param in spec.params:
         value = values[param.name]
-        if param.required and (value is None or value == ""):
+        # Spaces alone say nothing: a prompt of blanks is as missing as an empty one.
+        if param.required and (value is None or (isinstance(value, str) and not value.strip())):
             raise InvalidParameter(f"{_label(param)} is required", zh=f"{_label_zh(param)}为必填项", param=param.name)
         if param.type == "seed" and value == RANDOM_SEED:
             values[param.name] = _random_seed(param, rng or random.SystemRandom())

@@ -2,7 +2,7 @@
 
 Grouped by kind: ``image_io`` (load/save), ``image_ops``, ``image_layout`` and
 ``image_filters`` (model-free transforms), ``masks``, ``strings``, ``models`` (simulated model
-nodes), ``video`` (LTX-Video) and ``audio``.
+nodes), ``video`` (LTX-Video), ``video_io`` (CreateVideo, SaveVideo) and ``audio``.
 """
 
 from . import (  # noqa: F401 - imported to register
@@ -15,6 +15,7 @@ from . import (  # noqa: F401 - imported to register
     models,
     strings,
     video,
+    video_io,
 )
 from .base import REGISTRY, ComboSource, NodeDef, Result, RunContext
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import gradio as gr
+from sqlalchemy import select
 
 from backend import codes, ledger
+from backend.db.models import Job, LedgerEntry
 from backend.errors import StudioError
 
 from ..context import Studio
 from ..i18n import lang_of, t
-from ..layout import header
+from ..layout import header, nav_for
 from ..render import esc, message, table, when
 
 LEDGER_ROWS = 100
@@ -17,7 +19,7 @@ LEDGER_ROWS = 100
 
 def build(studio: Studio, demo: gr.Blocks) -> None:
     i18n = studio.i18n
-    header(studio, demo, "account")
+    head = header(studio, demo, "account")
     gr.Markdown(i18n("account.title"))
     with gr.Row(equal_height=True):
         with gr.Column(scale=1, min_width=240):
@@ -37,7 +39,7 @@ def build(studio: Studio, demo: gr.Blocks) -> None:
         user = studio.user(request)
         return account_html(studio, user.id, lang_of(request))
 
-    def redeem(value: str, request: gr.Request) -> tuple[str, str, str, str]:
+    def redeem(value: str, request: gr.Request) -> tuple[str, str, str, str, str]:
         user = studio.user(request)
         lang = lang_of(request)
         settings = studio.backend.settings
@@ -48,10 +50,11 @@ def build(studio: Studio, demo: gr.Blocks) -> None:
         except StudioError as exc:
             note = message("error", exc.text(lang))
         top, rows = account_html(studio, user.id, lang)
-        return "", note, top, rows
+        nav = nav_for(studio, "account", user_id=user.id, name=user.name, role=user.role, lang=lang)
+        return "", note, top, rows, nav  # the header's balance moves with the page's
 
-    demo.load(render, None, [balance, ledger_html], api_visibility="private")
-    go.click(redeem, [code], [code, result, balance, ledger_html], api_name="redeem")
+    demo.load(render, None, [balance, ledger_html], api_visibility="private", show_progress="hidden")
+    go.click(redeem, [code], [code, result, balance, ledger_html, head.nav], api_name="redeem", show_progress="hidden")
 
 
 def account_html(studio: Studio, user_id: int, lang: str) -> tuple[str, str]:
@@ -59,10 +62,33 @@ def account_html(studio: Studio, user_id: int, lang: str) -> tuple[str, str]:
     with studio.backend.db.read() as s:
         amount = ledger.balance(s, user_id)
         entries = ledger.entries(s, user_id, limit=LEDGER_ROWS)
+        ids = {e.job_id for e in entries if e.job_id}
+        workflows = dict(s.execute(select(Job.id, Job.workflow).where(Job.id.in_(ids))).all()) if ids else {}
     top = f'<div class="big-balance" id="balance-amount">{amount}</div><div>{esc(t("credits", lang))}</div>'
     rows = [[esc(when(e.created_at)), esc(t(f"kind.{e.kind}", lang)),
              f'<b style="color:{"#166534" if e.amount > 0 else "#991b1b"}">{"+" if e.amount > 0 else ""}{e.amount}</b>',
-             esc(e.balance_after), esc(e.note or (e.job_id[:8] if e.job_id else ""))] for e in entries]
+             esc(e.balance_after), esc(describe(studio, e, workflows.get(e.job_id or ""), lang))] for e in entries]
     headers = [t("history.when", lang), t("ledger.kind", lang), t("ledger.amount", lang), t("ledger.balance", lang),
                t("ledger.note", lang)]
     return top, table(headers, rows, elem_id="ledger-table")
+
+
+def describe(studio: Studio, entry: LedgerEntry, workflow: str | None, lang: str) -> str:
+    """What a ledger row was for, in the user's language: the job's workflow and id for
+    charges and refunds (and why it was refunded), the code, the welcome grant, or the
+    administrator's own note."""
+    note = entry.note or ""
+    if entry.job_id:
+        library = studio.backend.library
+        title = library.get(workflow).title.get(lang) if workflow and workflow in library else (workflow or "")
+        text = t("ledger.job", lang, title=title, job=entry.job_id[:8])
+        if entry.kind == "refund" and note in ("failed", "cancelled"):
+            text += " · " + t(f"ledger.refund_{note}", lang)
+        return text
+    if note == "welcome":
+        return t("ledger.welcome", lang)
+    if entry.kind == "redeem" and note.startswith("code "):
+        return t("ledger.code", lang, hint=note[len("code "):])
+    if entry.actor:
+        return t("ledger.by", lang, actor=entry.actor) + (f": {note}" if note else "")
+    return note

@@ -7,6 +7,7 @@ from creators is only a courtesy.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import gradio as gr
@@ -15,12 +16,15 @@ from sqlalchemy import select
 from backend import accounts, codes, ledger, stages
 from backend.db.models import Job, User
 from backend.errors import InvalidParameter, StudioError
+from backend.messages import user_event
 
 from .. import app_settings
 from ..context import Studio, fail
 from ..i18n import lang_of, t
 from ..layout import header
 from ..render import esc, message, pill, table, when
+
+log = logging.getLogger(__name__)
 
 NODE_REFRESH_SECONDS = 3.0
 JOB_ROWS = 200
@@ -97,7 +101,7 @@ def build(studio: Studio, demo: gr.Blocks) -> None:
         }
 
     load_outputs = [denied, panel, nodes_html, users_html, batches_html, jobs_html, workflows_html, mode, welcome]
-    demo.load(everything, None, load_outputs, api_visibility="private")
+    demo.load(everything, None, load_outputs, api_visibility="private", show_progress="hidden")
     refresh.click(everything, None, load_outputs, api_visibility="private")
 
     def tick(request: gr.Request) -> str:
@@ -113,9 +117,18 @@ def build(studio: Studio, demo: gr.Blocks) -> None:
         lang = lang_of(request)
         try:
             if kind == "grant":
+                credits_given = int(amount or 0)
                 with db.write() as s:
                     target = accounts.find_user(s, name)
-                    ledger.credit(s, target.id, int(amount or 0), kind="grant", note=text or None, actor=admin.name)
+                    ledger.credit(s, target.id, credits_given, kind="grant", note=text or None, actor=admin.name)
+                    target_id = target.id
+                # Their pages (header balance, a toast) learn of it from the notice.
+                notice = {"en": f"{admin.name} gave you {credits_given} credits.",
+                          "zh": f"{admin.name} 为您增加了 {credits_given} 积分。"}
+                try:
+                    backend.bus.publish_user_event(target_id, user_event("notice", None, text=notice))
+                except StudioError as exc:
+                    log.warning("grant notice to user %s not sent: %s", target_id, exc)
             else:
                 target = accounts.set_disabled(db, name, kind == "disable")
                 if kind == "disable":
@@ -227,11 +240,19 @@ def nodes_table(studio: Studio, lang: str) -> str:
         models = ", ".join(sorted(m.rsplit("/", 1)[-1] for m in caps.models)) if caps else ""
         capability = f"{esc(t('node.types', lang, count=len(caps.classes)))}; {esc(models) or '–'}" if caps else "–"
         rows.append([f"<b>{esc(s.label or s.node_id)}</b><br><small>{esc(s.node_id)}</small>", online, kind,
-                     f"{len(view.reservations)} / {s.slots}", esc(s.queue_remaining), vram, f"{s.speed:.2f}",
+                     f"{len(view.reservations)} / {s.slots}", esc(s.queue_remaining), vram, esc(speed_text(s.speed, lang)),
                      esc(s.loaded_checkpoint or "–"), capability])
     headers = [t(f"col.{k}", lang) for k in ("node", "state", "kind", "slots", "node_queue", "vram", "speed",
                                               "checkpoint", "capabilities")]
     return table(headers, rows, elem_id="nodes-table")
+
+
+def speed_text(speed: float, lang: str) -> str:
+    """The node's measured pace against the workflows' estimates, said plainly:
+    ``speed`` is measured seconds per estimated second (0.5: twice as fast as estimated)."""
+    if speed <= 0:
+        return "–"
+    return t("node.speed", lang, ratio=f"{speed:.2f}", times=f"{1 / speed:.1f}")
 
 
 def users_table(studio: Studio, lang: str) -> str:

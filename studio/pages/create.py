@@ -15,6 +15,7 @@ of its picture whose painted area is transparent (docs/workflows.md, masks).
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Iterable
@@ -27,11 +28,11 @@ from backend import assets, jobs
 from backend.blobs import read_chunks
 from backend.errors import NotFound, StudioError
 from backend.submit import Accepted, NeedsConfirmation, cancel, submit
-from backend.workflows import InputFacts, WorkflowSpec, quote, validate_params
+from backend.workflows import InputFacts, Param, WorkflowSpec, quote, validate_params
 
 from ..context import Studio, fail
 from ..files import file_url
-from ..i18n import lang_of, pick, t
+from ..i18n import error_text, lang_of, pick, t
 from ..layout import header
 from ..progress import Watcher
 from ..render import esc, idle_card, message, price_line
@@ -43,16 +44,21 @@ ACTIVE = ("queued", "dispatched", "submitted", "running")
 
 @dataclass
 class Form:
-    """The components of the chosen workflow's form (built per session by the render)."""
+    """The components of the chosen workflow's form (built per session by the render).
+
+    Every parameter has exactly one control: the beginner ones above the tabs, the
+    others in the Expert tab; the Beginner tab holds the presets, which write their
+    values into those controls. The two tabs are two views of one set of values, and
+    a job is always submitted with every value as the form shows it.
+    """
 
     spec: WorkflowSpec
-    mode: gr.State
     files: dict[str, Any] = field(default_factory=dict)
     stored: dict[str, gr.State] = field(default_factory=dict)
     stored_html: dict[str, gr.HTML] = field(default_factory=dict)
-    beginner: dict[str, Any] = field(default_factory=dict)
+    fields: dict[str, Any] = field(default_factory=dict)
     presets: dict[str, gr.Radio] = field(default_factory=dict)
-    expert: dict[str, Any] = field(default_factory=dict)
+    seeds: dict[str, gr.Button] = field(default_factory=dict)
     price: Any = None
     notice: Any = None
     go: Any = None
@@ -62,8 +68,7 @@ class Form:
     not_now: Any = None
 
     def value_inputs(self) -> set[Any]:
-        return {self.mode, *self.files.values(), *self.stored.values(), *self.beginner.values(),
-                *self.presets.values(), *self.expert.values()}
+        return {*self.files.values(), *self.stored.values(), *self.fields.values(), *self.presets.values()}
 
 
 def selection(workflow: str, lang: str, again: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -71,10 +76,33 @@ def selection(workflow: str, lang: str, again: dict[str, Any] | None = None) -> 
     return {"workflow": workflow, "lang": lang, "again": again, "nonce": uuid.uuid4().hex if again else None}
 
 
+#: The order of the chooser: what most people come for first.
+CATEGORY_ORDER = ("text-to-image", "image-to-image", "photography", "upscale", "text-to-video", "music", "tool")
+
+# Runs in the browser when a workflow is chosen: the form (re-rendered by the server a
+# moment later) is where the user goes next, also on a phone below a row of cards.
+SCROLL_TO_FORM = """(x) => { const f = document.getElementById('form-area');
+  if (f) f.scrollIntoView({behavior: 'smooth', block: 'start'}); return x; }"""
+
+
+def card_order(specs: Iterable[WorkflowSpec]) -> list[WorkflowSpec]:
+    rank = {category: i for i, category in enumerate(CATEGORY_ORDER)}
+    return sorted(specs, key=lambda s: (rank.get(s.category, len(rank)), s.name))
+
+
+def landing_workflow(studio: Studio, user_id: int, specs: list[WorkflowSpec]) -> str:
+    """The workflow the page opens on: the user's most used one, else the first card."""
+    names = {spec.name for spec in specs}
+    for name in jobs.most_used_workflows(studio.backend.db, user_id):
+        if name in names:
+            return name
+    return specs[0].name
+
+
 def build(studio: Studio, demo: gr.Blocks) -> None:
     i18n = studio.i18n
     library = studio.backend.library
-    specs = list(library)
+    specs = card_order(library)
     watcher = Watcher(studio)
     job_state = gr.State(None)  # the job this page shows
     to_watch = gr.State(None)  # set when a job should start being watched
@@ -88,9 +116,8 @@ def build(studio: Studio, demo: gr.Blocks) -> None:
     gr.Markdown(i18n("create.pick"), elem_id="pick-title")
     with gr.Row(equal_height=True, elem_id="cards"):
         cards = []
-        for i, spec in enumerate(specs):
-            with gr.Column(elem_classes=["wf-card"] + (["selected"] if i == 0 else []), min_width=200,
-                           elem_id=f"card-{spec.name}") as card:
+        for spec in specs:
+            with gr.Column(elem_classes=["wf-card"], min_width=160, elem_id=f"card-{spec.name}") as card:
                 image = gr.HTML(_card_image(spec), elem_id=f"card-img-{spec.name}")
                 gr.Markdown(i18n(f"wf.{spec.name}.title"), elem_classes=["wf-title"])
                 gr.Markdown(i18n(f"wf.{spec.name}.description"), elem_classes=["wf-desc"])
@@ -103,7 +130,7 @@ def build(studio: Studio, demo: gr.Blocks) -> None:
                 for spec, _, _, _ in cards]
 
     with gr.Row(equal_height=False):
-        with gr.Column(scale=5, min_width=360, elem_id="form-area"):
+        with gr.Column(scale=5, min_width=320, elem_id="form-area"):
 
             @gr.render(inputs=[sel], triggers=[sel.change], show_progress="hidden")
             def the_form(chosen: dict[str, Any] | None) -> None:
@@ -114,7 +141,7 @@ def build(studio: Studio, demo: gr.Blocks) -> None:
                 form = _build_form(studio, spec, lang, chosen.get("again"))
                 _wire_form(studio, form, key_state, job_state, to_watch, progress, cancel_btn)
 
-        with gr.Column(scale=6, min_width=360):
+        with gr.Column(scale=6, min_width=320):
             progress = gr.HTML(idle_card("en"), elem_id="progress", js_on_load=None)
             cancel_btn = gr.Button(i18n("create.cancel"), variant="stop", visible=False, elem_id="cancel")
 
@@ -124,8 +151,9 @@ def build(studio: Studio, demo: gr.Blocks) -> None:
             if current and current.get("workflow") == name and not current.get("again"):
                 return [gr.skip(), *card_updates(name)]
             return [selection(name, lang_of(request)), *card_updates(name)]
-        use.click(pick_this, [sel], [sel, *card_columns], api_visibility="private", show_progress="hidden")
-        image.click(pick_this, [sel], [sel, *card_columns], api_visibility="private", show_progress="hidden")
+        for clicked in (use, image):
+            clicked.click(pick_this, [sel], [sel, *card_columns], api_visibility="private", show_progress="hidden",
+                          js=SCROLL_TO_FORM)
 
     def on_cancel(job_id: str | None, request: gr.Request) -> str:
         user = studio.user(request)
@@ -141,11 +169,11 @@ def build(studio: Studio, demo: gr.Blocks) -> None:
 
     # Page load: a fresh idempotency key, then the form to show: "draw again"
     # (?again=<job>) refilled with that job, or the workflow of the user's running job
-    # (which is then watched), or the first workflow.
+    # (which is then watched), or the user's most used workflow.
     def on_load(request: gr.Request) -> list[Any]:
         user = studio.user(request)
         lang = lang_of(request)
-        key, watch, chosen = uuid.uuid4().hex, None, specs[0].name
+        key, watch, chosen = uuid.uuid4().hex, None, None
         again_data = None
         again = request.query_params.get("again") if request.query_params else None
         if again:
@@ -160,10 +188,11 @@ def build(studio: Studio, demo: gr.Blocks) -> None:
             active = [j for j in jobs.list_for_user(studio.backend.db, user.id, limit=20) if j.state in ACTIVE]
             if active and active[0].workflow in library:
                 watch, chosen = active[0].id, active[0].workflow
+        chosen = chosen or landing_workflow(studio, user.id, specs)
         return [key, idle_card(lang), watch, watch, selection(chosen, lang, again_data), *card_updates(chosen)]
 
     demo.load(on_load, None, [key_state, progress, job_state, to_watch, sel, *card_columns],
-              api_visibility="private")
+              api_visibility="private", show_progress="hidden")
     # Watching is its own event, started whenever a job is to be watched: the Create
     # click returns at once (its button is usable again), and a newer watch replaces
     # the running one ("multiple": the old generator notices and ends).
@@ -200,9 +229,18 @@ def _build_form(studio: Studio, spec: WorkflowSpec, lang: str, again: dict[str, 
         param = spec.param(name)
         return form_value(param, params[name]) if param is not None and name in params else DEFAULT
 
+    def add_field(param: Param) -> None:
+        if param.type != "seed":
+            form.fields[param.name] = make_field(spec, param, i18n, elem_id=f"p-{param.name}", value=value_of(param.name))
+            return
+        with gr.Row(equal_height=True, elem_classes=["seed-row"]):
+            form.fields[param.name] = make_field(spec, param, i18n, elem_id=f"p-{param.name}", value=value_of(param.name))
+            form.seeds[param.name] = gr.Button(i18n("create.new_seed"), size="sm", scale=1, min_width=120,
+                                               elem_id=f"new-{param.name}")
+
     with gr.Column(elem_id=f"form-{spec.name}", elem_classes=["studio-form"]):
         gr.Markdown(i18n(f"wf.{spec.name}.title"), elem_classes=["form-title"])
-        form = Form(spec=spec, mode=gr.State(mode))
+        form = Form(spec=spec)
         for param in spec.file_params:
             stored_id = inputs.get(param.name)
             form.files[param.name] = file_field(spec, param, i18n, elem_id=f"in-{param.name}")
@@ -210,21 +248,23 @@ def _build_form(studio: Studio, spec: WorkflowSpec, lang: str, again: dict[str, 
             form.stored_html[param.name] = gr.HTML(_stored_html(stored_id, lang, param.name, mask=param.type == "mask"),
                                                    js_on_load=None,
                                                    elem_id=f"stored-html-{param.name}")
+        for param in spec.params:
+            if param.beginner and param.name not in file_names:
+                add_field(param)
+        expert_only = [p for p in spec.params if not p.beginner and p.name not in file_names]
         with gr.Tabs(selected=mode, elem_id="mode-tabs"):
-            with gr.Tab(i18n("create.beginner"), id="beginner", elem_id="tab-beginner") as beginner_tab:
+            with gr.Tab(i18n("create.beginner"), id="beginner", elem_id="tab-beginner"):
                 for preset in spec.presets:
                     form.presets[preset.name] = preset_field(spec, preset, i18n, elem_id=f"preset-{preset.name}",
                                                              lang=lang, value=params.get(preset.name, DEFAULT))
-                for param in spec.params:
-                    if param.beginner and param.name not in file_names:
-                        form.beginner[param.name] = make_field(spec, param, i18n, elem_id=f"b-{param.name}",
-                                                               value=value_of(param.name))
-            with gr.Tab(i18n("create.expert"), id="expert", elem_id="tab-expert") as expert_tab:
-                for param in spec.params:
-                    if param.name not in file_names:
-                        form.expert[param.name] = make_field(spec, param, i18n, elem_id=f"e-{param.name}",
-                                                             value=value_of(param.name))
-        form.price = gr.HTML(_initial_price(studio, form, lang, params, inputs, mode), elem_id="price-line",
+                if not spec.presets:
+                    gr.Markdown(i18n("create.no_presets"), elem_classes=["hint"])
+            with gr.Tab(i18n("create.expert"), id="expert", elem_id="tab-expert"):
+                for param in expert_only:
+                    add_field(param)
+                if not expert_only:
+                    gr.Markdown(i18n("create.no_expert"), elem_classes=["hint"])
+        form.price = gr.HTML(_initial_price(studio, form, lang, params, inputs), elem_id="price-line",
                              js_on_load=None)
         form.notice = gr.HTML("", elem_id="notice", js_on_load=None)
         with gr.Column(visible=False, elem_id="confirm", elem_classes=["confirm-box"]) as confirm:
@@ -234,13 +274,10 @@ def _build_form(studio: Studio, spec: WorkflowSpec, lang: str, again: dict[str, 
                 form.not_now = gr.Button(i18n("create.never_mind"), elem_id="not-now")
         form.confirm = confirm
         form.go = gr.Button(i18n("create.go"), variant="primary", size="lg", elem_id="go")
-    beginner_tab.select(lambda: "beginner", None, form.mode, api_visibility="private", show_progress="hidden")
-    expert_tab.select(lambda: "expert", None, form.mode, api_visibility="private", show_progress="hidden")
     return form
 
 
-def _initial_price(studio: Studio, form: Form, lang: str, params: dict[str, Any], inputs: dict[str, str],
-                   mode: str) -> str:
+def _initial_price(studio: Studio, form: Form, lang: str, params: dict[str, Any], inputs: dict[str, str]) -> str:
     """The price line of a freshly built form (its fields' change events have not fired)."""
     spec = form.spec
     ids = {p.name: inputs.get(p.name) for p in spec.file_params}
@@ -254,30 +291,32 @@ def _initial_price(studio: Studio, form: Form, lang: str, params: dict[str, Any]
         except NotFound:
             return price_line(lang, hint=t("create.need_input", lang, label=spec.param(name).label.get(lang)))  # type: ignore[union-attr]
         facts[name] = InputFacts(width=record.width or 0, height=record.height or 0, seconds=record.seconds or 0.0)
-    expert = mode == "expert"
-    if params:
-        raw = {k: v for k, v in params.items() if expert or k in form.beginner or k in form.presets}
-        raw.update({k: v for k, v in ids.items() if v})
-    else:
-        values = {name: _default(spec, name) for name in (form.expert if expert else form.beginner)}
-        presets = {p.name: p.default for p in spec.presets}
-        raw = collect(spec, expert=expert, values=values, presets=presets, files=ids)
-    return _price(spec, raw, expert, facts, lang)
+    values = {name: params.get(name, _default(spec, name)) for name in form.fields}
+    presets = {p.name: params.get(p.name, p.default) for p in spec.presets}
+    return _price(spec, collect(spec, values=values, presets=presets, files=ids), facts, lang)
 
 
 def _default(spec: WorkflowSpec, name: str) -> Any:
     param = spec.param(name)
-    return None if param is None else (param.default if param.default is not None else None)
+    return None if param is None else param.default
 
 
-def _price(spec: WorkflowSpec, raw: dict[str, Any], expert: bool, facts: dict[str, InputFacts], lang: str) -> str:
+def _price(spec: WorkflowSpec, raw: dict[str, Any], facts: dict[str, InputFacts], lang: str) -> str:
+    """The price of what the form holds. A required text still empty does not hide the
+    price (no formula reads text); it is a hint, not an error, until Create is pressed."""
+    blank = [p for p in spec.params if p.required and p.type in ("string", "text") and not str(raw.get(p.name) or "").strip()]
     try:
-        values = validate_params(spec, raw, expert=expert)
+        values = validate_params(spec, {**raw, **{p.name: PRICE_PLACEHOLDER for p in blank}}, expert=True)
         priced = quote(spec, values, facts)
     except StudioError as exc:
-        return price_line(lang, error=exc.text(lang))
+        return price_line(lang, error=error_text(exc, lang))
     warn = priced.rejection.get(lang) if priced.rejection is not None else ""
-    return price_line(lang, cost=priced.cost, seconds=priced.seconds, warn=warn)
+    hint = t("create.need_text", lang, label=blank[0].label.get(lang)) if blank else ""
+    return price_line(lang, cost=priced.cost, seconds=priced.seconds, warn=warn, hint=hint)
+
+
+#: Stands in for a required text the creator has not written yet, only to price the job.
+PRICE_PLACEHOLDER = "-"
 
 
 def _wire_form(studio: Studio, form: Form, key_state: gr.State, job_state: gr.State, to_watch: gr.State,
@@ -350,12 +389,10 @@ def _wire_form(studio: Studio, form: Form, key_state: gr.State, job_state: gr.St
                 facts[name] = InputFacts(width=record.width or 0, height=record.height or 0, seconds=record.seconds or 0.0)
         return ids, facts
 
-    def raw_params(data: dict[Any, Any], ids: dict[str, str | None]) -> tuple[dict[str, Any], bool]:
-        expert = data[form.mode] == "expert"
-        fields = form.expert if expert else form.beginner
-        values = {name: data[c] for name, c in fields.items()}
+    def raw_params(data: dict[Any, Any], ids: dict[str, str | None]) -> dict[str, Any]:
+        values = {name: data[c] for name, c in form.fields.items()}
         presets = {name: data[c] for name, c in form.presets.items()}
-        return collect(spec, expert=expert, values=values, presets=presets, files=ids), expert
+        return collect(spec, values=values, presets=presets, files=ids)
 
     def price(data: dict[Any, Any], request: gr.Request) -> str:
         studio.user(request)
@@ -367,8 +404,7 @@ def _wire_form(studio: Studio, form: Form, key_state: gr.State, job_state: gr.St
         missing = [p for p in spec.file_params if not ids.get(p.name)]
         if missing:
             return price_line(lang, hint=t("create.need_input", lang, label=missing[0].label.get(lang)))
-        raw, expert = raw_params(data, ids)
-        return _price(spec, raw, expert, facts, lang)
+        return _price(spec, raw_params(data, ids), facts, lang)
 
     for name, upload in form.files.items():
         param = spec.param(name)
@@ -378,19 +414,22 @@ def _wire_form(studio: Studio, form: Form, key_state: gr.State, job_state: gr.St
         outputs = [form.stored[name], form.stored_html[name]]
         if name in masks_of:
             outputs += [form.files[masks_of[name]], form.stored[masks_of[name]], form.stored_html[masks_of[name]]]
-        upload.upload(uploaded[name], [upload], outputs, api_visibility="private", show_progress="minimal").then(
+        upload.upload(uploaded[name], [upload], outputs, api_visibility="private", show_progress="hidden").then(
             price, form.value_inputs(), form.price, api_visibility="private", show_progress="hidden")
-        upload.clear(lambda: (None, ""), None, [form.stored[name], form.stored_html[name]], api_visibility="private").then(
+        upload.clear(lambda: (None, ""), None, [form.stored[name], form.stored_html[name]], api_visibility="private",
+                     show_progress="hidden").then(
             price, form.value_inputs(), form.price, api_visibility="private", show_progress="hidden")
 
-    triggers = [c.change for c in (*form.beginner.values(), *form.presets.values(), *form.expert.values(),
-                                    *form.stored.values())]
-    triggers += [form.mode.change]
+    triggers = [c.change for c in (*form.fields.values(), *form.presets.values(), *form.stored.values())]
     for name, editor in form.files.items():
         if (spec.param(name) or form).type == "mask":  # type: ignore[union-attr]
             triggers += [editor.change, editor.input, editor.apply]
     gr.on(triggers, price, form.value_inputs(), form.price, api_visibility="private", show_progress="hidden",
           trigger_mode="always_last")
+    _wire_presets(form)
+    for name, button in form.seeds.items():
+        # "New seed": -1 asks for a random seed when the job is created (it records the one used).
+        button.click(None, None, form.fields[name], js="() => -1", api_visibility="private", show_progress="hidden")
 
     start_outputs = [job_state, to_watch, key_state, form.confirm, form.confirm_msg, form.notice, progress, cancel_btn]
 
@@ -403,8 +442,8 @@ def _wire_form(studio: Studio, form: Form, key_state: gr.State, job_state: gr.St
             ids, _ = files_and_facts(data, user.id)
         except StudioError as exc:
             return {form.notice: message("error", exc.text(lang)), form.confirm: hidden, to_watch: None}
-        raw, expert = raw_params(data, ids)
-        result = submit(studio.backend, user.id, spec.name, raw, idempotency_key=key, expert=expert,
+        # Every value as the form shows it: presets already wrote theirs into the fields.
+        result = submit(studio.backend, user.id, spec.name, raw_params(data, ids), idempotency_key=key, expert=True,
                         queue_if_busy=queue_if_busy, on_queued=studio.wake)
         if isinstance(result, Accepted):
             return {job_state: result.job.id, to_watch: result.job.id, key_state: uuid.uuid4().hex,
@@ -412,8 +451,8 @@ def _wire_form(studio: Studio, form: Form, key_state: gr.State, job_state: gr.St
         if isinstance(result, NeedsConfirmation):
             return {form.confirm: gr.update(visible=True), to_watch: None, form.notice: "",
                     form.confirm_msg: message("warn", pick(result.message, lang), elem_id="busy-message")}
-        return {form.notice: message("error", pick(result.message, lang), elem_id="rejection"), form.confirm: hidden,
-                to_watch: None}
+        return {form.notice: message("error", error_text(result.error, lang), elem_id="rejection"),
+                form.confirm: hidden, to_watch: None}
 
     def create(data: dict[Any, Any], request: gr.Request) -> dict[Any, Any]:
         return start(data, request, queue_if_busy=False)
@@ -422,10 +461,38 @@ def _wire_form(studio: Studio, form: Form, key_state: gr.State, job_state: gr.St
         return start(data, request, queue_if_busy=True)
 
     # The form exists per session, so its events are not a stable public API: private.
+    # The progress card is the one progress indicator: Gradio's overlay stays hidden.
     inputs = form.value_inputs() | {key_state}
     for button, fn in ((form.go, create), (form.queue_anyway, create_confirmed)):
-        button.click(fn, inputs, start_outputs, api_visibility="private", show_progress="minimal")
-    form.not_now.click(lambda: gr.update(visible=False), None, form.confirm, api_visibility="private")
+        button.click(fn, inputs, start_outputs, api_visibility="private", show_progress="hidden")
+    form.not_now.click(lambda: gr.update(visible=False), None, form.confirm, api_visibility="private",
+                       show_progress="hidden")
+
+
+def _wire_presets(form: Form) -> None:
+    """Presets and the fields they set, kept in step in the browser (no round trip, so a
+    Create click right after a choice already sends the chosen values):
+
+    - choosing an option writes its values into the fields (a value the option does not
+      set goes back to the default, as the backend applies a preset over the defaults);
+    - changing such a field by hand so it no longer matches clears the preset's choice,
+      so the Beginner view never claims "Square" for a 600x512 picture.
+    """
+    spec = form.spec
+    for preset in spec.presets:
+        radio = form.presets[preset.name]
+        names = sorted({name for option in preset.options for name in option.values if name in form.fields})
+        if not names:
+            continue
+        table = {option.name: {n: option.values.get(n, _default(spec, n)) for n in names} for option in preset.options}
+        targets = [form.fields[n] for n in names]
+        apply_js = (f"(choice, ...current) => {{ const v = {json.dumps(table)}[choice];"
+                    f" return v ? {json.dumps(names)}.map(n => v[n]) : current; }}")
+        radio.input(None, [radio, *targets], targets, js=apply_js, api_visibility="private", show_progress="hidden")
+        for n, target in zip(names, targets):
+            keep_js = (f"(value, choice) => {{ const v = {json.dumps(table)}[choice];"
+                       f" return v && v[{json.dumps(n)}] !== value ? null : choice; }}")
+            target.input(None, [target, radio], radio, js=keep_js, api_visibility="private", show_progress="hidden")
 
 
 def _beginner_reproduces(spec: WorkflowSpec, params: dict[str, Any], files: Iterable[str]) -> bool:

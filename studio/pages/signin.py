@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from backend.errors import AuthError, RateLimited, StudioError
 
-from .. import app_settings
+from .. import app_settings, preferences
 from ..auth import SESSION_COOKIE, SESSION_DAYS, sign_in, sign_up
 from ..context import Studio
 from ..i18n import LANG_COOKIE, from_headers, normalize
@@ -161,7 +161,10 @@ def add_signin_routes(app: fastapi.FastAPI, studio: Studio, *, lang_default: str
         return response
 
     @app.get("/lang/{code}")
-    def set_lang(code: str, next: str = "") -> RedirectResponse:
+    def set_lang(request: fastapi.Request, code: str, next: str = "") -> RedirectResponse:
         response = RedirectResponse(safe_next(next), status_code=303)
         response.set_cookie(LANG_COOKIE, normalize(code), max_age=365 * 86400, samesite="lax", path="/")
+        user = studio.sessions.resolve(request.cookies.get(SESSION_COOKIE))
+        if user is not None:  # the choice follows the account to other browsers
+            preferences.set_lang(db, user.id, code)
         return response

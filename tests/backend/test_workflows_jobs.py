@@ -69,6 +69,7 @@ def test_random_seed_is_resolved_and_recorded(txt: WorkflowSpec) -> None:
     [
         ({}, False, "prompt", r"Prompt \(prompt\) is required"),
         ({"prompt": ""}, False, "prompt", "is required"),
+        ({"prompt": " \n\t "}, False, "prompt", "is required"),  # blanks say nothing
         ({"prompt": "x", "steps": 30}, False, "steps", "expert setting; switch to expert mode"),
         ({"prompt": "x", "colour": "red"}, True, "colour", "has no parameter 'colour'"),
         ({"prompt": "x", "steps": 0}, True, "steps", r"Steps \(steps\) must be between 1 and 60, not 0"),

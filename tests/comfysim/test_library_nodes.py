@@ -7,6 +7,7 @@ import io
 import math
 
 import numpy as np
+import pytest
 import requests
 from PIL import Image
 
@@ -128,6 +129,26 @@ def test_ltx_video_template_writes_an_animated_webp(demo_sim, ws_factory):
     saved = _executed(messages, "11")["images"][0]
     clip = Image.open(io.BytesIO(requests.get(f"{demo_sim.url}/view", params=saved, timeout=WAIT).content))
     assert clip.size == (128, 96) and clip.n_frames == 17  # (17 - 1) / 8 + 1 latent frames decode to 17
+
+
+def test_create_video_and_save_video_write_an_mp4_a_browser_plays(demo_sim, ws_factory):
+    av = pytest.importorskip("av")
+    prompt = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 96, "height": 64, "batch_size": 12, "color": 0x3366CC}},
+        "2": {"class_type": "CreateVideo", "inputs": {"images": ["1", 0], "fps": 12.0}},
+        "3": {"class_type": "SaveVideo", "inputs": {"video": ["2", 0], "filename_prefix": "video/clip", "format": "auto",
+                                                    "codec": "auto"}},
+    }
+    output = _executed(_run(demo_sim, ws_factory(demo_sim.url), prompt), "3")
+    assert output == {"images": [{"filename": "clip_00001_.mp4", "subfolder": "video", "type": "output"}],
+                      "animated": [True]}  # ui.PreviewVideo
+    data = requests.get(f"{demo_sim.url}/view", params=output["images"][0], timeout=WAIT).content
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.video[0]
+        frames = list(container.decode(stream))
+        assert stream.codec_context.name == "h264" and stream.average_rate == 12
+        assert (frames[0].width, frames[0].height, len(frames)) == (96, 64, 12)
+        assert "prompt" in container.metadata  # the graph rides along, as in ComfyUI's own files
 
 
 def test_ace_step_template_writes_a_song_of_the_asked_length(demo_sim, ws_factory):

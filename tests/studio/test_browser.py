@@ -3,6 +3,14 @@
 ComfyUI node. Failures and holds are switched on in the simulator over HTTP
 (``/sim/faults``); nothing of ours is replaced.
 
+The suite uses the studio as a person does: every workflow of the library is opened,
+one control of each kind it has (slider, number box, dropdown, preset radio, text box,
+seed, picture upload, drawn mask) is changed through the page, the job is created, and
+the parameters the *database* stored for it are compared with what was set; each
+result is checked in the element for its kind (a loaded ``<img>``, an ``<audio>`` or
+``<video>`` with a duration). Both languages are checked on every form from a browser
+of the other locale.
+
 Waits are bounded and check regular expressions. Screenshots of the main pages are taken
 once every ``<img>`` on the page has loaded, into a temporary folder; to refresh the ones
 in the docs run ``STUDIO_SCREENSHOTS=docs/screenshots make test ARGS="tests/studio -m browser"``.
@@ -23,6 +31,11 @@ import pytest
 import requests
 from PIL import Image
 
+from backend import jobs
+from backend.db import Database
+from backend.workflows import Library, Param, WorkflowSpec
+from studio.i18n import t
+from studio.widgets import MAX_SLIDER_SPAN
 from tests.e2e.stack import png_bytes
 
 from .conftest import ADMIN_NAME, ADMIN_PASSWORD, StudioServer
@@ -49,7 +62,7 @@ WATCH_CARD = """() => {
     if (!card) return;
     const preview = card.querySelector('.shot.preview img');
     window.__cards.push({state: card.dataset.state, job: card.dataset.job, text: card.innerText,
-                         preview: preview ? preview.getAttribute('src') : null});
+                         fraction: card.dataset.fraction, preview: preview ? preview.getAttribute('src') : null});
   };
   new MutationObserver(seen).observe(document.querySelector('#progress'), {subtree: true, childList: true,
                                                                           characterData: true, attributes: true});
@@ -106,7 +119,7 @@ def choose(page, workflow: str) -> None:  # type: ignore[no-untyped-def]
 
 def fill_prompt(page, text: str, price: str = r"Price: \d+ credits") -> None:  # type: ignore[no-untyped-def]
     choose(page, "txt2img-sd15")
-    page.locator("#b-prompt textarea").fill(text)
+    page.locator("#p-prompt textarea").fill(text)
     expect(page.locator("#price-line")).to_contain_text(re.compile(price), timeout=WAIT)
 
 
@@ -184,46 +197,256 @@ def draw_stroke(page, selector: str) -> None:  # type: ignore[no-untyped-def]
     page.mouse.up()
 
 
-def test_sign_up_create_watch_progress_see_the_image_and_the_debit_then_draw_again(browser, studio_server) -> None:
+# ---- driving the form as a person does ----------------------------------------------
+
+def control_kind(param: Param) -> str:
+    """Which control the form shows for a parameter (studio/widgets.py)."""
+    if param.type == "seed":
+        return "seed"
+    if param.type in ("int", "float"):
+        small = param.min is not None and param.max is not None and param.max - param.min <= MAX_SLIDER_SPAN
+        return "slider" if small else "number"
+    return {"choice": "dropdown", "bool": "checkbox", "string": "textbox", "text": "textbox"}.get(param.type, param.type)
+
+
+def changed_value(param: Param) -> object:
+    """A valid value other than the default, small enough for a quick job."""
+    if param.type == "seed":
+        return 4242
+    if param.type in ("int", "float"):
+        step = param.step or (1 if param.type == "int" else 0.01)
+        low = param.min if param.min is not None else 0
+        value = low + step if low + step != param.default else low + 2 * step
+        return int(value) if param.type == "int" else round(value, 6)
+    if param.type == "choice":
+        options = list(param.options)
+        return options[(options.index(param.default) + 1) % len(options)]
+    return f"a test of {param.name}"
+
+
+def set_control(page, param: Param, value: object) -> None:  # type: ignore[no-untyped-def]
+    box = page.locator(f"#p-{param.name}")
+    box.scroll_into_view_if_needed()
+    kind = control_kind(param)
+    if kind in ("slider", "number", "seed"):
+        field = box.locator("input[type=number]").first
+        field.fill(str(value))
+        field.press("Tab")
+    elif kind == "dropdown":
+        box.locator("input").first.click()
+        page.get_by_role("option", name=str(value), exact=True).click()
+    elif kind == "checkbox":
+        box.locator("input[type=checkbox]").set_checked(bool(value))
+    else:
+        box.locator("textarea, input").first.fill(str(value))
+
+
+def open_tab(page, tab: str) -> None:  # type: ignore[no-untyped-def]
+    page.locator("#mode-tabs").get_by_role("tab", name=tab).click()
+
+
+def show(page, param: Param) -> None:  # type: ignore[no-untyped-def]
+    """Expert fields sit in the Expert tab; beginner ones are always visible."""
+    if not param.beginner:
+        open_tab(page, "Expert")
+
+
+def upload_inputs(page, spec: WorkflowSpec, folder: Path) -> None:  # type: ignore[no-untyped-def]
+    for i, param in enumerate(p for p in spec.file_params if p.type == "image"):
+        picture = folder / f"{spec.name}-{param.name}.png"
+        picture.write_bytes(png_bytes(576, 576, (40 + 60 * i, 140, 200)))  # room for the default crop
+        page.locator(f"#in-{param.name} input[type=file]").set_input_files(str(picture))
+        expect(page.locator("#price-line")).not_to_contain_text(f"Upload {param.label.en} ", timeout=WAIT)
+    for param in (p for p in spec.file_params if p.type == "mask"):
+        expect(page.locator(f"#in-{param.name} canvas").first).to_be_visible(timeout=WAIT)
+        page.wait_for_timeout(300)
+        draw_stroke(page, f"#in-{param.name}")
+
+
+def loaded(page, kind: str) -> float:  # type: ignore[no-untyped-def]
+    """Waits until the result is shown by the element for its kind and has loaded; returns
+    the picture's natural width or the player's duration."""
+    selector = {"image": "#shots .output img", "audio": "#shots .output audio", "video": "#shots .output video"}[kind]
+    expect(page.locator(selector).first).to_be_attached(timeout=WAIT)
+    measure = {"image": "e.complete && e.naturalWidth", "audio": "e.duration", "video": "e.videoWidth && e.duration"}[kind]
+    return page.wait_for_function(
+        f"s => {{ const e = document.querySelector(s); const v = e && ({measure}); return v > 0 && isFinite(v) ? v : null; }}",
+        arg=selector, timeout=JOB_WAIT).json_value()
+
+
+def disabled_controls(page) -> list[str]:  # type: ignore[no-untyped-def]
+    return page.evaluate("""() => Array.from(document.querySelectorAll(
+        '[id^=p-] input, [id^=p-] textarea, [id^=preset-] input, #go, [id^=new-]'))
+        .filter(e => e.disabled).map(e => e.closest('[id]').id)""")
+
+
+@pytest.fixture(scope="module")
+def stored(studio_server: StudioServer) -> Iterator[Database]:
+    """The studio's own database, read as the truth of what a job was given."""
+    db = Database(f"sqlite:///{(studio_server.data_dir / 'studio.db').resolve()}")
+    yield db
+    db.engine.dispose()
+
+
+def test_every_control_of_every_workflow_reaches_the_job_and_every_result_plays(
+        browser, studio_server, library: Library, stored: Database, tmp_path: Path) -> None:
+    page = new_page(browser)
+    name = unique("tour")
+    sign_up(page, studio_server, name)
+    expect(page.locator("#form-txt2img-sd15")).to_be_visible(timeout=WAIT)  # the landing workflow
+    admin = new_page(browser)  # enough credits for the tour, through the admin page
+    sign_in(admin, studio_server, ADMIN_NAME, ADMIN_PASSWORD)
+    admin.goto(studio_server.url + "/studio/admin")
+    admin.get_by_role("tab", name="Users").click()
+    admin.locator("#admin-user textarea, #admin-user input").first.fill(name)
+    admin.locator("#admin-credits input").fill("900")
+    admin.click("#admin-grant")
+    expect(page.locator("#balance")).to_contain_text("1000 credits", timeout=WAIT)  # no reload: the header follows
+    kinds_seen: dict[str, set[str]] = {}
+    for spec in library:
+        choose(page, spec.name)
+        assert disabled_controls(page) == [], spec.name
+        upload_inputs(page, spec, tmp_path)
+        expected: dict[str, object] = {}
+        by_preset = {n for preset in spec.presets for option in preset.options for n in option.values}
+        for preset in spec.presets:  # a beginner's choice, e.g. "Widescreen"
+            option = next(o for o in preset.options if o.name != preset.default)
+            open_tab(page, "Beginner")
+            page.locator(f"#preset-{preset.name}").get_by_label(option.label.en, exact=True).check()
+            expected[preset.name] = option.name
+            expected.update(option.values)
+            kinds_seen.setdefault("radio", set()).add(spec.name)
+        for param in spec.params:
+            kind = control_kind(param)
+            if param.type in ("image", "mask") or param.name in by_preset or kind in kinds_seen.get(spec.name, set()):
+                continue
+            kinds_seen.setdefault(spec.name, set()).add(kind)
+            kinds_seen.setdefault(kind, set()).add(spec.name)
+            show(page, param)
+            expected[param.name] = changed_value(param)
+            set_control(page, param, expected[param.name])
+        for param in spec.params:  # a required text must be written
+            if param.required and param.type in ("text", "string") and param.name not in expected:
+                expected[param.name] = "a test"
+                show(page, param)
+                set_control(page, param, "a test")
+        expect(page.locator("#price-line")).to_contain_text(re.compile(r"Price: \d+ credits"), timeout=WAIT)
+        expect(page.locator("#price-line .msg"), f"{spec.name}: {page.locator('#price-line').inner_text()}").to_have_count(0)  # no guard, no error
+        job = create(page)
+        wait_state(page, job, "succeeded")
+        for output in spec.outputs:
+            assert loaded(page, output.kind) > 0, (spec.name, output.kind)
+            kinds_seen.setdefault("output-" + output.kind, set()).add(spec.name)
+        params = jobs.get(stored, job).params
+        for key, value in expected.items():
+            assert params[key] == pytest.approx(value) if isinstance(value, float) else params[key] == value, \
+                (spec.name, key, params[key], value)
+    # Every kind of control and result the library has was used at least once.
+    assert {"slider", "number", "dropdown", "radio", "textbox", "seed"} <= set(kinds_seen), kinds_seen.keys()
+    assert {"output-image", "output-audio", "output-video"} <= set(kinds_seen)
+
+    page.click("#nav-history")  # the right element per kind in History too
+    expect(page.locator("#history-table")).to_be_visible(timeout=WAIT)
+    for kind in ("img", "audio", "video"):
+        expect(page.locator(f"#history-table .thumbs {kind}").first).to_be_attached(timeout=WAIT)
+    assert page.locator("#history-table .thumbs img[src*='.flac'], #history-table .thumbs img.audio").count() == 0
+    page.wait_for_function("() => Array.from(document.querySelectorAll('#history-table audio')).every(a => a.duration > 0)",
+                           timeout=WAIT)
+    page.click("#nav-account")  # what each ledger row was for
+    expect(page.locator("#ledger-table")).to_contain_text("Make music (ACE-Step) · job", timeout=WAIT)
+    expect(page.locator("#ledger-table")).to_contain_text("Welcome credits")
+    expect(page.locator("#ledger-table")).to_contain_text(f"From {ADMIN_NAME}")
+
+
+def test_create_watch_progress_beginner_and_expert_are_one_form_then_draw_again_with_a_new_seed(
+        browser, studio_server, stored: Database) -> None:
     page = new_page(browser)
     page.goto(studio_server.url + "/studio/")
     expect(page.locator("#signin")).to_be_visible(timeout=WAIT)
     shot(page, "signin.png")
     sign_up(page, studio_server, unique("creator"))
     expect(page.locator("#balance")).to_contain_text("100 credits")
-    fill_prompt(page, "a lighthouse at sunset")
-    expect(page.locator("#tab-beginner-button, [role=tab][aria-selected=true]").first).to_contain_text("Beginner")
+    choose(page, "txt2img-sd15")
+    # Before typing: the price and a hint, no red "required" (and never the field key).
+    expect(page.locator("#price-line")).to_contain_text(re.compile(r"Price: 2 credits.*Fill in “Prompt”", re.S))
+    expect(page.locator("#form-error, #notice .msg")).to_have_count(0)
+    page.locator("#p-prompt textarea").fill("   ")
+    page.click("#go")  # blanks are no prompt: refused, not charged
+    expect(page.locator("#rejection")).to_have_text("Prompt is required", timeout=WAIT)
+    expect(page.locator("#balance")).to_contain_text("100 credits")
+    page.locator("#p-prompt textarea").fill("a lighthouse at sunset")
+    page.locator("#preset-aspect").get_by_label("Widescreen 16:9", exact=True).check()
+    open_tab(page, "Expert")  # the same values, seen in full: nothing typed is lost
+    expect(page.locator("#p-prompt textarea")).to_have_value("a lighthouse at sunset")
+    expect(page.locator("#p-width input[type=number]")).to_have_value("912")
+    expect(page.locator("#price-line")).to_contain_text(re.compile(r"Price: 4 credits"), timeout=WAIT)
+    expect(page.locator("#price-line .msg")).to_have_count(0)
+    page.locator("#p-width input[type=number]").fill("512")
+    page.locator("#p-width input[type=number]").press("Tab")
+    open_tab(page, "Beginner")  # 512x512 is no longer "Widescreen": the choice is cleared
+    expect(page.locator("#preset-aspect input:checked")).to_have_count(0)
     page.evaluate(WATCH_CARD)
     job = create(page)
     wait_state(page, job, "succeeded")
     first = output_src(page)
     expect(page.locator("#balance")).to_contain_text("98 credits", timeout=WAIT)  # the debit, shown at once
-    expect(page.locator("#progress-meta")).to_contain_text("2 credits")
-    seen = page.evaluate("window.__cards")
-    texts = "\n".join(c["text"] for c in seen if c["job"] == job)
-    assert re.search(r"step \d+/\d+", texts), texts  # the step count
-    assert re.search(r"about \d+ s left", texts), texts  # the ETA
-    assert re.search(r"Sampling|Painting|Decoding|Loading|Encoding", texts, re.IGNORECASE), texts  # a stage alias
-    assert any(c["preview"] for c in seen if c["job"] == job), "no preview was shown"
+    seen = [c for c in page.evaluate("window.__cards") if c["job"] == job]
+    running = [c for c in seen if c["state"] == "running"]
+    fractions = [float(c["fraction"]) for c in seen]
+    assert fractions == sorted(fractions), fractions  # the bar never goes back
+    sampling = [(c["text"], float(c["fraction"])) for c in running if re.search(r"Painting.*step \d+/\d+", c["text"], re.S)]
+    assert sampling, [c["text"] for c in running]
+    steps = [(int(m.group(1)), int(m.group(2)), f) for text, f in sampling
+             if (m := re.search(r"step (\d+)/(\d+)", text))]
+    early = [f for value, total, f in steps if value <= total / 4]
+    late = [f for value, total, f in steps if value >= total * 3 / 4]
+    assert early and max(early) < 0.45 and late and min(late) > 0.6, steps  # sampling is most of the bar
+    assert any(re.search(r"about \d+ s left", c["text"]) for c in running), [c["text"] for c in running]
+    assert any(c["preview"] for c in seen), "no preview was shown"
+    assert jobs.get(stored, job).params["width"] == 512  # the hand-set value, not the preset's
     shot(page, "create.png")
 
     page.click("#nav-history")
-    expect(page.locator("#history-table")).to_contain_text("Done", timeout=WAIT)
+    expect(page.locator("#history-table")).to_contain_text("a lighthouse at sunset", timeout=WAIT)  # the prompt
     shot(page, "history.png")
-    page.locator(f"#again-{job}").click()
+    page.locator(f"#open-{job}").click()  # the job view: prompt, parameters, full-size result
+    expect(page.locator("#job-prompt")).to_have_text("a lighthouse at sunset", timeout=WAIT)
+    expect(page.locator("#job-params")).to_contain_text("Sampler")
+    images_loaded(page)
+    page.locator(f"#job-{job} #again-{job}").click()
     expect(page.locator("#form-txt2img-sd15")).to_be_visible(timeout=WAIT)
-    expect(page.locator("#b-prompt textarea")).to_have_value("a lighthouse at sunset", timeout=WAIT)
-    seed = page.locator("#b-seed input").input_value()
-    assert int(seed) >= 0  # the seed the job ran with, not "-1 = random"
-    expect(page.locator("#price-line")).to_contain_text(re.compile(r"Price: 2 credits"), timeout=WAIT)
+    expect(page.locator("#p-prompt textarea")).to_have_value("a lighthouse at sunset", timeout=WAIT)
+    seed = int(page.locator("#p-seed input").input_value())
+    assert seed >= 0  # the seed the job ran with, not "-1 = random"
     again = create(page)
     wait_state(page, again, "succeeded")
     second = output_src(page)
     assert second != first and pixels(page, second) == pixels(page, first)  # same parameters and seed: same picture
-    expect(page.locator("#balance")).to_contain_text("96 credits", timeout=WAIT)
+    page.click("#new-seed")  # draw again, but different
+    expect(page.locator("#p-seed input")).to_have_value("-1")
+    varied = create(page)
+    wait_state(page, varied, "succeeded")
+    assert jobs.get(stored, varied).params["seed"] != seed
+    assert pixels(page, output_src(page)) != pixels(page, first)
+    expect(page.locator("#balance")).to_contain_text("94 credits", timeout=WAIT)  # three jobs of 2
+    page.goto(studio_server.url + "/studio/")  # the page opens on what this user makes most
+    expect(page.locator("#form-txt2img-sd15")).to_be_visible(timeout=WAIT)
 
 
-def test_all_nodes_busy_asks_then_queues_and_a_queued_job_can_be_cancelled(browser, studio_server) -> None:
+def test_use_this_workflow_brings_the_form_into_view_on_a_phone(browser, studio_server) -> None:
+    context = browser.new_context(locale="en-US", viewport={"width": 390, "height": 844}, is_mobile=True)
+    page = context.new_page()
+    sign_up(page, studio_server, unique("phone"))
+    expect(page.locator("#form-txt2img-sd15")).to_be_visible(timeout=WAIT)
+    form_top = page.locator("#form-area").bounding_box()["y"]
+    assert form_top < 2 * 844, form_top  # one row of cards, not 19, above the form
+    page.locator("#use-music-ace-step").scroll_into_view_if_needed()
+    page.click("#use-music-ace-step")
+    expect(page.locator("#form-music-ace-step")).to_be_in_viewport(timeout=WAIT)
+    context.close()
+
+
+def test_all_nodes_busy_asks_then_queues_shows_the_place_and_a_queued_job_can_be_cancelled(browser, studio_server) -> None:
     page = new_page(browser)
     sign_up(page, studio_server, unique("busy"))
     fill_prompt(page, "a held fox")
@@ -236,6 +459,9 @@ def test_all_nodes_busy_asks_then_queues_and_a_queued_job_can_be_cancelled(brows
     shot(page, "queue-confirm.png")
     queued = create(page, button="#queue-anyway")
     wait_state(page, queued, "queued")
+    # Its place and wait, not a step countdown.
+    expect(page.locator("#progress-meta")).to_contain_text(re.compile(r"0 jobs ahead · about \d+ s wait"), timeout=WAIT)
+    expect(page.locator("#progress-meta")).not_to_contain_text("left")
     expect(page.locator("#confirm")).to_be_hidden()
     expect(page.locator("#balance")).to_contain_text("94 credits", timeout=WAIT)  # three jobs of 2 credits
     page.click("#cancel")
@@ -247,6 +473,9 @@ def test_all_nodes_busy_asks_then_queues_and_a_queued_job_can_be_cancelled(brows
     expect(page.locator("#history-table")).to_contain_text("Cancelled", timeout=WAIT)
     until(lambda: page.locator("#history-table .pill.succeeded").count() == 2,
           lambda: page.click("#history-refresh"), "the two held jobs to finish")
+    page.click("#nav-account")
+    expect(page.locator("#ledger-table")).to_contain_text("Text to image (SD 1.5) · job", timeout=WAIT)
+    expect(page.locator("#ledger-table")).to_contain_text("cancelled")
 
 
 def test_a_failure_shows_the_reason_and_the_refund(browser, studio_server) -> None:
@@ -256,7 +485,7 @@ def test_a_failure_shows_the_reason_and_the_refund(browser, studio_server) -> No
     studio_server.faults(raise_in_node="KSampler")
     job = create(page)
     wait_state(page, job, "failed")
-    expect(page.locator("#failure")).to_contain_text(re.compile(r"\w+"))
+    expect(page.locator("#failure")).to_contain_text("The job failed during “Painting”: InjectedFault")
     expect(page.locator("#refund")).to_contain_text("2 credits refunded")
     expect(page.locator("#balance")).to_contain_text("100 credits", timeout=WAIT)  # debited, then refunded
     shot(page, "failure.png")
@@ -273,7 +502,7 @@ def test_inpainting_with_a_mask_drawn_in_the_browser_then_drawn_again_from_the_s
     page.locator("#in-image input[type=file]").set_input_files(str(picture))
     expect(page.locator("#price-line")).to_contain_text("Upload Area to repaint", timeout=WAIT)
     expect(page.locator("#in-mask canvas").first).to_be_visible(timeout=WAIT)
-    page.locator("#b-prompt textarea").fill("a red boat")
+    page.locator("#p-prompt textarea").fill("a red boat")
     draw_stroke(page, "#in-mask")
     expect(page.locator("#price-line")).to_contain_text(re.compile(r"Price: \d+ credits"), timeout=WAIT)
     job = create(page)
@@ -285,14 +514,14 @@ def test_inpainting_with_a_mask_drawn_in_the_browser_then_drawn_again_from_the_s
     expect(page.locator("#form-inpaint-sd15")).to_be_visible(timeout=WAIT)
     expect(page.locator("#stored-image img")).to_be_visible(timeout=WAIT)  # the stored picture, no upload
     expect(page.locator("#stored-mask")).to_be_visible()
-    expect(page.locator("#b-prompt textarea")).to_have_value("a red boat")
+    expect(page.locator("#p-prompt textarea")).to_have_value("a red boat")
     expect(page.locator("#price-line")).to_contain_text(re.compile(r"Price: \d+ credits"), timeout=WAIT)
     again = create(page)
     wait_state(page, again, "succeeded")
     assert pixels(page, output_src(page)) == pixels(page, first)  # same picture, mask and seed: same result
 
 
-def test_admin_grants_credits_and_a_user_cannot_open_another_users_output(browser, studio_server) -> None:
+def test_admin_units_codes_and_a_user_cannot_open_another_users_output(browser, studio_server) -> None:
     owner, other = new_page(browser), new_page(browser)
     owner_name, other_name = unique("owner"), unique("other")
     sign_up(owner, studio_server, owner_name)
@@ -310,41 +539,80 @@ def test_admin_grants_credits_and_a_user_cannot_open_another_users_output(browse
     admin.click("#nav-admin")
     expect(admin.locator("#nodes-table")).to_contain_text(re.compile(r"simulated", re.IGNORECASE), timeout=WAIT)
     expect(admin.locator("#nodes-table")).to_contain_text("online")
+    expect(admin.locator("#nodes-table thead")).to_contain_text("Speed (s per estimated s)")  # a unit
+    expect(admin.locator("#nodes-table")).to_contain_text(re.compile(r"\d\.\d\d \(\d+\.\d× the estimate's pace\)"))
     shot(admin, "admin.png")
-    admin.get_by_role("tab", name="Users").click()
-    admin.locator("#admin-user textarea, #admin-user input").first.fill(other_name)
-    admin.locator("#admin-credits input").fill("50")
-    admin.click("#admin-grant")
-    expect(admin.locator("#users-msg")).to_contain_text("Done", timeout=WAIT)
-    row = admin.locator("#users-table tr", has_text=other_name)
-    expect(row).to_contain_text("150", timeout=WAIT)
     assert admin.request.get(studio_server.url + src).status == 200  # administrators may open any file
-    other.reload()
-    expect(other.locator("#balance")).to_contain_text("150 credits", timeout=WAIT)
+    admin.get_by_role("tab", name="Redeem codes").click()
+    admin.locator("#make-codes").click()
+    expect(admin.locator("#new-codes textarea")).to_have_value(re.compile(r"\w{4}-"), timeout=WAIT)
+    code = admin.locator("#new-codes textarea").input_value().splitlines()[0]
+    other.goto(studio_server.url + "/studio/account")
+    other.locator("#redeem-code textarea, #redeem-code input").first.fill(code)
+    other.click("#redeem")
+    expect(other.locator("#redeem-result")).to_contain_text("100 credits added", timeout=WAIT)
+    expect(other.locator("#balance")).to_contain_text("200 credits")  # the header, without a reload
+    expect(other.locator("#ledger-table")).to_contain_text("Redeem code …")
 
 
-def test_the_chinese_ui(browser, studio_server) -> None:
-    page = new_page(browser, locale="zh-CN")
-    sign_up(page, studio_server, unique("zh"))
-    expect(page.locator("#nav-create")).to_have_text("创作")
-    expect(page.locator("#nav-admin")).to_have_count(0)
-    choose(page, "txt2img-sd15")
-    expect(page.locator("#form-txt2img-sd15")).to_contain_text("新手")
-    expect(page.locator("#form-txt2img-sd15")).to_contain_text("提示词")
-    page.locator("#b-prompt textarea").fill("夕阳下的灯塔")
-    expect(page.locator("#price-line")).to_contain_text(re.compile(r"价格: \d+ 积分"), timeout=WAIT)
-    job = create(page)
-    wait_state(page, job, "succeeded")
-    expect(page.locator("#progress-card")).to_contain_text("已完成")
-    output_src(page)
-    shot(page, "create-zh.png")
-    page.goto(studio_server.url + "/studio/account")
-    expect(page.locator("#ledger-table")).to_contain_text("赠送", timeout=WAIT)
-    expect(page.locator("#ledger-table")).to_contain_text("任务扣费")
-    shot(page, "account-zh.png")
-    page.goto(studio_server.url + "/studio/admin")
-    expect(page.locator("#admin-denied")).to_contain_text("仅限管理员", timeout=WAIT)
+def form_texts(spec: WorkflowSpec, lang: str) -> list[str]:
+    """What a form must show in ``lang``: title, every label, the tabs and the button."""
+    texts = [spec.title.get(lang)] + [p.label.get(lang) for p in spec.params] + [p.label.get(lang) for p in spec.presets]
+    return texts + [t(k, lang) for k in ("create.beginner", "create.expert", "create.go")]
 
+
+@pytest.mark.parametrize(("browser_locale", "chosen"), [("en-US", "zh"), ("zh-CN", "en")])
+def test_the_chosen_language_renders_every_form_and_follows_the_account(browser, studio_server, library: Library,
+                                                                          browser_locale: str, chosen: str) -> None:
+    page = new_page(browser, locale=browser_locale)
+    name = unique("lang")
+    sign_up(page, studio_server, name)
+    page.click("#lang-switch")  # the studio's switch beats the browser's language
+    expect(page.locator("#nav-create")).to_have_text(t("nav.create", chosen), timeout=WAIT)
+    other = "en" if chosen == "zh" else "zh"
+    for spec in library:
+        choose(page, spec.name)
+        form = page.locator(f"#form-{spec.name}")
+        deadline = time.monotonic() + WAIT / 1000
+        while True:  # a picture editor labels itself once it has loaded
+            open_tab(page, t("create.beginner", chosen))
+            text = form.inner_text()  # the Beginner view, then the Expert one
+            open_tab(page, t("create.expert", chosen))
+            text += form.inner_text()
+            missing = [s for s in form_texts(spec, chosen) if s not in text]
+            if not missing or time.monotonic() > deadline:
+                break
+            page.wait_for_timeout(250)
+        assert not missing, (spec.name, missing)
+        foreign = [p.label.get(other) for p in spec.params if p.label.get(other) != p.label.get(chosen)
+                   and p.label.get(other) in text]
+        assert not foreign, (spec.name, foreign)
+        expect(page.locator(f"#card-{spec.name}")).to_contain_text(t("create.use", chosen))
+    if chosen == "zh":
+        choose(page, "txt2img-sd15")
+        page.locator("#p-prompt textarea").fill("夕阳下的灯塔")
+        expect(page.locator("#price-line")).to_contain_text(re.compile(r"价格: \d+ 积分"), timeout=WAIT)
+        job = create(page)
+        wait_state(page, job, "succeeded")
+        expect(page.locator("#progress-card")).to_contain_text("已完成")
+        output_src(page)
+        shot(page, "create-zh.png")
+        page.goto(studio_server.url + "/studio/account")
+        expect(page.locator("#ledger-table")).to_contain_text("新用户赠送", timeout=WAIT)
+        expect(page.locator("#ledger-table")).to_contain_text("文生图（SD 1.5） · 任务")
+        shot(page, "account-zh.png")
+        page.goto(studio_server.url + "/studio/admin")
+        expect(page.locator("#admin-denied")).to_contain_text("仅限管理员", timeout=WAIT)
+    # The choice is the account's: another browser, of the other locale, signs in to it.
+    fresh = new_page(browser, locale=browser_locale)
+    sign_in(fresh, studio_server, name)
+    expect(fresh.locator("#nav-create")).to_have_text(t("nav.create", chosen), timeout=WAIT)
+    choose(fresh, "txt2img-sd15")
+    expect(fresh.locator("#form-txt2img-sd15")).to_contain_text(library.get("txt2img-sd15").title.get(chosen))
+    expect(fresh.locator("#go")).to_have_text(t("create.go", chosen))
+
+
+def test_the_admin_page_in_chinese(browser, studio_server) -> None:
     admin = new_page(browser, locale="zh-CN")
     sign_in(admin, studio_server, ADMIN_NAME, ADMIN_PASSWORD)
     admin.goto(studio_server.url + "/studio/admin")
