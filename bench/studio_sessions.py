@@ -54,7 +54,7 @@ WORKFLOW = "txt2img-sd15"
 TARGET_MB = 600
 TARGET_P99 = 0.250
 PASSWORD = "bench password 1"
-ADMIN_PASSWORD = "bench-admin-password"
+ADMIN_PASSWORD = "bench operator password"
 
 
 def free_port() -> int:
