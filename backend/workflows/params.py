@@ -28,6 +28,8 @@ FILE_REF_MAX_LENGTH = 200
 RANDOM_SEED = -1
 #: Random seeds stay below 2**53 so they survive a round trip through JSON in a browser.
 RANDOM_SEED_LIMIT = 2**53 - 1
+#: No whole-number input of ComfyUI goes beyond this (seeds reach 2**64 - 1).
+MAX_WHOLE_NUMBER = 2**64
 
 #: Bidirectional embeddings, overrides and isolates: they reorder how text is shown, so
 #: "abc<U+202E>gpj.exe" reads differently from what it is. Directional *marks* (LRM,
@@ -124,9 +126,9 @@ def _to_int(param: Param, value: Any) -> int:
             number = None
     if isinstance(number, float) and math.isfinite(number) and number.is_integer():
         number = int(number)
-    if isinstance(number, bool) or not isinstance(number, int):
-        raise InvalidParameter(f"{_label(param)} must be a whole number, not {value!r}",
-                               zh=f"{_label_zh(param)}必须是整数，而不是 {value!r}", param=param.name)
+    if isinstance(number, bool) or not isinstance(number, int) or abs(number) > MAX_WHOLE_NUMBER:
+        raise InvalidParameter(f"{_label(param)} must be a whole number, not {_shown(value)}",
+                               zh=f"{_label_zh(param)}必须是整数，而不是 {_shown(value)}", param=param.name)
     return number
 
 
@@ -137,10 +139,23 @@ def _to_float(param: Param, value: Any) -> float:
             number = float(value.strip())
         except ValueError:
             number = None
-    if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
-        raise InvalidParameter(f"{_label(param)} must be a number, not {value!r}",
-                               zh=f"{_label_zh(param)}必须是数字，而不是 {value!r}", param=param.name)
+    if isinstance(number, bool) or not isinstance(number, (int, float)) or not _finite(number):
+        raise InvalidParameter(f"{_label(param)} must be a number, not {_shown(value)}",
+                               zh=f"{_label_zh(param)}必须是数字，而不是 {_shown(value)}", param=param.name)
     return float(number)
+
+
+def _finite(number: int | float) -> bool:
+    try:
+        return math.isfinite(number)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
+def _shown(value: Any) -> str:
+    """A value as a message quotes it: at most 40 characters of it."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:39] + "…"
 
 
 def _to_bool(param: Param, value: Any) -> bool:
