@@ -72,12 +72,15 @@ def claim(db: Database, key: str, limit: Limit, *, now: dt.datetime | None = Non
 
     Raises :class:`~backend.errors.RateLimited` (nothing counted) when ``limit`` refuses it.
     """
-    now = now or utcnow()
     with db.write() as s:
         dialect = postgresql if s.get_bind().dialect.name == "postgresql" else sqlite
-        s.execute(dialect.insert(Throttle).values(key=key, count=0, window_start=now, next_at=now)
+        start = now or utcnow()
+        s.execute(dialect.insert(Throttle).values(key=key, count=0, window_start=start, next_at=start)
                   .on_conflict_do_nothing(index_elements=["key"]))
         row = s.execute(select(Throttle).where(Throttle.key == key).with_for_update()).scalar_one()
+        # The time of the decision is read once the row is ours: an attempt that waited for
+        # the lock must not be judged by a clock read before the others went first.
+        now = now or utcnow()
         if now - row.window_start >= limit.window:
             row.count, row.window_start, row.next_at = 0, now, now
         if now < row.next_at:
@@ -85,7 +88,9 @@ def claim(db: Database, key: str, limit: Limit, *, now: dt.datetime | None = Non
         if limit.refuse and not limit.backoff and row.count >= limit.allowed:
             raise _limited(limit, (row.window_start + limit.window - now).total_seconds())
         row.count += 1
-        row.next_at = now + limit.delay_after(row.count)
+        delay = limit.delay_after(row.count)
+        if delay:  # free attempts leave it alone: replicas' clocks differ by a little
+            row.next_at = now + delay
         return row.count
 
 
