@@ -51,6 +51,13 @@ class Form:
                 return c
         raise KeyError(elem_id)
 
+    def values(self, dependency: dict[str, Any], **given: Any) -> list[Any]:
+        """The data a browser would send for ``dependency``: each input's current value,
+        except the inputs named in ``given`` (by component id, as a string)."""
+        by_id = {c["id"]: c for c in self.config.get("components", [])}
+        return [given[str(i)] if str(i) in given else by_id.get(i, {}).get("props", {}).get("value")
+                for i in dependency["inputs"]]
+
     def events_with_input(self, component_id: int) -> list[dict[str, Any]]:
         return [d for d in self.config.get("dependencies", []) if component_id in d.get("inputs", [])]
 
