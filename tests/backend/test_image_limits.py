@@ -16,6 +16,8 @@ from backend.errors import InvalidUpload, RateLimited
 from backend.images import (MAX_JPEG_SCANS, DecodeBudget, ImageInfo, decode_cost, decoded, inspect_image,
                             probe_image)
 
+from .image_bombs import jpeg_segments, scan_bomb
+
 LIMITS = {"max_bytes": 20 * 1024 * 1024, "max_pixels": 36_000_000}
 
 
@@ -27,35 +29,6 @@ def png_raw(width: int, height: int, depth: int, colour: int, row: bytes) -> byt
     ihdr = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
     raw = b"".join(b"\x00" + row for _ in range(height))
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
-
-
-def jpeg_segments(data: bytes) -> list[tuple[int, int, int]]:
-    """(marker, start, end) of every segment; a scan runs to the next marker."""
-    pos, out = 2, []
-    while pos < len(data):
-        marker = data[pos + 1]
-        if marker == 0xD9:
-            break
-        end = pos + 2 + struct.unpack(">H", data[pos + 2 : pos + 4])[0]
-        if marker == 0xDA:
-            while True:
-                end = data.index(b"\xff", end)
-                if data[end + 1] != 0 and not 0xD0 <= data[end + 1] <= 0xD7:
-                    break
-                end += 1
-        out.append((marker, pos, end))
-        pos = end
-    return out
-
-
-def scan_bomb(repeats: int, size: tuple[int, int] = (512, 512)) -> bytes:
-    """A small progressive JPEG whose last scan is repeated ``repeats`` times: a few bytes
-    each (a flat picture's refinement scan), but one pass of the decoder over every block."""
-    buf = io.BytesIO()
-    Image.new("RGB", size, (120, 130, 140)).save(buf, "JPEG", progressive=True)
-    data = buf.getvalue()
-    _, start, end = [s for s in jpeg_segments(data) if s[0] == 0xDA][-1]
-    return data[:end] + data[start:end] * repeats + data[end:]
 
 
 def test_16_bit_greyscale_is_refused_with_how_to_fix_it() -> None:
