@@ -2,6 +2,9 @@
 
 argon2-cffi's defaults (64 MiB, t=3, p=4) exceed the OWASP minimum. The hasher is passed
 in rather than global so that tests can use cheap parameters and exercise rehashing.
+Each hash or check holds its 64 MiB for its duration, so at most ``HASHING_AT_ONCE``
+run at a time: forty parallel sign-in attempts would otherwise cost 2.5 GB, and they
+are CPU-bound anyway, so running more at once than there are cores gains nothing.
 
 The policy follows NIST SP 800-63B rather than composition rules: a length, and no
 password a guesser tries first — one of the 30,000 most common passwords (the list
@@ -12,6 +15,8 @@ repeated ("aaaaaaaa", "abababab").
 from __future__ import annotations
 
 import functools
+import os
+import threading
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -24,6 +29,8 @@ MAX_PASSWORD_LENGTH = 256
 MIN_DISTINCT_CHARACTERS = 5
 
 DEFAULT_HASHER = PasswordHasher()
+HASHING_AT_ONCE = max(2, os.cpu_count() or 2)
+_hashing = threading.BoundedSemaphore(HASHING_AT_ONCE)
 
 
 @functools.cache
@@ -72,11 +79,13 @@ def check_password_policy(password: str, *, name: str | None = None) -> None:
 
 
 def hash_password(password: str, hasher: PasswordHasher = DEFAULT_HASHER) -> str:
-    return hasher.hash(password)
+    with _hashing:
+        return hasher.hash(password)
 
 
 def verify_password(stored_hash: str, password: str, hasher: PasswordHasher = DEFAULT_HASHER) -> bool:
     try:
-        return hasher.verify(stored_hash, password)
+        with _hashing:
+            return hasher.verify(stored_hash, password)
     except (VerificationError, InvalidHashError):
         return False

@@ -29,7 +29,9 @@ from sqlalchemy import func, select
 from backend.config import REPO_ROOT
 from backend.db import Database
 from backend.db.models import Asset, AssetOwner, Job, LedgerEntry, User
-from tests.studio.conftest import StudioServer, start_studio, stop_studio
+# ``backend`` and ``library``: the studio tests' in-process fixtures, for tests that choose
+# the client's address themselves (FastAPI's TestClient).
+from tests.studio.conftest import StudioServer, backend, library, start_studio, stop_studio  # noqa: F401
 
 from .gradio_protocol import Attacker
 
@@ -90,6 +92,7 @@ class Client:
 
 def client(server: StudioServer, address: str | None = None) -> Client:
     http = requests.Session()
+    http.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=32))
     address = address or fresh_address()
     http.headers["X-Forwarded-For"] = address
     return Client(server=server, http=http, address=address)
