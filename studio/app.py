@@ -22,7 +22,9 @@ and stops with the app's lifespan.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import datetime as dt
 import ipaddress
 import logging
 import secrets
@@ -32,11 +34,12 @@ from pathlib import Path
 import fastapi
 import gradio as gr
 from argon2 import PasswordHasher
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, PlainTextResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from backend import metrics
+from backend import metrics, throttle
 from backend.config import Settings
 from backend.passwords import DEFAULT_HASHER
 from backend.runtime import Backend
@@ -113,6 +116,24 @@ def metrics_allowed(request: fastapi.Request, token: str) -> bool:
     return scheme.lower() == "bearer" and secrets.compare_digest(given.strip().encode(), token.encode())
 
 
+#: How often the app deletes old uploads and forgotten rate-limit rows.
+HOUSEKEEPING_SECONDS = 600
+THROTTLE_ROWS_KEPT = dt.timedelta(days=1)
+
+
+async def housekeeping(studio: Studio) -> None:
+    """Now and every ``HOUSEKEEPING_SECONDS``: expired uploads and stale throttle rows go."""
+    while True:
+        try:
+            removed = await run_in_threadpool(studio.uploads.sweep)
+            purged = await run_in_threadpool(throttle.purge, studio.backend.db, older_than=THROTTLE_ROWS_KEPT)
+            if removed or purged:
+                log.info("housekeeping: %d expired upload(s), %d old rate-limit row(s) removed", removed, purged)
+        except Exception:  # noqa: BLE001 - retried next time; the studio runs on
+            log.exception("housekeeping failed")
+        await asyncio.sleep(HOUSEKEEPING_SECONDS)
+
+
 def blocked_paths(settings: Settings) -> list[str]:
     """Server paths Gradio must never copy into its cache or serve, whatever names them."""
     database = settings.effective_database_url.removeprefix("sqlite:///")
@@ -149,10 +170,13 @@ def create_app(
         feed.start()
         purged = sessions.purge_expired()
         log.info("studio started (%d expired sessions removed)", purged)
+        chores = asyncio.create_task(housekeeping(studio))
         try:
-            async with uploads.sweeping():
-                yield
+            yield
         finally:
+            chores.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await chores
             feed.stop()
 
     app = fastapi.FastAPI(title="AIGC Studio", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)

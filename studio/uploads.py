@@ -17,8 +17,8 @@ for the guard Gradio's ``launch()`` would have set up). This module narrows that
 - :meth:`Uploads.path` is the handlers' own check (defence in depth behind Gradio's): a
   path that is not a regular file in this session's folder is refused before it is
   opened.
-- :meth:`Uploads.sweep` deletes uploads older than ``MAX_AGE_SECONDS``; Gradio's
-  ``delete_cache`` only knows the files an event happened to touch.
+- :meth:`Uploads.sweep` deletes uploads older than ``MAX_AGE_SECONDS`` (the app runs
+  it periodically); Gradio's ``delete_cache`` only knows the files an event touched.
 
 Several studio replicas behind a load balancer need sticky sessions for Gradio anyway;
 with a shared ``GRADIO_TEMP_DIR`` they also share these folders (the key depends only on
@@ -27,14 +27,12 @@ the session token).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import logging
 import os
 import shutil
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import fastapi
@@ -57,7 +55,6 @@ GRADIO_API = "/studio/gradio_api"
 #: Uploads older than this are deleted (the form stores a picture as an asset at once;
 #: the file only backs the preview and the mask canvas while the page is open).
 MAX_AGE_SECONDS = 3600
-SWEEP_SECONDS = 600
 #: A session's folder may hold this many maximum-size uploads at once.
 SESSION_QUOTA_FILES = 20
 #: Multipart framing around the one file of an upload request.
@@ -136,28 +133,6 @@ class Uploads:
                 with contextlib.suppress(OSError):
                     os.rmdir(base)  # only succeeds once empty
         return removed
-
-    @contextlib.asynccontextmanager
-    async def sweeping(self) -> AsyncIterator[None]:
-        """Sweep now and every ``SWEEP_SECONDS`` while the app runs."""
-
-        async def loop() -> None:
-            while True:
-                try:
-                    removed = await run_in_threadpool(self.sweep)
-                    if removed:
-                        log.info("removed %d expired upload(s)", removed)
-                except Exception:  # noqa: BLE001 - a failed sweep is retried next time
-                    log.exception("sweeping the upload folders failed")
-                await asyncio.sleep(SWEEP_SECONDS)
-
-        task = asyncio.create_task(loop())
-        try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
 
 def add_upload_routes(app: fastapi.FastAPI, uploads: Uploads, sessions: Sessions) -> None:

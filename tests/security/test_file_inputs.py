@@ -176,3 +176,19 @@ def test_gradio_routes_the_pages_do_not_use_are_closed(studio: StudioServer, att
     for method in ("GET", "POST"):
         r = attacker.http.request(method, f"{studio.url}{API}/{route}", timeout=10)
         assert r.status_code in (404, 405), (route, method, r.status_code, r.text[:200])
+
+
+def test_another_users_gradio_session_cannot_be_joined_or_read(studio: StudioServer, attacker: Client,
+                                                               victim: Client) -> None:
+    theirs = victim.protocol()
+    theirs.open_form("img2img-sd15")  # the victim's page holds state under its session hash
+    mine = attacker.protocol()
+    mine.session_hash = theirs.session_hash
+    load = mine.loads("")[0]
+    r = attacker.http.post(f"{studio.url}{API}/queue/join", timeout=30,
+                           json={"data": [], "fn_index": load["id"], "session_hash": theirs.session_hash})
+    assert r.status_code == 403
+    r = attacker.http.get(f"{studio.url}{API}/queue/data", params={"session_hash": theirs.session_hash}, timeout=30)
+    assert r.status_code == 403
+    assert attacker.http.get(f"{studio.url}{API}/heartbeat/{theirs.session_hash}", timeout=30).status_code == 403
+    assert theirs.open_form("img2img-sd15").components("image")  # the owner carries on
