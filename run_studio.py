@@ -142,16 +142,23 @@ def main(argv: list[str] | None = None) -> int:
 
     from backend.config import Settings
     from backend.errors import StudioError
+    from backend.images import return_pixel_memory_to_the_system
     from backend.runtime import build_backend
     from backend.worker import Worker
+
+    return_pixel_memory_to_the_system()  # before anything decodes a picture
 
     try:
         settings = Settings.load(config_file=args.config)
         backend = build_backend(settings)
+        admin = ensure_admin(backend)  # a weak STUDIO_ADMIN_PASSWORD is refused here
     except StudioError as exc:
         print(f"run_studio: {exc}", file=sys.stderr)
         return 2
 
+    # Gradio's uploads and cache go under the data directory (read when gradio is imported
+    # and its blocks are built), where the studio sweeps them; never a shared /tmp/gradio.
+    os.environ.setdefault("GRADIO_TEMP_DIR", str((settings.data_dir / "gradio").resolve()))
     from studio.app import create_app
 
     # Mounted multi-page apps never use SSR; Gradio says so on every start.
@@ -160,10 +167,12 @@ def main(argv: list[str] | None = None) -> int:
     worker = Worker(backend).start()
     nodes = start_local_nodes(backend, simulated_nodes=args.simulated_nodes, sim_port=args.sim_port)
     app = create_app(backend, wake=worker.wake)
-    admin = ensure_admin(backend)
 
     url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}/"
-    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning"))
+    # proxy_headers=False: uvicorn would otherwise believe X-Forwarded-* from 127.0.0.1;
+    # the app trusts exactly ``trusted_proxies`` (studio.app.create_app).
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
+                                           proxy_headers=False))
 
     def banner() -> None:
         """Printed once the server listens, so the URL it gives already answers."""

@@ -1,21 +1,25 @@
-"""User accounts: creation, sign-in, roles, disabling.
+"""User accounts: creation, sign-in, roles, disabling, passwords.
 
 Names are unique case-insensitively (``name_key``). A wrong password and an unknown name
-give the same error so that sign-in does not reveal which names exist.
+give the same error so that sign-in does not reveal which names exist. Setting a new
+password (CLI, admin or the user) ends every session of the account, so whoever knew
+the old one is signed out everywhere.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 from argon2 import PasswordHasher
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from . import ledger
+from . import ledger, throttle
 from .db import Database
 from .db.models import ROLES, User, utcnow
+from .db.studio_models import StudioSession
 from .errors import AuthError, InvalidParameter, NotFound
 from .passwords import DEFAULT_HASHER, check_password_policy, hash_password, verify_password
 
@@ -52,7 +56,7 @@ def create_user(
 ) -> User:
     """Create an account, granting ``welcome_credits`` through the ledger."""
     name = check_name(name)
-    check_password_policy(password)
+    check_password_policy(password, name=name)
     if role not in ROLES:
         raise InvalidParameter(f"Unknown role {role!r}; use one of {', '.join(ROLES)}.", param="role")
     password_hash = hash_password(password, hasher)
@@ -105,10 +109,38 @@ def authenticate(db: Database, name: str, password: str, *, hasher: PasswordHash
     return user
 
 
-def set_password(db: Database, user_id: int, password: str, *, hasher: PasswordHasher = DEFAULT_HASHER) -> None:
-    check_password_policy(password)
+#: Wrong current passwords when changing one: a stolen session must not become a way to
+#: guess the password it lacks.
+CHANGE_LIMIT = throttle.Limit(5, dt.timedelta(minutes=15), backoff=True, what=("wrong passwords", "密码错误"))
+
+
+def set_password(db: Database, user_id: int, password: str, *, hasher: PasswordHasher = DEFAULT_HASHER) -> int:
+    """Give the account a new password and end all its sessions; how many were ended."""
+    with db.read() as s:
+        name = get_user(s, user_id).name
+    check_password_policy(password, name=name)
+    password_hash = hash_password(password, hasher)
     with db.write() as s:
-        get_user(s, user_id).password_hash = hash_password(password, hasher)
+        get_user(s, user_id).password_hash = password_hash
+        return s.execute(delete(StudioSession).where(StudioSession.user_id == user_id)).rowcount
+
+
+def change_password(db: Database, user_id: int, current: str, new: str, *,
+                    hasher: PasswordHasher = DEFAULT_HASHER) -> int:
+    """The user's own change: ``current`` must be right. Ends every session (see
+    :func:`set_password`); raises AuthError, RateLimited or InvalidParameter."""
+    with db.read() as s:
+        user = get_user(s, user_id)
+    if current == new:
+        raise InvalidParameter("The new password is the same as the current one.", zh="新密码与当前密码相同。",
+                               param="password")
+    check_password_policy(new, name=user.name)
+    key = f"password:user:{user_id}"
+    throttle.claim(db, key, CHANGE_LIMIT)
+    if not verify_password(user.password_hash, current, hasher):
+        raise AuthError("The current password is wrong.", zh="当前密码不正确。")
+    throttle.reset(db, key)
+    return set_password(db, user_id, new, hasher=hasher)
 
 
 def set_disabled(db: Database, name: str, disabled: bool) -> User:

@@ -1,9 +1,12 @@
 """Redeem codes: batches of single-use codes worth some credits.
 
 Only a SHA-256 of each normalized code is stored, so a copy of the database does not
-leak unredeemed codes. Codes are case-insensitive and dashes/spaces are ignored. Wrong
-guesses are counted per user in a sliding window; past the limit, redeeming is refused
-until the window ends, which makes guessing a 16-character code hopeless.
+leak unredeemed codes. Codes are case-insensitive and dashes/spaces are ignored. Every
+attempt is claimed from two limits before the code is looked at (:mod:`.throttle`):
+per user (``max_failures`` per window) and per client address (``ADDRESS_FACTOR`` times
+that, for guessers with many accounts); a code that works gives its claims back. Past
+either limit redeeming is refused until the window ends, which makes guessing a
+16-character code hopeless, even with parallel requests.
 """
 
 from __future__ import annotations
@@ -14,9 +17,8 @@ import secrets
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
 
-from . import ledger
+from . import ledger, throttle
 from .db import Database
 from .db.models import RedeemCode, User, utcnow
 from .errors import InvalidParameter, NotFound, RateLimited, RedeemError
@@ -25,6 +27,9 @@ from .errors import InvalidParameter, NotFound, RateLimited, RedeemError
 ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
 CODE_LENGTH = 16
 MAX_BATCH = 10_000
+#: An address may make this many times a user's wrong guesses per window.
+ADDRESS_FACTOR = 4
+_WHAT = ("wrong codes", "错误兑换")
 
 
 def normalize(code: str) -> str:
@@ -78,11 +83,18 @@ def create_batch(
 
 
 def redeem(
-    db: Database, user_id: int, code: str, *, max_failures: int = 5, window_seconds: int = 900
+    db: Database, user_id: int, code: str, *, max_failures: int = 5, window_seconds: int = 900,
+    address: str | None = None,
 ) -> int:
-    """Credit the code's value to the user; returns the credits added."""
+    """Credit the code's value to the user; returns the credits added.
+
+    ``address`` is the client's address when the request came over the network.
+    """
+    with db.read() as s:
+        if s.get(User, user_id) is None:
+            raise NotFound(f"No user with id {user_id}.", zh=f"没有编号为 {user_id} 的用户。")
+    claims = _claim(db, user_id, address, max_failures=max_failures, window_seconds=window_seconds)
     now = utcnow()
-    _check_rate(db, user_id, now, max_failures, window_seconds)
     wanted = code_hash(code)
     with db.write() as s:
         row = s.scalar(select(RedeemCode).where(RedeemCode.code_hash == wanted))
@@ -97,9 +109,13 @@ def redeem(
         ).rowcount
         if taken == 1 and row is not None:
             ledger.credit(s, user_id, row.credits, kind="redeem", code_id=row.id, note=f"code …{row.hint}")
-            s.execute(update(User).where(User.id == user_id).values(redeem_failures=0, redeem_window_start=None))
-            return row.credits
-        _count_failure(s, user_id, now, window_seconds)
+            credits = row.credits
+        else:
+            credits = 0
+    if credits:
+        for key in claims:
+            throttle.release(db, key)
+        return credits
     if row is None:
         raise RedeemError("This code does not exist; check for typos.", zh="积分码不存在，请检查输入。")
     if row.redeemed_by is not None:
@@ -107,32 +123,45 @@ def redeem(
     raise RedeemError("This code has expired.", zh="该积分码已过期。")
 
 
-def _check_rate(db: Database, user_id: int, now: dt.datetime, max_failures: int, window_seconds: int) -> None:
+def check_invite(db: Database, code: str, *, address: str | None, max_failures: int = 5,
+                 window_seconds: int = 900) -> None:
+    """Refuse an invite code (any unused redeem code) that cannot be redeemed now.
+
+    Checking a code is a guess like redeeming one, so it is claimed from the address's
+    limit (there is no user yet); a valid code gives the claim back.
+    """
+    if not code.strip():
+        raise InvalidParameter("Sign-up needs an invite code.", zh="注册需要邀请码。", param="invite")
+    claims = _claim(db, None, address, max_failures=max_failures, window_seconds=window_seconds)
+    now = utcnow()
     with db.read() as s:
-        user = s.get(User, user_id)
-    if user is None:
-        raise NotFound(f"No user with id {user_id}.")
-    start = user.redeem_window_start
-    if start is None or user.redeem_failures < max_failures:
-        return
-    retry_after = (start + dt.timedelta(seconds=window_seconds) - now).total_seconds()
-    if retry_after > 0:
-        minutes = max(1, round(retry_after / 60))
-        raise RateLimited(
-            f"Too many wrong codes. Try again in about {minutes} minute(s).",
-            zh=f"错误次数过多，请约 {minutes} 分钟后再试。",
-            retry_after=retry_after,
-        )
+        row = s.scalar(select(RedeemCode).where(RedeemCode.code_hash == code_hash(code)))
+    if row is None or row.redeemed_by is not None or (row.expires_at is not None and row.expires_at <= now):
+        raise RedeemError("This invite code is not valid.", zh="邀请码无效。")
+    for key in claims:
+        throttle.release(db, key)
 
 
-def _count_failure(s: Session, user_id: int, now: dt.datetime, window_seconds: int) -> None:
-    user = s.get(User, user_id)
-    assert user is not None
-    start = user.redeem_window_start
-    if start is None or (now - start).total_seconds() >= window_seconds:
-        user.redeem_window_start, user.redeem_failures = now, 1
-    else:
-        user.redeem_failures += 1
+def _claim(db: Database, user_id: int | None, address: str | None, *, max_failures: int,
+           window_seconds: int) -> list[str]:
+    """Claim one guess from the user's and the address's limits; the keys claimed."""
+    window = dt.timedelta(seconds=window_seconds)
+    limits = []
+    if user_id is not None:
+        limits.append((f"redeem:user:{user_id}", throttle.Limit(max_failures, window, what=_WHAT)))
+    if address:
+        limits.append((f"redeem:addr:{throttle.address_key(address)}",
+                       throttle.Limit(ADDRESS_FACTOR * max_failures, window, what=_WHAT)))
+    claimed: list[str] = []
+    try:
+        for key, limit in limits:
+            throttle.claim(db, key, limit)
+            claimed.append(key)
+    except RateLimited:
+        for key in claimed:
+            throttle.release(db, key)
+        raise
+    return claimed
 
 
 def list_batches(db: Database) -> list[dict[str, object]]:

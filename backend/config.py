@@ -7,6 +7,7 @@ point reads the environment.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -49,6 +50,18 @@ class Settings:
     redeem_window_seconds: int = 900
     #: Bearer token for ``GET /metrics`` from other hosts; empty: metrics on loopback only.
     metrics_token: str = ""
+    #: Mark the session cookie ``Secure`` (sent over HTTPS only). It is marked anyway on
+    #: requests that arrived over HTTPS; set this when a TLS proxy is not in
+    #: ``trusted_proxies``.
+    secure_cookies: bool = False
+    #: Addresses or networks (CIDR) of the reverse proxies in front of the studio; only
+    #: their ``X-Forwarded-For``/``X-Forwarded-Proto`` are believed. Empty: none.
+    trusted_proxies: tuple[str, ...] = ()
+    #: Failed sign-ins one client address (an IPv6 /64) may make per 15 minutes, over
+    #: all names; then it is refused until the window ends.
+    login_failures_per_address: int = 50
+    #: Accounts one client address may create per hour.
+    signups_per_address: int = 5
 
     @property
     def assets_dir(self) -> Path:
@@ -93,9 +106,16 @@ class Settings:
     def _validate(self) -> None:
         if self.signup_mode not in SIGNUP_MODES:
             raise ConfigError(f"signup_mode must be one of {', '.join(SIGNUP_MODES)}, not {self.signup_mode!r}")
-        for name in ("max_upload_bytes", "max_image_pixels", "redeem_max_failures", "redeem_window_seconds"):
+        for name in ("max_upload_bytes", "max_image_pixels", "redeem_max_failures", "redeem_window_seconds",
+                     "login_failures_per_address", "signups_per_address"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
+        for proxy in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ConfigError(f"trusted_proxies: {proxy!r} is not an IP address or network "
+                                  "(like 127.0.0.1 or 10.0.0.0/8)") from None
         if self.welcome_credits < 0:
             raise ConfigError("welcome_credits must not be negative")
 

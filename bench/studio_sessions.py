@@ -54,7 +54,7 @@ WORKFLOW = "txt2img-sd15"
 TARGET_MB = 600
 TARGET_P99 = 0.250
 PASSWORD = "bench password 1"
-ADMIN_PASSWORD = "bench-admin-password"
+ADMIN_PASSWORD = "bench operator password"
 
 
 def free_port() -> int:
@@ -118,7 +118,8 @@ def start_studio(root: Path, nodes: int, timeout: float = 120.0) -> Studio:
     data_dir = root / "data"
     env = dict(os.environ, STUDIO_DATA_DIR=str(data_dir), STUDIO_ADMIN_NAME="admin",
                STUDIO_ADMIN_PASSWORD=ADMIN_PASSWORD, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_DISABLE_TELEMETRY="1",
-               HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", STUDIO_WELCOME_CREDITS="1000")
+               HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", STUDIO_WELCOME_CREDITS="1000",
+               STUDIO_SIGNUPS_PER_ADDRESS="100000")  # every simulated user signs up from 127.0.0.1
     for k in ("STUDIO_COMFYUI_URLS", "STUDIO_CONFIG", "STUDIO_DATABASE_URL", "STUDIO_REDIS_URL", "STUDIO_AMQP_URL"):
         env.pop(k, None)
     log_path = root / "studio.log"

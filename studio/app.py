@@ -10,6 +10,11 @@ Routes:
 - ``/metrics``: Prometheus text (:func:`backend.metrics.render`) to loopback clients, or
   to any client with ``Authorization: Bearer <metrics_token>`` when that setting is set
 
+In front of all of it, :class:`~studio.guard.Guard` refuses cross-site form posts,
+signed-out visitors and the Gradio routes the pages do not use, and — when
+``trusted_proxies`` is set — uvicorn's proxy-headers middleware takes the client's
+address and scheme from ``X-Forwarded-For``/``-Proto`` of those proxies only.
+
 The entry point builds the :class:`~backend.runtime.Backend` and a running worker, then
 serves :func:`create_app` with uvicorn; the user-event :class:`~studio.feed.Feed` starts
 and stops with the app's lifespan.
@@ -17,44 +22,53 @@ and stops with the app's lifespan.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import datetime as dt
 import ipaddress
 import logging
 import secrets
 from collections.abc import AsyncIterator, Callable
-from http.cookies import SimpleCookie
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote
 
 import fastapi
 import gradio as gr
 from argon2 import PasswordHasher
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, PlainTextResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from backend import metrics
+from backend import metrics, throttle
+from backend.config import Settings
 from backend.passwords import DEFAULT_HASHER
 from backend.runtime import Backend
 
 from .auth import SESSION_COOKIE, Sessions
 from .context import Studio
+from .errors import Blocks
 from .feed import Feed
 from .files import add_file_routes
+from .guard import PAGES, STUDIO_PATH, Guard
 from .i18n import build_i18n
 from .language import LanguageMiddleware
 from .pages import account, admin, create, history
-from .pages.signin import STUDIO_PATH, add_signin_routes
+from .pages.signin import add_signin_routes
+from .uploads import Uploads, add_upload_routes
 
 log = logging.getLogger(__name__)
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
-PAGE_PATHS = frozenset({STUDIO_PATH, STUDIO_PATH + "/", *(f"{STUDIO_PATH}/{p}" for p in ("history", "account", "admin"))})
 
 
 def build_blocks(studio: Studio) -> gr.Blocks:
-    """The Gradio app: Create on the main page, one route per other page."""
-    with gr.Blocks(title="AIGC Studio", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
+    """The Gradio app: Create on the main page, one route per other page.
+
+    Its events report failures through :mod:`studio.errors`. The admin page's events are
+    no public API: ``/gradio_api/info`` never lists them to anyone (they refuse callers
+    who are not administrators themselves, see :meth:`Studio.admin`).
+    """
+    with Blocks(title="AIGC Studio", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         create.build(studio, demo)
     with demo.route("History", "/history"):
         history.build(studio, demo)
@@ -62,6 +76,9 @@ def build_blocks(studio: Studio) -> gr.Blocks:
         account.build(studio, demo)
     with demo.route("Admin", "/admin"):
         admin.build(studio, demo)
+    for fn in demo.fns.values():
+        if fn.page == "admin":
+            fn.api_visibility = "private"
     # Each browser watching a job holds one worker of Gradio's queue (and one thread) for
     # as long as it watches; Gradio's default of 40 made the 41st watcher wait for a
     # free one (benchmark 5). The queue reads this when it is created.
@@ -86,10 +103,13 @@ def _loopback(host: str | None) -> bool:
 def metrics_allowed(request: fastapi.Request, token: str) -> bool:
     """Loopback clients always; others only with the configured bearer token.
 
-    Behind a reverse proxy on the same host every client looks like loopback, so such a
-    proxy must not forward ``/metrics`` (or the deployment sets a token and blocks it).
+    A request a proxy relayed (it carries ``X-Forwarded-For`` or ``Forwarded``) is never
+    taken for a loopback client, even when the proxy itself runs on this host: otherwise
+    a same-host proxy would publish the metrics to everyone. With ``trusted_proxies``
+    set, the client address is the one the proxy reports, so the same holds.
     """
-    if _loopback(request.client.host if request.client else None):
+    relayed = "x-forwarded-for" in request.headers or "forwarded" in request.headers
+    if _loopback(request.client.host if request.client else None) and not relayed:
         return True
     if not token:
         return False
@@ -97,27 +117,31 @@ def metrics_allowed(request: fastapi.Request, token: str) -> bool:
     return scheme.lower() == "bearer" and secrets.compare_digest(given.strip().encode(), token.encode())
 
 
-class _SignInRedirect:
-    """Sends a browser without a session from a studio page to the sign-in page (Gradio
-    itself would answer 401 JSON). Pure ASGI, so Gradio's event streams pass untouched."""
+#: How often the app deletes old uploads and forgotten rate-limit rows.
+HOUSEKEEPING_SECONDS = 600
+THROTTLE_ROWS_KEPT = dt.timedelta(days=1)
 
-    def __init__(self, app: Any, sessions: Sessions) -> None:
-        self.app = app
-        self.sessions = sessions
 
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] == "http" and scope.get("method") == "GET" and scope.get("path") in PAGE_PATHS:
-            cookies = SimpleCookie()
-            for name, value in scope.get("headers", []):
-                if name == b"cookie":
-                    cookies.load(value.decode("latin-1"))
-            token = cookies[SESSION_COOKIE].value if SESSION_COOKIE in cookies else None
-            if self.sessions.resolve(token) is None:
-                target = scope["path"] + (("?" + scope["query_string"].decode()) if scope.get("query_string") else "")
-                response = RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+async def housekeeping(studio: Studio) -> None:
+    """Now and every ``HOUSEKEEPING_SECONDS``: expired uploads and stale throttle rows go."""
+    while True:
+        try:
+            removed = await run_in_threadpool(studio.uploads.sweep)
+            purged = await run_in_threadpool(throttle.purge, studio.backend.db, older_than=THROTTLE_ROWS_KEPT)
+            if removed or purged:
+                log.info("housekeeping: %d expired upload(s), %d old rate-limit row(s) removed", removed, purged)
+        except Exception:  # noqa: BLE001 - retried next time; the studio runs on
+            log.exception("housekeeping failed")
+        await asyncio.sleep(HOUSEKEEPING_SECONDS)
+
+
+def blocked_paths(settings: Settings) -> list[str]:
+    """Server paths Gradio must never copy into its cache or serve, whatever names them."""
+    database = settings.effective_database_url.removeprefix("sqlite:///")
+    paths = [settings.assets_dir, settings.workflows_dir, Path("/proc"), Path("/etc"), Path("/sys")]
+    if database != settings.effective_database_url:
+        paths += [Path(database + suffix) for suffix in ("", "-wal", "-shm", "-journal")]
+    return [str(Path(p).resolve()) for p in paths]
 
 
 def create_app(
@@ -126,34 +150,41 @@ def create_app(
     wake: Callable[[], None],
     lang_default: str = "en",
     password_hasher: PasswordHasher = DEFAULT_HASHER,
-    secure_cookies: bool = False,
 ) -> fastapi.FastAPI:
     """The studio as an ASGI app over a built ``backend``.
 
     ``wake`` asks the dispatcher for a pass (pass ``Worker.wake``). ``lang_default`` is
-    the language when a browser sends no preference. ``secure_cookies`` marks the
-    session cookie Secure (set it behind HTTPS). The app's ``state.studio`` holds the
-    :class:`Studio` (backend, feed, sessions) for the entry point and tests.
+    the language when a browser sends no preference. The app's ``state.studio`` holds the
+    :class:`Studio` (backend, feed, sessions, uploads) for the entry point and tests.
+    Uploads go to Gradio's upload folder (``GRADIO_TEMP_DIR``; the entry point puts it
+    under the data directory).
     """
+    settings = backend.settings
     feed = Feed(backend.bus)
     sessions = Sessions(backend.db)
+    uploads = Uploads(max_bytes=settings.max_upload_bytes)
     studio = Studio(backend=backend, feed=feed, sessions=sessions, wake=wake, hasher=password_hasher,
-                    i18n=build_i18n(backend.library))
+                    i18n=build_i18n(backend.library), uploads=uploads)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: fastapi.FastAPI) -> AsyncIterator[None]:
         feed.start()
         purged = sessions.purge_expired()
         log.info("studio started (%d expired sessions removed)", purged)
+        chores = asyncio.create_task(housekeeping(studio))
         try:
             yield
         finally:
+            chores.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await chores
             feed.stop()
 
     app = fastapi.FastAPI(title="AIGC Studio", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.studio = studio
-    add_signin_routes(app, studio, lang_default=lang_default, secure_cookies=secure_cookies)
+    add_signin_routes(app, studio, lang_default=lang_default)
     add_file_routes(app, studio)
+    add_upload_routes(app, uploads, sessions)  # ahead of Gradio's own upload and file routes
     app.mount("/static", StaticFiles(directory=ASSETS_DIR), name="static")
 
     @app.get("/")
@@ -173,7 +204,7 @@ def create_app(
 
     @app.get("/metrics")
     def prometheus(request: fastapi.Request) -> fastapi.Response:
-        if not metrics_allowed(request, backend.settings.metrics_token):
+        if not metrics_allowed(request, settings.metrics_token):
             return PlainTextResponse("Forbidden", status_code=403)
         return PlainTextResponse(metrics.render(backend), media_type=METRICS_TYPE,
                                  headers={"Cache-Control": "no-store"})
@@ -182,19 +213,34 @@ def create_app(
         user = sessions.resolve(request.cookies.get(SESSION_COOKIE))
         return user.name if user is not None else None
 
+    blocks = build_blocks(studio)
     app = gr.mount_gradio_app(
         app,
-        build_blocks(studio),
+        blocks,
         path=STUDIO_PATH,
         auth_dependency=session_user,
         footer_links=[],
         run_history=False,
-        max_file_size=backend.settings.max_upload_bytes,
+        max_file_size=settings.max_upload_bytes,
+        blocked_paths=blocked_paths(settings),
+        show_error=False,  # only messages of studio.errors are shown; anything else stays in the log
         ssr_mode=False,
         i18n=studio.i18n,
         theme=gr.themes.Soft(primary_hue="violet", secondary_hue="pink"),
         css_paths=[ASSETS_DIR / "studio.css"],
     )
-    app.add_middleware(LanguageMiddleware, sessions=sessions, db=backend.db, paths=PAGE_PATHS, default=lang_default)
-    app.add_middleware(_SignInRedirect, sessions=sessions)
+    # Middleware added later runs earlier: the proxy headers, then the guard, then the
+    # page language (only for requests the guard let through).
+    app.add_middleware(LanguageMiddleware, sessions=sessions, db=backend.db,
+                       paths=frozenset(STUDIO_PATH + page for page in PAGES), default=lang_default)
+    # ``Blocks.launch()`` marks the app launched; ``mount_gradio_app`` does not, and while
+    # ``has_launched`` is False Gradio's ``_check_allowed`` returns at once: an event
+    # handler would then accept *any* server path as an uploaded file (and copy the file
+    # into Gradio's cache, where ``/file=`` serves it). Launched, Gradio accepts only
+    # files under its upload folder as inputs, and never ``blocked_paths``.
+    blocks.has_launched = True
+    app.add_middleware(Guard, sessions=sessions, proxies_trusted=bool(settings.trusted_proxies))
+    if settings.trusted_proxies:
+        # Outermost: the guard and every route see the client's address and scheme.
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(settings.trusted_proxies))
     return app

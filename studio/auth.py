@@ -7,10 +7,20 @@ are cached for a few seconds because Gradio asks for the user on every request; 
 sign-out or a disabled account therefore takes effect everywhere within
 ``CACHE_SECONDS``.
 
-Wrong passwords are throttled per account name in the database: after
-``FREE_FAILURES`` in a row, each further attempt must wait twice as long as the last
-(capped), and it is refused unchecked until then, so guessing is slow whichever replica
-the guesses reach.
+Sign-in attempts are claimed from three limits before the password is checked (atomic
+and shared by all replicas, see :mod:`backend.throttle`):
+
+- per name *and* address (``NAME_ADDRESS``): a few wrong passwords, then each further
+  attempt waits twice as long as the last, refused unchecked until then;
+- per address (``Settings.login_failures_per_address`` per window): spraying many names
+  from one place is refused, not just the names it hits;
+- per name over all addresses (``NAME_CEILING``): past the ceiling attempts for the name
+  are *slowed* (``SLOW_SECONDS`` each), never refused, so guessers elsewhere cannot lock
+  the owner out of the account.
+
+A successful sign-in gives its claims back. Sign-ups are limited per address too
+(``Settings.signups_per_address`` per hour), and an invite code is a guess like a redeem
+code (:func:`backend.codes.check_invite`).
 """
 
 from __future__ import annotations
@@ -25,12 +35,12 @@ from dataclasses import dataclass
 from argon2 import PasswordHasher
 from sqlalchemy import delete, select
 
-from backend import accounts, codes, ledger
+from backend import accounts, codes, ledger, throttle
 from backend.config import Settings
 from backend.db import Database
-from backend.db.models import RedeemCode, User, utcnow
-from backend.db.studio_models import LoginThrottle, StudioSession
-from backend.errors import AuthError, InvalidParameter, PermissionDenied, RateLimited, RedeemError
+from backend.db.models import User, utcnow
+from backend.db.studio_models import StudioSession
+from backend.errors import AuthError, PermissionDenied, RateLimited, RedeemError, StudioError
 from backend.passwords import DEFAULT_HASHER
 
 from . import app_settings
@@ -38,10 +48,14 @@ from . import app_settings
 SESSION_COOKIE = "studio_session"
 SESSION_DAYS = 30
 CACHE_SECONDS = 5.0
-FREE_FAILURES = 3
-MAX_DELAY_SECONDS = 300
 #: Failures older than this are forgotten.
 THROTTLE_WINDOW = dt.timedelta(minutes=15)
+_WRONG = ("wrong passwords", "密码错误")
+NAME_ADDRESS = throttle.Limit(5, THROTTLE_WINDOW, backoff=True, what=_WRONG)
+NAME_CEILING = throttle.Limit(20, THROTTLE_WINDOW, refuse=False, what=_WRONG)
+#: The pause of each attempt for a name past ``NAME_CEILING`` (on top of the usual one).
+SLOW_SECONDS = 3.0
+SIGNUP_WINDOW = dt.timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -132,60 +146,47 @@ def user_by_name(db: Database, name: str) -> SessionUser:
     return SessionUser(id=user.id, name=user.name, role=user.role)
 
 
-# ---- sign-in throttle -------------------------------------------------------------------
+# ---- sign-in ----------------------------------------------------------------------------
 
 
-def _delay_after(failures: int) -> float:
-    if failures < FREE_FAILURES:
-        return 0.0
-    return float(min(2 ** (failures - FREE_FAILURES + 1), MAX_DELAY_SECONDS))
+def _keys(name_key: str, address: str | None) -> tuple[str, str, str]:
+    where = throttle.address_key(address)
+    return f"login:name-addr:{name_key}|{where}", f"login:name:{name_key}", f"login:addr:{where}"
 
 
-def _check_throttle(db: Database, name_key: str) -> None:
-    with db.read() as s:
-        row = s.get(LoginThrottle, name_key)
-    if row is None:
-        return
-    since = (utcnow() - row.last_failure_at).total_seconds()
-    wait = _delay_after(row.failures) - since
-    if wait > 0 and since < THROTTLE_WINDOW.total_seconds():
-        seconds = max(1, round(wait))
-        raise RateLimited(
-            f"Too many wrong passwords. Try again in {seconds} s.",
-            zh=f"密码错误次数过多，请 {seconds} 秒后再试。",
-            retry_after=wait,
-        )
+def address_limit(settings: Settings) -> throttle.Limit:
+    return throttle.Limit(settings.login_failures_per_address, THROTTLE_WINDOW,
+                          what=("failed sign-ins from your network", "来自您网络的登录失败"))
 
 
-def _record_failure(db: Database, name_key: str) -> None:
-    now = utcnow()
-    with db.write() as s:
-        row = s.get(LoginThrottle, name_key)
-        if row is None:
-            s.add(LoginThrottle(name_key=name_key, failures=1, last_failure_at=now))
-        else:
-            fresh = now - row.last_failure_at > THROTTLE_WINDOW
-            row.failures = 1 if fresh else row.failures + 1
-            row.last_failure_at = now
+def sign_in_delay(db: Database, name: str) -> float:
+    """Seconds to wait before checking a password for ``name`` (its ceiling was passed)."""
+    name_key = accounts.normalize_name(name)[:64]
+    over = throttle.count(db, f"login:name:{name_key}", NAME_CEILING) >= NAME_CEILING.allowed
+    return SLOW_SECONDS if name_key and over else 0.0
 
 
-def _clear_failures(db: Database, name_key: str) -> None:
-    with db.write() as s:
-        s.execute(delete(LoginThrottle).where(LoginThrottle.name_key == name_key))
+def sign_in(db: Database, settings: Settings, name: str, password: str, *, address: str | None,
+            hasher: PasswordHasher = DEFAULT_HASHER) -> User:
+    """The user if the password is right; AuthError or RateLimited otherwise.
 
-
-def sign_in(db: Database, name: str, password: str, *, hasher: PasswordHasher = DEFAULT_HASHER) -> User:
-    """The user if the password is right; AuthError or RateLimited otherwise."""
+    ``address`` is the client's address (see :func:`backend.throttle.address_key`).
+    """
     name_key = accounts.normalize_name(name)[:64]
     if not name_key:
         raise AuthError("Enter your user name and password.", zh="请输入用户名和密码。")
-    _check_throttle(db, name_key)
+    pair, per_name, per_address = _keys(name_key, address)
+    throttle.claim(db, per_address, address_limit(settings))
     try:
-        user = accounts.authenticate(db, name, password, hasher=hasher)
-    except AuthError:
-        _record_failure(db, name_key)
+        throttle.claim(db, pair, NAME_ADDRESS)
+    except RateLimited:
+        throttle.release(db, per_address)
         raise
-    _clear_failures(db, name_key)
+    throttle.claim(db, per_name, NAME_CEILING)
+    user = accounts.authenticate(db, name, password, hasher=hasher)  # AuthError: the claims stay
+    throttle.reset(db, pair)
+    throttle.release(db, per_name)
+    throttle.release(db, per_address)
     return user
 
 
@@ -198,6 +199,7 @@ def sign_up(
     name: str,
     password: str,
     *,
+    address: str | None,
     invite_code: str = "",
     hasher: PasswordHasher = DEFAULT_HASHER,
 ) -> User:
@@ -205,18 +207,27 @@ def sign_up(
 
     In ``invite`` mode the invite is any unused redeem code: it is redeemed into the new
     account (its credits come on top of the welcome grant), so admins hand out invites
-    with the same batches they already manage.
+    with the same batches they already manage. Each address may create
+    ``settings.signups_per_address`` accounts per hour.
     """
     mode = app_settings.signup_mode(db, settings)
     if mode == "off":
         raise PermissionDenied("Sign-up is closed; ask an administrator for an account.", zh="注册已关闭，请联系管理员开通账户。")
+    limits = {"max_failures": settings.redeem_max_failures, "window_seconds": settings.redeem_window_seconds}
     if mode == "invite":
-        _check_invite(db, invite_code)
-    user = accounts.create_user(db, name, password, hasher=hasher)
+        codes.check_invite(db, invite_code, address=address, **limits)
+    key = f"signup:addr:{throttle.address_key(address)}"
+    throttle.claim(db, key, throttle.Limit(settings.signups_per_address, SIGNUP_WINDOW,
+                                           what=("new accounts from your network", "来自您网络的新账户")))
+    try:
+        user = accounts.create_user(db, name, password, hasher=hasher)
+    except StudioError:
+        throttle.release(db, key)  # a name taken or a weak password is no account made
+        raise
     if mode == "invite":
         try:
-            codes.redeem(db, user.id, invite_code)
-        except RedeemError:
+            codes.redeem(db, user.id, invite_code, address=address, **limits)
+        except (RedeemError, RateLimited):
             # Someone used the same code a moment ago; the account must not exist without it.
             with db.write() as s:
                 s.execute(delete(User).where(User.id == user.id))
@@ -226,13 +237,3 @@ def sign_up(
         with db.write() as s:
             ledger.credit(s, user.id, welcome, kind="grant", note="welcome")
     return user
-
-
-def _check_invite(db: Database, code: str) -> None:
-    if not code.strip():
-        raise InvalidParameter("Sign-up needs an invite code.", zh="注册需要邀请码。", param="invite")
-    now = utcnow()
-    with db.read() as s:
-        row = s.scalar(select(RedeemCode).where(RedeemCode.code_hash == codes.code_hash(code)))
-    if row is None or row.redeemed_by is not None or (row.expires_at is not None and row.expires_at <= now):
-        raise RedeemError("This invite code is not valid.", zh="邀请码无效。")

@@ -12,8 +12,10 @@ from backend.errors import PermissionDenied, StudioError
 from backend.runtime import Backend
 
 from .auth import SessionUser, Sessions, user_by_name
+from .errors import UserError
 from .feed import Feed
 from .i18n import lang_of
+from .uploads import Uploads
 
 
 @dataclass
@@ -26,16 +28,18 @@ class Studio:
     hasher: PasswordHasher
     #: The browser-side translation table (labels, buttons, workflow texts).
     i18n: gr.I18n
+    #: The per-session upload folders: the only files a handler may open.
+    uploads: Uploads
 
     def user(self, request: gr.Request) -> SessionUser:
         """The signed-in user of a Gradio request (the session resolved it to a name)."""
         name = getattr(request, "username", None)
         if not name:
-            raise gr.Error("Please sign in again. / 请重新登录。")
+            raise UserError("Please sign in again. / 请重新登录。")
         try:
             return user_by_name(self.backend.db, name)
         except StudioError as exc:
-            raise gr.Error(exc.text(lang_of(request))) from None
+            raise UserError(exc.text(lang_of(request))) from None
 
     def admin(self, request: gr.Request) -> SessionUser:
         """The user if an administrator; every admin handler calls this on the server,
@@ -43,11 +47,11 @@ class Studio:
         user = self.user(request)
         if not user.is_admin:
             exc = PermissionDenied("Administrators only.", zh="仅限管理员。")
-            raise gr.Error(exc.text(lang_of(request)))
+            raise UserError(exc.text(lang_of(request)))
         return user
 
 
-def fail(exc: StudioError, request: gr.Request | None) -> gr.Error:
+def fail(exc: StudioError, request: gr.Request | None) -> UserError:
     """A backend error as a Gradio error toast in the user's language. A user's mistake
     is not the operator's problem: no traceback in the server log."""
-    return gr.Error(exc.text(lang_of(request) if request is not None else "en"), print_exception=False)
+    return UserError(exc.text(lang_of(request) if request is not None else "en"))

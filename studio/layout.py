@@ -16,6 +16,7 @@ from backend.errors import NotFound
 
 from .context import Studio
 from .i18n import lang_of, pick, t
+from .pages.signin import signout_form
 from .render import esc, who
 
 NOTICE_SECONDS = 3.0
@@ -41,7 +42,7 @@ def nav_html(current: str, *, name: str, balance: int, role: str, lang: str) -> 
     return (
         f'<nav class="studio-nav">{BRAND}<div class="nav-links">{links}</div>{who(name, balance, role=role, lang=lang)}'
         f'<a href="/lang/{other}?next={here}" id="lang-switch" class="nav-link small">{esc(t("nav.lang", lang))}</a>'
-        f'<a href="/logout" id="signout" class="nav-link small">{esc(t("nav.signout", lang))}</a></nav>'
+        f'{signout_form(t("nav.signout", lang))}</nav>'
     )
 
 

@@ -19,10 +19,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import gradio as gr
-import numpy as np
 from PIL import Image
 
+from backend.images import decoded, probe_image
 from backend.workflows import Param, Preset, WorkflowSpec
+
+from .file_inputs import ImageUpload, MaskCanvas
 
 #: Sliders only for ranges a hand can set; seeds and huge ranges get a number box.
 MAX_SLIDER_SPAN = 10_000
@@ -80,17 +82,20 @@ def file_field(spec: WorkflowSpec, param: Param, i18n: gr.I18n, *, elem_id: str,
     """An image upload, or a drawing canvas for a mask (the painted area is what changes).
 
     A mask drawn on another image parameter (``mask_of``) gets that picture as its
-    background when it is uploaded, so its canvas takes no uploads of its own.
+    background when it is uploaded, so its canvas takes no uploads of its own. Neither
+    decodes anything: the handler gets paths and checks the files first
+    (:mod:`studio.file_inputs`).
     """
     label = _label(spec, param, i18n)
     if param.type == "mask":
         sources = () if param.mask_of else ("upload", "clipboard")
-        return gr.ImageEditor(value=value, type="pil", layers=False, label=label,
-                              elem_id=elem_id, sources=sources,
-                              brush=gr.Brush(colors=["#ffffff"], color_mode="fixed", default_size=24),
-                              transforms=(), height=420)
+        return MaskCanvas(value=value, type="filepath", image_mode=None, layers=False, label=label,
+                          elem_id=elem_id, sources=sources,
+                          brush=gr.Brush(colors=["#ffffff"], color_mode="fixed", default_size=24),
+                          transforms=(), height=420)
     if param.type == "image":
-        return gr.Image(type="filepath", sources=["upload", "clipboard"], label=label, elem_id=elem_id, height=300)
+        return ImageUpload(type="filepath", image_mode=None, sources=["upload", "clipboard"], label=label,
+                           elem_id=elem_id, height=300)
     return gr.File(label=label, elem_id=elem_id, type="filepath")
 
 
@@ -123,29 +128,35 @@ def collect(spec: WorkflowSpec, *, values: Mapping[str, Any], presets: Mapping[s
     return raw
 
 
-def mask_png(editor_value: Mapping[str, Any] | None, *, size: tuple[int, int] | None = None) -> bytes | None:
-    """The painted strokes of an ImageEditor value as the mask file the nodes expect.
+def mask_png(layer: bytes | None, *, size: tuple[int, int] | None, max_bytes: int, max_pixels: int) -> bytes | None:
+    """The painted strokes of a mask canvas's layer as the mask file the nodes expect.
 
     That is ComfyUI's own mask format (docs/workflows.md, masks): an RGBA PNG whose
     **painted area is transparent (alpha 0)** and the rest opaque, the size of the
-    picture it applies to (``size``, else the editor's background). None when nothing
+    picture it applies to (``size``, else the layer's). ``layer`` is the PNG the canvas
+    uploaded; it is checked like any upload (size, header, pixel limit) and decoded
+    within the decode budget, which also covers the mask being made. None when nothing
     was painted.
     """
-    if not editor_value:
+    if not layer:
         return None
-    layers = editor_value.get("layers") or []
-    background = editor_value.get("background")
-    if not layers or layers[0] is None:
-        return None
-    painted = np.array(layers[0].convert("RGBA"))[..., 3] > 0
-    if not painted.any():
-        return None
-    target = size or (background.size if background is not None else None)
-    alpha = Image.fromarray(np.where(painted, 0, 255).astype(np.uint8), mode="L")
-    if target is not None and alpha.size != tuple(target):
-        alpha = alpha.resize(tuple(target), Image.NEAREST)
-    mask = Image.new("RGBA", alpha.size, (0, 0, 0, 255))
-    mask.putalpha(alpha)
-    out = io.BytesIO()
-    mask.save(out, format="PNG")
+    header = probe_image(layer, max_bytes=max_bytes, max_pixels=max_pixels)
+    target = tuple(size) if size else (header.width, header.height)
+    # While the layer is decoded: its alpha and the inverted alpha (1 byte per pixel
+    # each), the resized alpha and the RGBA mask (5 bytes per pixel of the picture).
+    extra = 2 * header.width * header.height + 5 * target[0] * target[1]
+    with decoded(layer, max_bytes=max_bytes, max_pixels=max_pixels, extra_bytes=extra) as im:
+        painted = im.getchannel("A") if "A" in im.getbands() else Image.new("L", im.size, 255)
+        im.close()
+        alpha = painted.point(lambda v: 0 if v else 255)  # painted: transparent
+        del painted
+        if alpha.getextrema() == (255, 255):
+            return None
+        if alpha.size != target:
+            alpha = alpha.resize(target, Image.NEAREST)
+        mask = Image.new("RGBA", alpha.size, (0, 0, 0, 255))
+        mask.putalpha(alpha)
+        del alpha
+        out = io.BytesIO()
+        mask.save(out, format="PNG")
     return out.getvalue()

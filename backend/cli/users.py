@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("name")
         p.set_defaults(handler=lambda ctx, args, d=disabled: set_disabled(ctx, args, d))
 
-    passwd = user.add_parser("passwd", help="set a new password")
+    passwd = user.add_parser("passwd", help="set a new password (signs the user out everywhere)")
     passwd.add_argument("name")
     passwd.add_argument("--password-stdin", action="store_true")
     passwd.set_defaults(handler=set_password)
@@ -74,6 +74,7 @@ def set_disabled(ctx: Context, args: argparse.Namespace, disabled: bool) -> int:
 def set_password(ctx: Context, args: argparse.Namespace) -> int:
     with ctx.db.read() as s:
         user = accounts.find_user(s, args.name)
-    accounts.set_password(ctx.db, user.id, _read_password(args.password_stdin))
-    ctx.emit({"name": user.name}, f"password of {user.name} changed")
+    ended = accounts.set_password(ctx.db, user.id, _read_password(args.password_stdin))
+    ctx.emit({"name": user.name, "sessions_ended": ended},
+             f"password of {user.name} changed; {ended} session(s) signed out")
     return 0

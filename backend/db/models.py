@@ -75,8 +75,6 @@ class User(Base):
     balance: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    redeem_failures: Mapped[int] = mapped_column(Integer, default=0)
-    redeem_window_start: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     #: When the dispatcher last gave one of this user's jobs a node; the backlog serves
     #: the user served least recently first, so nobody's burst starves anyone else.
     last_served_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -203,6 +201,19 @@ class RedeemCode(Base):
     expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     redeemed_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
     redeemed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Throttle(Base):
+    """Recent attempts of one kind by one party (a name and address signing in, a user
+    redeeming codes, ...): see :mod:`backend.throttle`."""
+
+    __tablename__ = "throttles"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)
+    window_start: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    #: No attempt before this moment (the backoff after repeated failures).
+    next_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 
 
 class StageAlias(Base):

@@ -11,7 +11,10 @@ it, from built-in defaults that fit a stock ComfyUI.
 from __future__ import annotations
 
 import json
+import math
 import re
+import shutil
+import tempfile
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -118,12 +121,33 @@ class Proposal:
     category: str = "imported"
 
 
+#: Nesting of a node's input values: literals are flat and links are ``[id, index]``;
+#: deeper than this is not a ComfyUI export (and would exhaust Python's recursion).
+MAX_NESTING = 32
+#: Whole numbers beyond this are no ComfyUI value (seeds reach 2**64 - 1).
+MAX_INTEGER = 2**64
+
+
 def read_export(path: Path) -> dict[str, Any]:
-    """The API-format graph in ``path``; a UI-format file is refused with how to export."""
+    """The API-format graph in ``path``; a UI-format file is refused with how to export.
+
+    Hostile files are refused with a :class:`SpecError` before anything is written:
+    nesting deeper than ``MAX_NESTING``, text that is not valid UTF-8 or holds lone
+    surrogates (``"\\ud800"``), numbers that are not finite or beyond ``MAX_INTEGER``.
+    """
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        text = Path(path).read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read the file: {exc.strerror}", zh=f"{path}：无法读取文件：{exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path}: not UTF-8 text (byte {exc.start})", zh=f"{path}：不是 UTF-8 文本（第 {exc.start} 字节）") from None
+    try:
+        data = json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise _hostile(path, f"values nested more than {MAX_NESTING} levels deep", f"数值嵌套超过 {MAX_NESTING} 层") from None
+    except ValueError as exc:
         raise SpecError(f"{path}: cannot read JSON: {exc}", zh=f"{path}：无法读取 JSON：{exc}") from None
+    _check_values(path, data)
     if isinstance(data, dict) and {"nodes", "links"} <= data.keys():
         raise SpecError(UI_FORMAT_HELP.format(path=path), zh=UI_FORMAT_HELP_ZH.format(path=path))
     if not isinstance(data, dict) or not data or not all(
@@ -132,6 +156,44 @@ def read_export(path: Path) -> dict[str, Any]:
         raise SpecError(f"{path}: not an API-format export (an object of node id -> {{class_type, inputs}})",
                         zh=f"{path}：不是 API 格式的导出文件（应为 节点 id -> {{class_type, inputs}} 的对象）")
     return data
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number a workflow can use")
+
+
+def _hostile(path: Path, en: str, zh: str) -> SpecError:
+    return SpecError(f"{path}: not a usable ComfyUI export: {en}", zh=f"{path}：不是可用的 ComfyUI 导出文件：{zh}")
+
+
+def _check_values(path: Path, data: Any) -> None:
+    """Walk every value once, without recursion (see :func:`read_export`)."""
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children = [*value.keys(), *value.values()]
+        elif isinstance(value, list):
+            children = value
+        else:
+            children = None
+        if children is not None:
+            if depth >= MAX_NESTING + 2:  # the graph object and a node's inputs come first
+                raise _hostile(path, f"values nested more than {MAX_NESTING} levels deep", f"数值嵌套超过 {MAX_NESTING} 层")
+            stack.extend((child, depth + 1) for child in children)
+        elif isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise _hostile(path, f"the text {value[:40]!r} holds a lone surrogate (an invalid \\uD800-\\uDFFF escape)",
+                               f"文本 {value[:40]!r} 含有孤立的代理字符（无效的 \\uD800-\\uDFFF 转义）") from None
+        elif isinstance(value, bool) or value is None:
+            continue
+        elif isinstance(value, int):
+            if abs(value) > MAX_INTEGER:
+                raise _hostile(path, f"the number {str(value)[:20]}… is too large", f"数字 {str(value)[:20]}… 过大")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise _hostile(path, f"the number {value} is not finite", f"数字 {value} 不是有限值")
 
 
 def fetch_object_info(url: str, timeout: float = 30.0) -> dict[str, Any]:
@@ -161,9 +223,28 @@ def propose(graph: Mapping[str, Any], name: str, object_info: Mapping[str, Any] 
 
 
 def write_proposal(folder: Path, graph: Mapping[str, Any], proposal: Proposal) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "graph.json").write_text(json.dumps(graph, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    (folder / "spec.toml").write_text(render_spec(proposal), encoding="utf-8")
+    """Write ``folder`` whole or not at all: both files are rendered in memory, written to
+    a hidden sibling folder, and that folder is renamed into place (replacing an old one
+    only then)."""
+    files = {"graph.json": json.dumps(graph, indent=2, ensure_ascii=False) + "\n", "spec.toml": render_spec(proposal)}
+    encoded = {name: text.encode("utf-8") for name, text in files.items()}
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    old = None
+    try:
+        for name, data in encoded.items():
+            (staging / name).write_bytes(data)
+        if folder.exists():
+            old = folder.with_name(f"{staging.name}.old")
+            folder.rename(old)
+        staging.rename(folder)
+    except BaseException:
+        if old is not None and not folder.exists():
+            old.rename(folder)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 class _ParamBuilder:
@@ -174,6 +255,10 @@ class _ParamBuilder:
         self.graph = graph
         self.info = object_info
         self.params: list[dict[str, Any]] = []
+        # (role, default) -> its parameter, and parameters per role: linear, not quadratic,
+        # in the size of the graph.
+        self._shared: dict[tuple[str, Any], dict[str, Any]] = {}
+        self._count: dict[str, int] = {}
         self.negative_texts = _negative_prompt_nodes(graph)
         self.mask_users = {v[0] for n in graph.values() for v in n["inputs"].values() if _is_link(v) and v[1] == 1}
         # Denoise below 1 is a beginner's "strength" only when a picture is the starting point.
@@ -252,17 +337,21 @@ class _ParamBuilder:
     def add(self, name: str, ptype: str, en: str, zh: str, target: dict[str, str], value: Any, **extra: Any
             ) -> dict[str, Any]:
         node = self.graph[target["node"]]
-        for param in self.params:
-            if param["base"] == name and param.get("default") == value and ptype not in ("image", "mask", "audio"):
-                param["targets"].append(target)
-                return param
-        count = sum(1 for p in self.params if p["base"] == name)
+        shareable = ptype not in ("image", "mask", "audio")
+        key = (name, _hashable(value))
+        if shareable and key in self._shared:
+            self._shared[key]["targets"].append(target)
+            return self._shared[key]
+        count = self._count.get(name, 0)
+        self._count[name] = count + 1
         title = (node.get("_meta") or {}).get("title") or node["class_type"]
         param = {"base": name, "name": name if not count else f"{name}_{count + 1}", "type": ptype,
                  "en": en if not count else f"{en} ({title})", "zh": zh if not count else f"{zh}（{title}）",
                  "targets": [target], **{k: v for k, v in extra.items() if v is not None}}
-        if value is not None and ptype not in ("image", "mask", "audio"):
+        if value is not None and shareable:
             param["default"] = value
+        if shareable:
+            self._shared.setdefault(key, param)
         self.params.append(param)
         return param
 
@@ -272,6 +361,13 @@ class _ParamBuilder:
         # Beginner fields first, in the order creators fill them in: files, words, numbers, seed.
         order = {"image": 0, "mask": 0, "audio": 0, "text": 1, "seed": 3}
         return sorted(self.params, key=lambda p: (not p.get("beginner", False), order.get(p["type"], 2)))
+
+
+def _hashable(value: Any) -> Any:
+    """``value`` as a dictionary key that compares like ``==`` does (1 == 1.0 == True)."""
+    if isinstance(value, (list, dict)):
+        return ("json", json.dumps(value, sort_keys=True))
+    return value
 
 
 def _declared(info: Mapping[str, Any], cls: str, input_name: str) -> list[Any] | None:

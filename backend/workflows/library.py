@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import NotFound, SpecError
 from .loader import SPEC_FILE, load_spec
 from .spec import WorkflowSpec
+
+log = logging.getLogger(__name__)
 
 
 def load_all(directory: Path) -> tuple[list[WorkflowSpec], list[SpecError]]:
@@ -18,27 +21,38 @@ def load_all(directory: Path) -> tuple[list[WorkflowSpec], list[SpecError]]:
                               zh=f"{directory}：工作流目录不存在")]
     specs: list[WorkflowSpec] = []
     errors: list[SpecError] = []
-    for folder in sorted(p for p in directory.iterdir() if (p / SPEC_FILE).is_file()):
+    for folder in sorted(p for p in directory.iterdir() if (p / SPEC_FILE).is_file() and not p.name.startswith(".")):
         try:
             specs.append(load_spec(folder))
         except SpecError as exc:
             errors.append(exc)
+        except Exception as exc:  # noqa: BLE001 - whatever a broken folder raises, it is that folder's problem
+            errors.append(SpecError(f"{folder}: cannot be loaded ({type(exc).__name__}: {exc})",
+                                    zh=f"{folder}：无法加载（{type(exc).__name__}: {exc}）"))
     return specs, errors
 
 
 class Library:
     """The workflows a studio offers. Build it with :meth:`load`; it never changes afterwards."""
 
-    def __init__(self, *, specs: list[WorkflowSpec]) -> None:
+    def __init__(self, *, specs: list[WorkflowSpec], problems: tuple[SpecError, ...] = ()) -> None:
         self._specs = {spec.name: spec for spec in sorted(specs, key=lambda s: (s.category, s.name))}
+        #: The folders that failed to load (and are not offered).
+        self.problems = problems
 
     @classmethod
     def load(cls, directory: Path) -> "Library":
-        """Load every workflow in ``directory``; any broken spec fails the whole load, loudly."""
+        """Load every workflow in ``directory``. A folder that fails to load is left out
+        with an error in the log (one bad import must not keep the studio from starting;
+        ``workflows check`` lists them all); a missing directory is an error."""
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise SpecError(f"{directory}: the workflows directory does not exist",
+                            zh=f"{directory}：工作流目录不存在")
         specs, errors = load_all(directory)
-        if errors:
-            raise SpecError("; ".join(str(e) for e in errors), zh="；".join(e.zh for e in errors))
-        return cls(specs=specs)
+        for error in errors:
+            log.error("workflow skipped: %s (run 'python -m backend workflows check')", error)
+        return cls(specs=specs, problems=tuple(errors))
 
     def get(self, name: str) -> WorkflowSpec:
         spec = self._specs.get(name)

@@ -9,6 +9,7 @@ and the field.
 from __future__ import annotations
 
 import json
+import math
 import re
 import string
 import tomllib
@@ -59,6 +60,13 @@ _FORMAT_SPEC = re.compile(r"^[<>^]?\d{0,3}(\.\d{1,2})?[fg%]?$")
 _TOP_KEYS = {"title", "description", "category", "params", "presets", "outputs", "stages", "formulas", "guard", "models"}
 _PARAM_KEYS = {"name", "type", "label", "help", "level", "required", "default", "min", "max", "step", "options",
                "max_length", "targets", "mask_of"}
+
+
+def _finite(value: int | float) -> bool:
+    try:
+        return math.isfinite(value) and abs(value) <= 1e300
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def load_spec(folder: Path) -> WorkflowSpec:
@@ -173,10 +181,12 @@ class _SpecReader:
         if not isinstance(items, list) or not items:
             raise self.fail("params", "needs at least one [[params]] entry")
         params: list[Param] = []
+        seen: set[str] = set()
         for index, item in enumerate(items):
             param = self.param(item, f"params[{index}]")
-            if any(p.name == param.name for p in params):
+            if param.name in seen:
                 raise self.fail(f"params[{index}].name", f"duplicate parameter {param.name!r}")
+            seen.add(param.name)
             params.append(param)
         self.check_masks(params)
         facts = {f"{p.name}_{fact}" for p in params for fact in FACTS_BY_TYPE.get(p.type, ())}
@@ -264,6 +274,8 @@ class _SpecReader:
         value = item.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise self.fail(f"{where}.{key}", "must be a number")
+        if value is not None and not _finite(value):
+            raise self.fail(f"{where}.{key}", "must be a finite number within ±1e300")
         if key == "step" and value is not None and value <= 0:
             raise self.fail(f"{where}.{key}", "must be positive")
         return value

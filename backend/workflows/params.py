@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,6 +28,13 @@ FILE_REF_MAX_LENGTH = 200
 RANDOM_SEED = -1
 #: Random seeds stay below 2**53 so they survive a round trip through JSON in a browser.
 RANDOM_SEED_LIMIT = 2**53 - 1
+#: No whole-number input of ComfyUI goes beyond this (seeds reach 2**64 - 1).
+MAX_WHOLE_NUMBER = 2**64
+
+#: Bidirectional embeddings, overrides and isolates: they reorder how text is shown, so
+#: "abc<U+202E>gpj.exe" reads differently from what it is. Directional *marks* (LRM,
+#: RLM), which Persian, Arabic and Hebrew text uses, stay allowed.
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
@@ -119,9 +127,9 @@ def _to_int(param: Param, value: Any) -> int:
             number = None
     if isinstance(number, float) and math.isfinite(number) and number.is_integer():
         number = int(number)
-    if isinstance(number, bool) or not isinstance(number, int):
-        raise InvalidParameter(f"{_label(param)} must be a whole number, not {value!r}",
-                               zh=f"{_label_zh(param)}必须是整数，而不是 {value!r}", param=param.name)
+    if isinstance(number, bool) or not isinstance(number, int) or abs(number) > MAX_WHOLE_NUMBER:
+        raise InvalidParameter(f"{_label(param)} must be a whole number, not {_shown(value)}",
+                               zh=f"{_label_zh(param)}必须是整数，而不是 {_shown(value)}", param=param.name)
     return number
 
 
@@ -132,10 +140,23 @@ def _to_float(param: Param, value: Any) -> float:
             number = float(value.strip())
         except ValueError:
             number = None
-    if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
-        raise InvalidParameter(f"{_label(param)} must be a number, not {value!r}",
-                               zh=f"{_label_zh(param)}必须是数字，而不是 {value!r}", param=param.name)
+    if isinstance(number, bool) or not isinstance(number, (int, float)) or not _finite(number):
+        raise InvalidParameter(f"{_label(param)} must be a number, not {_shown(value)}",
+                               zh=f"{_label_zh(param)}必须是数字，而不是 {_shown(value)}", param=param.name)
     return float(number)
+
+
+def _finite(number: int | float) -> bool:
+    try:
+        return math.isfinite(number)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
+def _shown(value: Any) -> str:
+    """A value as a message quotes it: at most 40 characters of it."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:39] + "…"
 
 
 def _to_bool(param: Param, value: Any) -> bool:
@@ -157,12 +178,34 @@ def _to_text(param: Param, value: Any) -> str:
     if len(value) > limit:
         raise InvalidParameter(f"{_label(param)} is {len(value)} characters long; the limit is {limit}",
                                zh=f"{_label_zh(param)}长度为 {len(value)} 个字符，上限为 {limit}", param=param.name)
-    allowed_controls = "\n\t" if param.type == "text" else ""
-    bad = next((c for c in value if not c.isprintable() and c not in allowed_controls), None)
+    multiline = param.type == "text"
+    bad = next((c for c in value if _refused(c, multiline)), None)
     if bad is not None:
-        raise InvalidParameter(f"{_label(param)} contains the control character {bad!r}",
-                               zh=f"{_label_zh(param)}包含控制字符 {bad!r}", param=param.name)
+        code = f"U+{ord(bad):04X}"
+        if bad in BIDI_CONTROLS:
+            raise InvalidParameter(f"{_label(param)} contains a text-direction override ({code}), which can disguise "
+                                   "what the text says; please remove it",
+                                   zh=f"{_label_zh(param)}包含文字方向覆盖字符（{code}），它会掩盖文字的真实内容，请删除",
+                                   param=param.name)
+        raise InvalidParameter(f"{_label(param)} contains the control character {code}; please remove it",
+                               zh=f"{_label_zh(param)}包含控制字符 {code}，请删除", param=param.name)
     return value
+
+
+def _refused(ch: str, multiline: bool) -> bool:
+    """Control characters (NUL, escapes, ...), lone surrogates and bidi overrides.
+
+    Format characters real text needs are allowed: the zero-width joiner of emoji
+    sequences (👩‍💻) and of Persian/Indic words, the zero-width non-joiner, variation
+    selectors, emoji tag sequences, directional marks. So are unassigned code points
+    (emoji newer than this Python's Unicode tables). Line breaks only in multi-line texts.
+    """
+    if ch in "\n\t" or ch in "\u2028\u2029":
+        return not multiline
+    category = unicodedata.category(ch)
+    if category == "Cf":
+        return ch in BIDI_CONTROLS
+    return category in ("Cc", "Cs")
 
 
 def _check_range(param: Param, number: int | float) -> int | float:

@@ -1,11 +1,11 @@
-"""The Account page: balance, ledger and redeeming a code."""
+"""The Account page: balance, ledger, redeeming a code, changing the password."""
 
 from __future__ import annotations
 
 import gradio as gr
 from sqlalchemy import select
 
-from backend import codes, ledger
+from backend import accounts, codes, ledger
 from backend.db.models import Job, LedgerEntry
 from backend.errors import StudioError
 
@@ -13,6 +13,7 @@ from ..context import Studio
 from ..i18n import lang_of, t
 from ..layout import header, nav_for
 from ..render import esc, message, table, when
+from .signin import signout_form
 
 LEDGER_ROWS = 100
 
@@ -34,6 +35,7 @@ def build(studio: Studio, demo: gr.Blocks) -> None:
             result = gr.HTML("", elem_id="redeem-result", js_on_load=None)
     gr.Markdown(i18n("account.ledger"))
     ledger_html = gr.HTML("", elem_id="ledger", js_on_load=None)
+    password_section(studio, demo)
 
     def render(request: gr.Request) -> tuple[str, str]:
         user = studio.user(request)
@@ -45,7 +47,8 @@ def build(studio: Studio, demo: gr.Blocks) -> None:
         settings = studio.backend.settings
         try:
             amount = codes.redeem(studio.backend.db, user.id, value, max_failures=settings.redeem_max_failures,
-                                  window_seconds=settings.redeem_window_seconds)
+                                  window_seconds=settings.redeem_window_seconds,
+                                  address=request.client.host if request.client else None)
             note = message("ok", t("account.redeemed", lang, amount=amount))
         except StudioError as exc:
             note = message("error", exc.text(lang))
@@ -55,6 +58,45 @@ def build(studio: Studio, demo: gr.Blocks) -> None:
 
     demo.load(render, None, [balance, ledger_html], api_visibility="private", show_progress="hidden")
     go.click(redeem, [code], [code, result, balance, ledger_html, head.nav], api_name="redeem", show_progress="hidden")
+
+
+def password_section(studio: Studio, demo: gr.Blocks) -> None:
+    """Change the password (the current one required), then everyone is signed out; or
+    just sign out everywhere. A change ends every session, this one too, so the page
+    takes the user to the sign-in page."""
+    i18n = studio.i18n
+    gr.Markdown(i18n("account.password"))
+    with gr.Row(equal_height=True):
+        current = gr.Textbox(label=i18n("account.current_password"), type="password", elem_id="current-password",
+                             max_length=256)
+        new = gr.Textbox(label=i18n("account.new_password"), type="password", elem_id="new-password", max_length=256)
+        again = gr.Textbox(label=i18n("account.new_password2"), type="password", elem_id="new-password2",
+                           max_length=256)
+    with gr.Row(equal_height=True):
+        change = gr.Button(i18n("account.change_password"), elem_id="change-password", scale=1)
+        everywhere = gr.HTML("", elem_id="signout-everywhere", js_on_load=None, scale=1)
+    changed = gr.HTML("", elem_id="password-result", js_on_load=None)
+
+    def render(request: gr.Request) -> str:
+        studio.user(request)
+        return signout_form(t("account.signout_all", lang_of(request)), everywhere=True, elem_id="signout-all")
+
+    def change_password(old: str, first: str, second: str, request: gr.Request) -> tuple[str, str, str, str]:
+        user = studio.user(request)
+        lang = lang_of(request)
+        if first != second:
+            return gr.skip(), gr.skip(), gr.skip(), message("error", t("account.passwords_differ", lang))
+        try:
+            accounts.change_password(studio.backend.db, user.id, old or "", first or "", hasher=studio.hasher)
+        except StudioError as exc:
+            return "", gr.skip(), gr.skip(), message("error", exc.text(lang))
+        studio.sessions.revoke_user(user.id)  # the rows are gone; this drops this process's cache too
+        return "", "", "", message("ok", t("account.password_changed", lang), elem_id="password-changed")
+
+    demo.load(render, None, everywhere, api_visibility="private")
+    change.click(change_password, [current, new, again], [current, new, again, changed], api_visibility="private").then(
+        None, None, None, js="() => { if (document.getElementById('password-changed')) "
+                             "setTimeout(() => window.location.assign('/login'), 2500); }")
 
 
 def account_html(studio: Studio, user_id: int, lang: str) -> tuple[str, str]:

@@ -16,7 +16,6 @@ of its picture whose painted area is transparent (docs/workflows.md, masks).
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -27,15 +26,18 @@ import gradio as gr
 from backend import assets, jobs
 from backend.blobs import read_chunks
 from backend.errors import NotFound, StudioError
+from backend.images import probe_image
 from backend.submit import Accepted, NeedsConfirmation, cancel, submit
 from backend.workflows import InputFacts, Param, WorkflowSpec, quote, validate_params
 
 from ..context import Studio, fail
+from ..file_inputs import mask_value
 from ..files import file_url
 from ..i18n import error_text, lang_of, pick, t
 from ..layout import header
 from ..progress import Watcher
 from ..render import esc, idle_card, message, price_line
+from ..uploads import session_token
 from ..widgets import DEFAULT, collect, file_field, form_value, mask_png, preset_field
 from ..widgets import field as make_field
 
@@ -337,21 +339,36 @@ def _wire_form(studio: Studio, form: Form, key_state: gr.State, job_state: gr.St
             if not path:
                 return (None, "") + ((gr.skip(), gr.skip(), gr.skip()) if mask else ())
             try:
-                with open(path, "rb") as fh:
+                source = studio.uploads.path(path, session_token(request))  # before anything opens it
+                with open(source, "rb") as fh:
                     record = assets.store_upload(db, studio.backend.blobs, user.id, read_chunks(fh),
-                                                 name=os.path.basename(path), max_bytes=settings.max_upload_bytes,
+                                                 name=source.name, max_bytes=settings.max_upload_bytes,
                                                  max_pixels=settings.max_image_pixels)
             except StudioError as exc:
                 raise fail(exc, request) from None
             if not mask:
                 return record.id, ""
             # A new picture: the mask is painted over it afresh; a stored mask no longer fits.
-            return record.id, "", {"background": path, "layers": [], "composite": path}, None, ""
+            picture = str(source)
+            return record.id, "", {"background": picture, "layers": [], "composite": picture}, None, ""
 
         uploaded[name] = store
 
-    def files_and_facts(data: dict[Any, Any], user_id: int | None) -> tuple[dict[str, str | None], dict[str, InputFacts]]:
-        """Asset ids per file parameter (masks are stored here when ``user_id`` is given)."""
+    def owned(user_id: int, asset_id: str) -> assets.AssetRecord:
+        if not assets.user_can_read(db, user_id, asset_id):
+            raise NotFound("That file is not among yours.", zh="该文件不属于您。")
+        return assets.get_asset(db, asset_id)
+
+    def files_and_facts(data: dict[Any, Any], request: gr.Request, *, store: bool
+                        ) -> tuple[dict[str, str | None], dict[str, InputFacts]]:
+        """Asset ids per file parameter (masks are stored here when ``store``).
+
+        Canvas files are read only if they are uploads of this session, and checked
+        before they are decoded (:func:`studio.widgets.mask_png`).
+        """
+        user = studio.user(request)
+        token = session_token(request)
+        limits = {"max_bytes": settings.max_upload_bytes, "max_pixels": settings.max_image_pixels}
         ids: dict[str, str | None] = {}
         facts: dict[str, InputFacts] = {}
         for name in form.files:
@@ -359,25 +376,28 @@ def _wire_form(studio: Studio, form: Form, key_state: gr.State, job_state: gr.St
             assert param is not None
             stored = data[form.stored[name]]
             if param.type == "mask":
-                value = data[form.files[name]] or {}
-                background = value.get("background")
-                size = background.size if background is not None else None
-                if param.mask_of and data.get(form.stored.get(param.mask_of)):  # type: ignore[arg-type]
-                    picture = assets.get_asset(db, data[form.stored[param.mask_of]])
-                    size = (picture.width or 0, picture.height or 0)
-                png = mask_png(value, size=size) if background is not None else None
+                value = mask_value(data[form.files[name]])
+                size = None
+                if value["background"] is not None:
+                    if param.mask_of and data.get(form.stored.get(param.mask_of)):  # type: ignore[arg-type]
+                        picture = owned(user.id, data[form.stored[param.mask_of]])
+                        size = (picture.width or 0, picture.height or 0)
+                    else:
+                        header = probe_image(studio.uploads.read(value["background"], token), **limits)
+                        size = (header.width, header.height)
+                layer = studio.uploads.read(value["layers"][0], token) if value["layers"] and size else None
+                png = mask_png(layer, size=size, **limits) if layer is not None else None
                 if png is not None and size is not None:
                     facts[name] = InputFacts(width=size[0], height=size[1])
-                    if user_id is not None:
-                        record = assets.store_upload(db, studio.backend.blobs, user_id, [png], name="mask.png",
-                                                     max_bytes=settings.max_upload_bytes,
-                                                     max_pixels=settings.max_image_pixels)
+                    if store:
+                        record = assets.store_upload(db, studio.backend.blobs, user.id, [png], name="mask.png",
+                                                     **limits)
                         ids[name] = record.id
                     else:
                         ids[name] = "pending"
                     continue
                 if stored:  # "draw again" without new strokes: the job's stored mask
-                    record = assets.get_asset(db, stored)
+                    record = owned(user.id, stored)
                     ids[name] = stored
                     facts[name] = InputFacts(width=record.width or 0, height=record.height or 0)
                 else:
@@ -385,7 +405,7 @@ def _wire_form(studio: Studio, form: Form, key_state: gr.State, job_state: gr.St
                 continue
             ids[name] = stored
             if stored:
-                record = assets.get_asset(db, stored)
+                record = owned(user.id, stored)
                 facts[name] = InputFacts(width=record.width or 0, height=record.height or 0, seconds=record.seconds or 0.0)
         return ids, facts
 
@@ -398,7 +418,7 @@ def _wire_form(studio: Studio, form: Form, key_state: gr.State, job_state: gr.St
         studio.user(request)
         lang = lang_of(request)
         try:
-            ids, facts = files_and_facts(data, None)
+            ids, facts = files_and_facts(data, request, store=False)
         except StudioError as exc:
             return price_line(lang, error=exc.text(lang))
         missing = [p for p in spec.file_params if not ids.get(p.name)]
@@ -439,7 +459,7 @@ def _wire_form(studio: Studio, form: Form, key_state: gr.State, job_state: gr.St
         key = data[key_state] or uuid.uuid4().hex
         hidden = gr.update(visible=False)
         try:
-            ids, _ = files_and_facts(data, user.id)
+            ids, _ = files_and_facts(data, request, store=True)
         except StudioError as exc:
             return {form.notice: message("error", exc.text(lang)), form.confirm: hidden, to_watch: None}
         # Every value as the form shows it: presets already wrote theirs into the fields.

@@ -1,7 +1,9 @@
 """Sign in, sign up, sign out and the language switch: plain FastAPI pages.
 
 They sit outside Gradio so that the session cookie is ours (see :mod:`studio.auth`)
-and so that an unauthenticated visitor never loads the Gradio app at all.
+and so that an unauthenticated visitor never loads the Gradio app at all. Every form
+posts to its own site only (:mod:`studio.guard` refuses foreign origins), and signing
+out is a POST: a link or an image on another page cannot sign anyone out.
 """
 
 from __future__ import annotations
@@ -17,11 +19,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from backend.errors import AuthError, RateLimited, StudioError
 
 from .. import app_settings, preferences
-from ..auth import SESSION_COOKIE, SESSION_DAYS, sign_in, sign_up
+from ..auth import SESSION_COOKIE, SESSION_DAYS, sign_in, sign_in_delay, sign_up
 from ..context import Studio
+from ..guard import STUDIO_PATH
 from ..i18n import LANG_COOKIE, from_headers, normalize
-
-STUDIO_PATH = "/studio"
 #: A wrong password costs the caller this long, on top of the database throttle.
 FAILURE_PAUSE_SECONDS = 0.8
 
@@ -31,13 +32,15 @@ _TEXT = {
         "password2": "Repeat the password", "invite": "Invite code", "go_in": "Sign in", "go_up": "Create account",
         "to_up": "No account yet? <a href='/signup{q}'>Sign up</a>", "to_in": "Have an account? <a href='/login{q}'>Sign in</a>",
         "closed": "Sign-up is closed; ask an administrator for an account.", "mismatch": "The passwords differ.",
-        "tagline": "Create images with AI, on our GPUs.",
+        "tagline": "Create images with AI, on our GPUs.", "title_out": "Sign out", "go_out": "Sign out",
+        "go_out_all": "Sign out on all devices",
     },
     "zh": {
         "title_in": "登录", "title_up": "注册新账户", "name": "用户名", "password": "密码", "password2": "再次输入密码",
         "invite": "邀请码", "go_in": "登录", "go_up": "注册", "to_up": "还没有账户？<a href='/signup{q}'>注册</a>",
         "to_in": "已有账户？<a href='/login{q}'>登录</a>", "closed": "注册已关闭，请联系管理员开通账户。",
-        "mismatch": "两次输入的密码不一致。", "tagline": "用 AI 创作图像，算力由我们提供。",
+        "mismatch": "两次输入的密码不一致。", "tagline": "用 AI 创作图像，算力由我们提供。", "title_out": "退出登录",
+        "go_out": "退出登录", "go_out_all": "在所有设备上退出登录",
     },
 }
 
@@ -77,7 +80,19 @@ def _error(message: str) -> str:
     return f'<p class="error" id="auth-error">{html.escape(message)}</p>' if message else ""
 
 
-def add_signin_routes(app: fastapi.FastAPI, studio: Studio, *, lang_default: str = "en", secure_cookies: bool = False) -> None:
+def client_address(request: fastapi.Request) -> str | None:
+    """The client's address (a trusted proxy's ``X-Forwarded-For`` already applied)."""
+    return request.client.host if request.client else None
+
+
+def signout_form(label: str, *, everywhere: bool = False, elem_id: str = "signout") -> str:
+    """A sign-out button: a form posting to ``/logout`` (never a link, see the module docstring)."""
+    field = '<input type="hidden" name="everywhere" value="1">' if everywhere else ""
+    return (f'<form method="post" action="/logout" class="signout-form">{field}'
+            f'<button type="submit" id="{elem_id}" class="nav-link small">{html.escape(label)}</button></form>')
+
+
+def add_signin_routes(app: fastapi.FastAPI, studio: Studio, *, lang_default: str = "en") -> None:
     db, settings = studio.backend.db, studio.backend.settings
 
     def login_page(lang: str, next_path: str, *, name: str = "", error: str = "", status: int = 200) -> HTMLResponse:
@@ -110,11 +125,12 @@ def add_signin_routes(app: fastapi.FastAPI, studio: Studio, *, lang_default: str
         response.status_code = status
         return response
 
-    def signed_in(user_id: int, next_path: str) -> RedirectResponse:
+    def signed_in(request: fastapi.Request, user_id: int, next_path: str) -> RedirectResponse:
         token = studio.sessions.create(user_id)
         response = RedirectResponse(safe_next(next_path), status_code=303)
+        secure = settings.secure_cookies or request.url.scheme == "https"
         response.set_cookie(SESSION_COOKIE, token, max_age=SESSION_DAYS * 86400, httponly=True, samesite="lax",
-                            secure=secure_cookies, path="/")
+                            secure=secure, path="/")
         return response
 
     @app.get("/login", response_class=HTMLResponse)
@@ -127,14 +143,17 @@ def add_signin_routes(app: fastapi.FastAPI, studio: Studio, *, lang_default: str
     async def post_login(request: fastapi.Request, next: str = "",
                          name: str = fastapi.Form(""), password: str = fastapi.Form("")) -> fastapi.Response:
         lang = request_lang(request, lang_default)
+        # Past a name's ceiling every attempt for it waits here, without holding a thread.
+        await asyncio.sleep(await run_in_threadpool(sign_in_delay, db, name))
         try:
-            user = await run_in_threadpool(sign_in, db, name, password, hasher=studio.hasher)
+            user = await run_in_threadpool(sign_in, db, settings, name, password, address=client_address(request),
+                                           hasher=studio.hasher)
         except StudioError as exc:
             if isinstance(exc, AuthError):
                 await asyncio.sleep(FAILURE_PAUSE_SECONDS)
             status = 429 if isinstance(exc, RateLimited) else 401
             return login_page(lang, safe_next(next), name=name, error=exc.text(lang), status=status)
-        return signed_in(user.id, next)
+        return signed_in(request, user.id, next)
 
     @app.get("/signup", response_class=HTMLResponse)
     def get_signup(request: fastapi.Request, next: str = "") -> HTMLResponse:
@@ -148,14 +167,29 @@ def add_signin_routes(app: fastapi.FastAPI, studio: Studio, *, lang_default: str
         if password != password2:
             return signup_page(lang, safe_next(next), name=name, error=_TEXT[lang]["mismatch"], status=400)
         try:
-            user = await run_in_threadpool(sign_up, db, settings, name, password, invite_code=invite, hasher=studio.hasher)
+            user = await run_in_threadpool(sign_up, db, settings, name, password, invite_code=invite,
+                                           address=client_address(request), hasher=studio.hasher)
         except StudioError as exc:
-            return signup_page(lang, safe_next(next), name=name, error=exc.text(lang), status=400)
-        return signed_in(user.id, next)
+            status = 429 if isinstance(exc, RateLimited) else 400
+            return signup_page(lang, safe_next(next), name=name, error=exc.text(lang), status=status)
+        return signed_in(request, user.id, next)
 
-    @app.api_route("/logout", methods=["GET", "POST"])
-    def logout(request: fastapi.Request) -> RedirectResponse:
-        studio.sessions.revoke(request.cookies.get(SESSION_COOKIE))
+    @app.get("/logout", response_class=HTMLResponse)
+    def logout_page(request: fastapi.Request) -> HTMLResponse:
+        """A page with the sign-out button, for old links: GET never signs anyone out."""
+        lang = request_lang(request, lang_default)
+        t = _TEXT[lang]
+        body = signout_form(t["go_out"]) + signout_form(t["go_out_all"], everywhere=True, elem_id="signout-all")
+        return _page(lang, t["title_out"], body, path="/logout", next_path=STUDIO_PATH + "/")
+
+    @app.post("/logout")
+    def logout(request: fastapi.Request, everywhere: str = fastapi.Form("")) -> RedirectResponse:
+        token = request.cookies.get(SESSION_COOKIE)
+        user = studio.sessions.resolve(token)
+        if everywhere and user is not None:
+            studio.sessions.revoke_user(user.id)
+        else:
+            studio.sessions.revoke(token)
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response

@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 
 from backend import codes, ledger
 from backend.db import Database
-from backend.db.models import RedeemCode, User
+from backend.db.models import RedeemCode, Throttle, User
 from backend.errors import RateLimited, RedeemError
 
 from .helpers import make_user
@@ -90,7 +90,7 @@ def test_window_expiry_lifts_the_limit(db: Database) -> None:
             codes.redeem(db, user.id, "nope", max_failures=2)
     long_ago = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)
     with db.write() as s:
-        s.execute(update(User).where(User.id == user.id).values(redeem_window_start=long_ago))
+        s.execute(update(Throttle).where(Throttle.key == f"redeem:user:{user.id}").values(window_start=long_ago))
     assert codes.redeem(db, user.id, code, max_failures=2) == 5
 
 

@@ -36,7 +36,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 ADMIN_NAME = "admin"
-ADMIN_PASSWORD = "admin-pass-for-tests"
+ADMIN_PASSWORD = "operator pass for tests"
 START_TIMEOUT = 90.0
 
 
@@ -93,13 +93,19 @@ class StudioServer:
             return ""
 
 
-def start_studio(data_dir: Path, *, log_path: Path) -> StudioServer:
+def start_studio(data_dir: Path, *, log_path: Path, env: dict[str, str] | None = None) -> StudioServer:
+    """``run_studio.py`` on free ports; ``env`` adds or overrides settings (``STUDIO_*``).
+
+    Every test browser signs up from 127.0.0.1, so the per-address sign-up limit is
+    raised unless ``env`` says otherwise.
+    """
     port, sim_port = free_port(), free_port()
-    env = dict(os.environ, STUDIO_DATA_DIR=str(data_dir), STUDIO_ADMIN_NAME=ADMIN_NAME,
-               STUDIO_ADMIN_PASSWORD=ADMIN_PASSWORD, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_DISABLE_TELEMETRY="1",
-               HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-    env.pop("STUDIO_COMFYUI_URLS", None)
-    env.pop("STUDIO_CONFIG", None)
+    base = dict(os.environ, STUDIO_DATA_DIR=str(data_dir), STUDIO_ADMIN_NAME=ADMIN_NAME,
+                STUDIO_ADMIN_PASSWORD=ADMIN_PASSWORD, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_DISABLE_TELEMETRY="1",
+                HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", STUDIO_SIGNUPS_PER_ADDRESS="10000")
+    for name in ("STUDIO_COMFYUI_URLS", "STUDIO_CONFIG", "GRADIO_TEMP_DIR"):
+        base.pop(name, None)
+    env = {**base, **(env or {})}
     with open(log_path, "wb") as log:  # the child keeps its own copy of the descriptor
         process = subprocess.Popen(
             [sys.executable, str(REPO_ROOT / "run_studio.py"), "--port", str(port), "--sim-port", str(sim_port),

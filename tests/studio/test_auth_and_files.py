@@ -13,10 +13,13 @@ from backend import accounts, assets, codes
 from backend.errors import AuthError, PermissionDenied, RateLimited
 from backend.runtime import Backend
 from studio import app_settings
-from studio.auth import Sessions, sign_in, sign_up
+from studio.auth import NAME_ADDRESS, Sessions, sign_in, sign_up
 from studio.feed import Feed
 from tests.backend.helpers import CHEAP_HASHER, PASSWORD, make_user
 from tests.e2e.stack import png_bytes
+
+
+ADDRESS = "203.0.113.5"
 
 
 def png(color: tuple[int, int, int]) -> bytes:
@@ -57,28 +60,29 @@ def test_disabled_user_loses_sessions(backend: Backend) -> None:
 
 def test_wrong_passwords_are_slowed_down(backend: Backend) -> None:
     make_user(backend.db, "cy")
-    for _ in range(3):
+    for _ in range(NAME_ADDRESS.allowed):
         with pytest.raises(AuthError):
-            sign_in(backend.db, "cy", "wrong-password", hasher=CHEAP_HASHER)
+            sign_in(backend.db, backend.settings, "cy", "wrong-password", address=ADDRESS, hasher=CHEAP_HASHER)
     with pytest.raises(RateLimited) as exc:
-        sign_in(backend.db, "cy", PASSWORD, hasher=CHEAP_HASHER)  # refused unchecked, even if right
+        # refused unchecked, even if right
+        sign_in(backend.db, backend.settings, "cy", PASSWORD, address=ADDRESS, hasher=CHEAP_HASHER)
     assert "秒" in exc.value.zh and exc.value.retry_after > 0
 
 
 def test_signup_modes_and_welcome_grant(backend: Backend) -> None:
     settings = backend.settings
-    user = sign_up(backend.db, settings, "dee", PASSWORD, hasher=CHEAP_HASHER)
+    user = sign_up(backend.db, settings, "dee", PASSWORD, address=ADDRESS, hasher=CHEAP_HASHER)
     assert accounts.list_users(backend.db)[0].balance == settings.welcome_credits == user.balance + 100
     app_settings.set_signup(backend.db, mode="invite", welcome=5)
     with pytest.raises(Exception, match="invite"):
-        sign_up(backend.db, settings, "eve", PASSWORD, hasher=CHEAP_HASHER)
+        sign_up(backend.db, settings, "eve", PASSWORD, address=ADDRESS, hasher=CHEAP_HASHER)
     code = codes.create_batch(backend.db, 1, 20).codes[0]
-    eve = sign_up(backend.db, settings, "eve", PASSWORD, invite_code=code, hasher=CHEAP_HASHER)
+    eve = sign_up(backend.db, settings, "eve", PASSWORD, invite_code=code, address=ADDRESS, hasher=CHEAP_HASHER)
     with backend.db.read() as s:
         assert accounts.get_user(s, eve.id).balance == 25
     app_settings.set_signup(backend.db, mode="off", welcome=5)
     with pytest.raises(PermissionDenied):
-        sign_up(backend.db, settings, "fay", PASSWORD, hasher=CHEAP_HASHER)
+        sign_up(backend.db, settings, "fay", PASSWORD, address=ADDRESS, hasher=CHEAP_HASHER)
 
 
 def test_pages_redirect_to_sign_in_and_login_sets_an_httponly_cookie(backend: Backend, client: TestClient) -> None:
@@ -91,7 +95,7 @@ def test_pages_redirect_to_sign_in_and_login_sets_an_httponly_cookie(backend: Ba
     assert r.status_code == 303 and r.headers["location"] == "/studio/"
     assert re.search(r"studio_session=.*HttpOnly", r.headers["set-cookie"], re.IGNORECASE)
     assert client.get("/studio/").status_code == 200
-    client.get("/logout")
+    client.post("/logout")  # sign-out is a POST (a GET only shows the button)
     assert client.get("/studio/").status_code == 303
 
 
