@@ -548,6 +548,10 @@ def test_admin_units_codes_and_a_user_cannot_open_another_users_output(browser, 
     expect(admin.locator("#new-codes textarea")).to_have_value(re.compile(r"\w{4}-"), timeout=WAIT)
     code = admin.locator("#new-codes textarea").input_value().splitlines()[0]
     other.goto(studio_server.url + "/studio/account")
+    # The page's own load events first: a header rendered by a late load would show the
+    # balance from before the redeem.
+    expect(other.locator("#balance")).to_contain_text("100 credits", timeout=WAIT)
+    expect(other.locator("#account-balance")).to_contain_text("100", timeout=WAIT)
     other.locator("#redeem-code textarea, #redeem-code input").first.fill(code)
     other.click("#redeem")
     expect(other.locator("#redeem-result")).to_contain_text("100 credits added", timeout=WAIT)
