@@ -8,6 +8,7 @@ against the simulator).
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import queue
 import threading
 import uuid
@@ -16,13 +17,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from backend import backlog, jobs, ledger, messages
 from backend.blobs import BlobStore
 from backend.config import REPO_ROOT, Settings
 from backend.db import Database
-from backend.db.models import Job
+from backend.db.models import Job, utcnow
 from backend.dispatcher import Dispatcher
 from backend.lifecycle import LifecycleConsumer
 from backend.ports.bus import Delivery
@@ -310,6 +311,103 @@ def test_sweeper_republishes_a_dispatch_nobody_took(backend: Backend) -> None:
     node = NodeQueue(backend, "n1")
     Sweeper(backend, policy=SweepPolicy(republish_after=0.0)).sweep_once()
     assert [m["prompt_id"] for m in node.drain()] == [f"{job.id}-1"] * 2  # same attempt: the agent dedupes
+
+
+def _age_column(backend: Backend, job_id: str, column: str, seconds: float) -> None:
+    """Move a job's timestamp into the past, as if ``seconds`` had gone by since."""
+    with backend.db.write() as s:
+        s.execute(update(Job).where(Job.id == job_id).values({column: utcnow() - dt.timedelta(seconds=seconds)}))
+
+
+def _failed_events(events: queue.Queue[dict], job_id: str) -> dict:
+    while (e := events.get(timeout=WAIT))["job_id"] != job_id or e["type"] != "failed":
+        pass
+    return e
+
+
+def test_sweeper_fails_a_job_running_far_beyond_its_estimate_and_refunds_it(backend: Backend) -> None:
+    user = make_user(backend.db, "ron", credits=500)
+    register(backend.registry, "n1", library_capabilities(backend.library), slots=2)
+    events: queue.Queue[dict] = queue.Queue()
+    backend.bus.subscribe_user_events(events.put)
+    slow, late = (txt2img(backend, user.id).job for _ in range(2))  # type: ignore[union-attr]
+    Dispatcher(backend).dispatch_once()
+    lifecycle = LifecycleConsumer(backend)
+    for job in (slow, late):
+        lifecycle.apply(messages.lifecycle("started", job_id=job.id, attempt=1, node_id="n1"))
+    # The limit is max(min_run_timeout, factor × estimate) = 100 s here.
+    policy = SweepPolicy(min_run_timeout=60.0, run_timeout_factor=100.0 / slow.estimate_seconds)
+    _age_column(backend, slow.id, "started_at", 80)  # over the minimum, under the estimate's limit
+    _age_column(backend, late.id, "started_at", 120)
+    Sweeper(backend, policy=policy).sweep_once()
+    assert jobs.get(backend.db, slow.id).state == "running"
+    ended = jobs.get(backend.db, late.id)
+    assert (ended.state, ended.error_type) == ("failed", "Timeout")
+    assert list(backend.registry.reservations("n1")) == [f"{slow.id}-1"]
+    told = _failed_events(events, late.id)
+    assert told["refunded"] == late.cost and "Timeout" in told["reason"]["en"]
+    with backend.db.read() as s:
+        assert ledger.balance(s, user.id) == 500 - slow.cost
+    assert ledger.verify(backend.db) == []
+
+
+def test_sweeper_fails_a_job_no_node_took_after_the_last_attempt_and_refunds_it(backend: Backend) -> None:
+    user = make_user(backend.db, "sam", credits=500)
+    register(backend.registry, "n1", library_capabilities(backend.library))
+    events: queue.Queue[dict] = queue.Queue()
+    backend.bus.subscribe_user_events(events.put)
+    job = txt2img(backend, user.id).job  # type: ignore[union-attr]
+    Dispatcher(backend).dispatch_once()  # attempt 1; no agent ever says "submitted"
+    node = NodeQueue(backend, "n1")
+    assert [m["prompt_id"] for m in node.drain()] == [f"{job.id}-1"]
+
+    _age_column(backend, job.id, "dispatched_at", 60)
+    Sweeper(backend, policy=SweepPolicy(republish_after=30.0, max_attempts=2)).sweep_once()
+    assert [m["prompt_id"] for m in node.drain()] == [f"{job.id}-1"]  # attempts left: sent again
+    assert jobs.get(backend.db, job.id).state == "dispatched"
+
+    _age_column(backend, job.id, "dispatched_at", 60)
+    Sweeper(backend, policy=SweepPolicy(republish_after=30.0, max_attempts=1)).sweep_once()
+    ended = jobs.get(backend.db, job.id)
+    assert (ended.state, ended.error_type) == ("failed", "Undeliverable")
+    assert node.drain() == [] and backend.registry.reservations("n1") == {}
+    assert _failed_events(events, job.id)["refunded"] == job.cost
+    with backend.db.read() as s:
+        assert ledger.balance(s, user.id) == 500
+    assert ledger.verify(backend.db) == []
+
+
+def test_sweeper_gives_an_offline_node_its_grace_period(backend: Backend) -> None:
+    user = make_user(backend.db, "tia", credits=500)
+    caps = library_capabilities(backend.library)
+    register(backend.registry, "n1", caps)
+    job = txt2img(backend, user.id).job  # type: ignore[union-attr]
+    Dispatcher(backend).dispatch_once()
+    LifecycleConsumer(backend).apply(messages.lifecycle("started", job_id=job.id, attempt=1, node_id="n1"))
+    register(backend.registry, "n1", caps, online=False)  # ComfyUI down; the agent still beats
+    now = [1000.0]
+    sweeper = Sweeper(backend, policy=SweepPolicy(offline_grace=10.0), clock=lambda: now[0])
+    sweeper.sweep_once()  # offline from here on
+    now[0] += 9.9
+    sweeper.sweep_once()
+    assert jobs.get(backend.db, job.id).state == "running"
+    now[0] += 0.1
+    sweeper.sweep_once()
+    ended = jobs.get(backend.db, job.id)
+    assert (ended.state, ended.error_type) == ("failed", "NodeLost")
+    with backend.db.read() as s:
+        assert ledger.balance(s, user.id) == 500
+
+
+def test_a_late_requeue_of_a_started_job_is_ignored(backend: Backend) -> None:
+    user = make_user(backend.db, "uma", credits=500)
+    register(backend.registry, "n1", library_capabilities(backend.library))
+    job = txt2img(backend, user.id).job  # type: ignore[union-attr]
+    Dispatcher(backend).dispatch_once()
+    lifecycle = LifecycleConsumer(backend)
+    lifecycle.apply(messages.lifecycle("started", job_id=job.id, attempt=1, node_id="n1"))
+    lifecycle.apply(messages.lifecycle("requeue", job_id=job.id, attempt=1, node_id="n1", reason="late"))
+    assert jobs.get(backend.db, job.id).state == "running"  # running it again elsewhere would run it twice
 
 
 def test_cancel_refunds_and_frees_the_slot(backend: Backend) -> None:

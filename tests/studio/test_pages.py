@@ -16,16 +16,13 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from backend.db import Database
-from backend.runtime import Backend
 from studio.app import build_blocks, create_app
-from studio.auth import Sessions
-from studio.context import Studio
-from studio.feed import Feed
-from studio.i18n import build_i18n
 from studio.pages import admin, history
 from studio.widgets import mask_png
 from tests.backend.helpers import CHEAP_HASHER
 from tests.e2e.stack import Stack, memory_ports, running_stack
+
+from .helpers import studio_of
 
 
 @pytest.fixture
@@ -33,11 +30,6 @@ def stack(db: Database, tmp_path: Path) -> Iterator[Stack]:
     bus, registry = memory_ports()
     with running_stack(db, bus, registry, tmp_path, nodes=1) as s:
         yield s
-
-
-def studio_of(backend: Backend) -> Studio:
-    return Studio(backend=backend, feed=Feed(backend.bus), sessions=Sessions(backend.db), wake=lambda: None,
-                  hasher=CHEAP_HASHER, i18n=build_i18n(backend.library))
 
 
 def test_a_drawn_mask_is_stored_transparent_where_painted_and_the_size_of_its_picture() -> None:
