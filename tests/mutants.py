@@ -135,6 +135,14 @@ PLANTS: tuple[Plant, ...] = (
           'moved = jobs.transition(s, job.id, "failed", expect=("dispatched", "submitted"))', (DISPATCH,)),
     Plant("sweeper: lost reservations are not restored", "backend/sweeper.py",
           "                registry.restore(node, lost)", "                pass", (DISPATCH,)),
+    Plant("stage aliases: an admin's override never reaches a job", "backend/dispatcher.py",
+          'result[row.node_id] = {"en": row.en, "zh": row.zh}', "pass", ("tests/studio/test_pages.py",)),
+    Plant("stage aliases: the Admin page ignores an override", "backend/stages.py",
+          'result[row.node_id] = {"en": row.en, "zh": row.zh}', "pass", ("tests/studio/test_pages.py",)),
+    # ---- the suite itself ------------------------------------------------------------------
+    Plant("CI: a skipped test passes", "tests/conftest.py",
+          "if not (services.IN_CI and report.skipped)", "if not (False and report.skipped)",
+          ("tests/test_ci_skips.py",)),
     # ---- comfysim ------------------------------------------------------------------------
     Plant("comfysim: /free does not clear the cache", "comfysim/executor.py",
           "self.cache.clear()", "self.cache.copy()", ("tests/comfysim/test_queue_and_interrupt.py",)),

@@ -89,7 +89,6 @@ def test_upload_faults_and_slow_http(sim):
     assert requests.delete(f"{sim.url}/sim/faults", timeout=WAIT).status_code == 200
 
 
-@pytest.mark.chaos
 def test_exit_at_step_kills_the_process(tmp_path):
     port = free_port()
     config = tmp_path / "sim.toml"

@@ -116,11 +116,8 @@ class Stack:
         return seen
 
     def wait_nodes(self, count: int, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while sum(v.state.online for v in self.backend.registry.nodes()) < count:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{count} node(s) not online within {timeout} s")
-            time.sleep(0.1)
+        wait_for(lambda: sum(v.state.online for v in self.backend.registry.nodes()) >= count, timeout,
+                 f"{count} node(s) online")
 
     def check_books(self) -> None:
         problems = ledger.verify(self.db)

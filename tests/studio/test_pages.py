@@ -19,10 +19,10 @@ from backend.db import Database
 from studio.app import build_blocks, create_app
 from studio.pages import admin, history
 from studio.widgets import mask_png
-from tests.backend.helpers import CHEAP_HASHER
+from tests.backend.helpers import CHEAP_HASHER, make_user
 from tests.e2e.stack import Stack, memory_ports, running_stack
 
-from .helpers import studio_of
+from .helpers import Pages, studio_of
 
 
 @pytest.fixture
@@ -112,3 +112,25 @@ def test_metrics_on_loopback_or_with_the_bearer_token(stack: Stack) -> None:
         assert remote.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 403
         r = remote.get("/metrics", headers={"Authorization": "Bearer s3cret"})
         assert r.status_code == 200 and "studio_jobs" in r.text
+
+
+def test_an_admins_stage_alias_is_what_the_creator_sees(stack: Stack) -> None:
+    make_user(stack.db, "root", role="admin")
+    pages = Pages(studio_of(stack.backend))
+    spec = stack.backend.library.get("txt2img-sd15")
+    note, table = pages.call("admin_alias", "root", "txt2img-sd15", "3", " Dreaming ", "做梦中")
+    assert 'class="msg ok"' in note and "<code>3</code> Dreaming / 做梦中" in table
+    assert "has no node &#x27;99&#x27;" in pages.call("admin_alias", "root", "txt2img-sd15", "99", "x", "y")[0]
+    assert "needs an English and a Chinese text" in pages.call("admin_alias", "root", "txt2img-sd15", "8", "", "y")[0]
+
+    user = stack.user("cara", credits=1000)
+    job = stack.accepted(user, "txt2img-sd15", {"prompt": "a fox"})
+    seen = {e["node"]: e["alias"] for e in stack.events_until_ended([job.id]) if e["type"] == "stage"}
+    assert seen["3"] == {"en": "Dreaming", "zh": "做梦中"}  # the override
+    others = (seen.keys() & spec.stages.keys()) - {"3"}
+    assert others and all(seen[n] == {"en": spec.stages[n].en, "zh": spec.stages[n].zh} for n in others)
+
+    stack.sims.nodes[0].set_faults(raise_in_node="KSampler")
+    doomed = stack.accepted(user, "txt2img-sd15", {"prompt": "a wolf"})
+    failed = [e for e in stack.events_until_ended([doomed.id]) if e["type"] == "failed"]
+    assert stack.job(doomed.id).error_stage == "Dreaming" and "“Dreaming”" in failed[0]["reason"]["en"]
