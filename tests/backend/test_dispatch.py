@@ -313,6 +313,16 @@ def test_sweeper_republishes_a_dispatch_nobody_took(backend: Backend) -> None:
     assert [m["prompt_id"] for m in node.drain()] == [f"{job.id}-1"] * 2  # same attempt: the agent dedupes
 
 
+def started_job(backend: Backend, user_name: str) -> tuple[int, Job]:
+    """A user with 500 credits and their txt2img job, started on node ``n1``."""
+    user = make_user(backend.db, user_name, credits=500)
+    register(backend.registry, "n1", library_capabilities(backend.library))
+    job = txt2img(backend, user.id).job  # type: ignore[union-attr]
+    Dispatcher(backend).dispatch_once()
+    LifecycleConsumer(backend).apply(messages.lifecycle("started", job_id=job.id, attempt=1, node_id="n1"))
+    return user.id, job
+
+
 def _age_column(backend: Backend, job_id: str, column: str, seconds: float) -> None:
     """Move a job's timestamp into the past, as if ``seconds`` had gone by since."""
     with backend.db.write() as s:
@@ -378,13 +388,8 @@ def test_sweeper_fails_a_job_no_node_took_after_the_last_attempt_and_refunds_it(
 
 
 def test_sweeper_gives_an_offline_node_its_grace_period(backend: Backend) -> None:
-    user = make_user(backend.db, "tia", credits=500)
-    caps = library_capabilities(backend.library)
-    register(backend.registry, "n1", caps)
-    job = txt2img(backend, user.id).job  # type: ignore[union-attr]
-    Dispatcher(backend).dispatch_once()
-    LifecycleConsumer(backend).apply(messages.lifecycle("started", job_id=job.id, attempt=1, node_id="n1"))
-    register(backend.registry, "n1", caps, online=False)  # ComfyUI down; the agent still beats
+    user_id, job = started_job(backend, "tia")
+    register(backend.registry, "n1", library_capabilities(backend.library), online=False)  # ComfyUI down
     now = [1000.0]
     sweeper = Sweeper(backend, policy=SweepPolicy(offline_grace=10.0), clock=lambda: now[0])
     sweeper.sweep_once()  # offline from here on
@@ -396,17 +401,13 @@ def test_sweeper_gives_an_offline_node_its_grace_period(backend: Backend) -> Non
     ended = jobs.get(backend.db, job.id)
     assert (ended.state, ended.error_type) == ("failed", "NodeLost")
     with backend.db.read() as s:
-        assert ledger.balance(s, user.id) == 500
+        assert ledger.balance(s, user_id) == 500
 
 
 def test_a_late_requeue_of_a_started_job_is_ignored(backend: Backend) -> None:
-    user = make_user(backend.db, "uma", credits=500)
-    register(backend.registry, "n1", library_capabilities(backend.library))
-    job = txt2img(backend, user.id).job  # type: ignore[union-attr]
-    Dispatcher(backend).dispatch_once()
-    lifecycle = LifecycleConsumer(backend)
-    lifecycle.apply(messages.lifecycle("started", job_id=job.id, attempt=1, node_id="n1"))
-    lifecycle.apply(messages.lifecycle("requeue", job_id=job.id, attempt=1, node_id="n1", reason="late"))
+    _, job = started_job(backend, "uma")
+    requeue = messages.lifecycle("requeue", job_id=job.id, attempt=1, node_id="n1", reason="late")
+    LifecycleConsumer(backend).apply(requeue)
     assert jobs.get(backend.db, job.id).state == "running"  # running it again elsewhere would run it twice
 
 
