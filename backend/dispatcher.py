@@ -31,6 +31,11 @@ from .workflows import WorkflowSpec, build_prompt
 
 log = logging.getLogger(__name__)
 
+#: Passes one call of :meth:`Dispatcher.dispatch_once` may run. A pass runs again only
+#: after losing a job to another dispatcher, which means that one made progress, so a
+#: handful is never reached; the cap only keeps a scheduler thread from spinning.
+MAX_PASSES = 10
+
 
 def stage_aliases(s: Session, spec: WorkflowSpec) -> dict[str, AliasMessage]:
     """:func:`backend.stages.aliases` read in the caller's transaction: the dispatcher reads
@@ -97,6 +102,7 @@ class Dispatcher:
         self.switch_penalty = switch_penalty
         self._caps = CapabilityCache(backend.registry)
         self._refused = False
+        self._lost_race = False
         self._wake = threading.Event()
         self._pass_lock = threading.Lock()
 
@@ -117,9 +123,22 @@ class Dispatcher:
                 log.exception("dispatch pass crashed")
 
     def dispatch_once(self) -> int:
-        """One pass over the backlog; the number of jobs given to nodes."""
+        """One pass over the backlog; the number of jobs given to nodes.
+
+        A pass that reserved a slot and then lost the job to another dispatcher runs again
+        with fresh reads: while it held that slot, a concurrent pass may have seen every
+        node full and stopped, so without the rerun the slot stayed free, with jobs
+        waiting, until the next periodic pass. With it, once concurrent passes return, no
+        free slot is left that one of them could have filled.
+        """
         with self._pass_lock:
-            return self._pass()
+            placed = 0
+            for _ in range(MAX_PASSES):
+                self._lost_race = False
+                placed += self._pass()
+                if not self._lost_race:
+                    break
+            return placed
 
     def _pass(self) -> int:
         registry = self.backend.registry
@@ -187,6 +206,7 @@ class Dispatcher:
                 aliases = stage_aliases(s, spec)
         if not moved:  # another dispatcher or a cancel got there first
             backend.registry.release(node, ticket)
+            self._lost_race = True
             return None
         return node if self.publish(spec, job, node, attempt, aliases=aliases) else None
 

@@ -26,7 +26,9 @@ from backend.ports.registry import Candidate
 
 NODE = "gpu-1"
 USER = 7
-WAIT = 10.0
+#: Ceiling for every wait: reached only when the awaited event never comes, so it is
+#: generous enough for a loaded machine.
+WAIT = 60.0
 
 #: Short timings so faults resolve within a second or two.
 FAST = dict(

@@ -11,11 +11,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
+from backend import accounts
 from backend.cli import main
 from backend.db import Database
 from backend.db.models import User
+from backend.errors import AuthError
 
-from .helpers import charged_job, make_user
+from .helpers import CHEAP_HASHER, PASSWORD, charged_job, make_user
 
 
 @pytest.fixture
@@ -44,10 +46,24 @@ def test_user_credits_codes_and_verify(cli) -> None:
     shown = json.loads(out)
     assert shown["balance"] == 45 and [e["kind"] for e in shown["ledger"]] == ["redeem", "grant"]
     code, out, _ = cli("--json", "user", "list")
-    assert [u["name"] for u in json.loads(out)] == ["Root"]
-    assert cli("user", "disable", "root")[0] == 0
+    assert [(u["name"], u["disabled"]) for u in json.loads(out)] == [("Root", False)]
     code, out, _ = cli("ledger", "verify")
     assert code == 0 and "ledger OK" in out
+
+
+def test_user_disable_enable_and_passwd_take_effect(cli, db: Database) -> None:
+    make_user(db, "ops")
+    assert cli("user", "disable", "OPS")[0] == 0
+    code, out, _ = cli("--json", "user", "list")
+    assert [(u["name"], u["disabled"]) for u in json.loads(out)] == [("ops", True)]
+    with pytest.raises(AuthError, match="disabled"):
+        accounts.authenticate(db, "ops", PASSWORD, hasher=CHEAP_HASHER)
+    assert cli("user", "enable", "ops")[0] == 0
+    assert accounts.authenticate(db, "ops", PASSWORD, hasher=CHEAP_HASHER).name == "ops"
+    assert cli("user", "passwd", "ops", "--password-stdin", stdin="a brand new pw\n")[0] == 0
+    with pytest.raises(AuthError, match="Wrong user name or password"):
+        accounts.authenticate(db, "ops", PASSWORD, hasher=CHEAP_HASHER)
+    assert accounts.authenticate(db, "ops", "a brand new pw").name == "ops"
 
 
 def test_errors_go_to_stderr_with_nonzero_exit(cli) -> None:

@@ -7,23 +7,29 @@ against the simulator).
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import queue
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select, update
 
-from backend import jobs, ledger, messages
+from backend import backlog, jobs, ledger, messages
 from backend.blobs import BlobStore
 from backend.config import REPO_ROOT, Settings
 from backend.db import Database
+from backend.db.models import Job, utcnow
 from backend.dispatcher import Dispatcher
 from backend.lifecycle import LifecycleConsumer
 from backend.ports.bus import Delivery
 from backend.ports.memory_bus import MemoryBus
 from backend.ports.memory_registry import MemoryRegistry
+from backend.ports.registry import Candidate
 from backend.runtime import Backend
 from backend.submit import Accepted, NeedsConfirmation, Rejected, cancel, submit
 from backend.sweeper import SweepPolicy, Sweeper
@@ -52,26 +58,36 @@ def backend(db: Database, library: Library, tmp_path: Path) -> Iterator[Backend]
     b.bus.close()
 
 
+#: Ceiling for anything that arrives through a bus thread; reached only when it never comes.
+WAIT = 30.0
+
+
 class NodeQueue:
     """Collects the job messages published to one node, as its agent would receive them."""
 
     def __init__(self, backend: Backend, node_id: str) -> None:
+        self.bus = backend.bus
         self.node_id = node_id
         self.messages: queue.Queue[Delivery] = queue.Queue()
         self.sub = backend.bus.consume_jobs(node_id, self.messages.put, prefetch=100)
 
-    def take(self, timeout: float = 5.0) -> dict:
+    def take(self, timeout: float = WAIT) -> dict:
         delivery = self.messages.get(timeout=timeout)
         delivery.ack()
         return delivery.body
 
     def drain(self) -> list[dict]:
+        """Every job message published to the node so far, and nothing later.
+
+        A marker is published behind them and the queue read up to it: one consumer gets
+        a queue's messages in order, so no time window decides what counts as "so far".
+        """
+        marker = uuid.uuid4().hex
+        self.bus.publish_job(self.node_id, {"drain_marker": marker})
         out = []
-        while True:
-            try:
-                out.append(self.take(timeout=0.2))
-            except queue.Empty:
-                return out
+        while (body := self.take()).get("drain_marker") != marker:
+            out.append(body)
+        return out
 
 
 def txt2img(backend: Backend, user_id: int, **kw) -> object:
@@ -221,7 +237,7 @@ def test_runtime_failure_is_refunded_once_with_the_stage_in_the_reason(backend: 
     with backend.db.read() as s:
         assert ledger.balance(s, user.id) == 500
     assert not backend.registry.holds("n1", f"{job.id}-1")
-    seen = [events.get(timeout=5) for _ in range(2)]
+    seen = [events.get(timeout=WAIT) for _ in range(2)]
     assert [e["type"] for e in seen] == ["queued", "failed"]
     assert seen[1]["refunded"] == job.cost and "“Sampling”" in seen[1]["reason"]["en"]
     assert "IndexError" in seen[1]["reason"]["zh"] and seen[1]["user_id"] == user.id
@@ -297,6 +313,104 @@ def test_sweeper_republishes_a_dispatch_nobody_took(backend: Backend) -> None:
     assert [m["prompt_id"] for m in node.drain()] == [f"{job.id}-1"] * 2  # same attempt: the agent dedupes
 
 
+def started_job(backend: Backend, user_name: str) -> tuple[int, Job]:
+    """A user with 500 credits and their txt2img job, started on node ``n1``."""
+    user = make_user(backend.db, user_name, credits=500)
+    register(backend.registry, "n1", library_capabilities(backend.library))
+    job = txt2img(backend, user.id).job  # type: ignore[union-attr]
+    Dispatcher(backend).dispatch_once()
+    LifecycleConsumer(backend).apply(messages.lifecycle("started", job_id=job.id, attempt=1, node_id="n1"))
+    return user.id, job
+
+
+def _age_column(backend: Backend, job_id: str, column: str, seconds: float) -> None:
+    """Move a job's timestamp into the past, as if ``seconds`` had gone by since."""
+    with backend.db.write() as s:
+        s.execute(update(Job).where(Job.id == job_id).values({column: utcnow() - dt.timedelta(seconds=seconds)}))
+
+
+def _failed_events(events: queue.Queue[dict], job_id: str) -> dict:
+    while (e := events.get(timeout=WAIT))["job_id"] != job_id or e["type"] != "failed":
+        pass
+    return e
+
+
+def test_sweeper_fails_a_job_running_far_beyond_its_estimate_and_refunds_it(backend: Backend) -> None:
+    user = make_user(backend.db, "ron", credits=500)
+    register(backend.registry, "n1", library_capabilities(backend.library), slots=2)
+    events: queue.Queue[dict] = queue.Queue()
+    backend.bus.subscribe_user_events(events.put)
+    slow, late = (txt2img(backend, user.id).job for _ in range(2))  # type: ignore[union-attr]
+    Dispatcher(backend).dispatch_once()
+    lifecycle = LifecycleConsumer(backend)
+    for job in (slow, late):
+        lifecycle.apply(messages.lifecycle("started", job_id=job.id, attempt=1, node_id="n1"))
+    # The limit is max(min_run_timeout, factor × estimate) = 100 s here.
+    policy = SweepPolicy(min_run_timeout=60.0, run_timeout_factor=100.0 / slow.estimate_seconds)
+    _age_column(backend, slow.id, "started_at", 80)  # over the minimum, under the estimate's limit
+    _age_column(backend, late.id, "started_at", 120)
+    Sweeper(backend, policy=policy).sweep_once()
+    assert jobs.get(backend.db, slow.id).state == "running"
+    ended = jobs.get(backend.db, late.id)
+    assert (ended.state, ended.error_type) == ("failed", "Timeout")
+    assert list(backend.registry.reservations("n1")) == [f"{slow.id}-1"]
+    told = _failed_events(events, late.id)
+    assert told["refunded"] == late.cost and "Timeout" in told["reason"]["en"]
+    with backend.db.read() as s:
+        assert ledger.balance(s, user.id) == 500 - slow.cost
+    assert ledger.verify(backend.db) == []
+
+
+def test_sweeper_fails_a_job_no_node_took_after_the_last_attempt_and_refunds_it(backend: Backend) -> None:
+    user = make_user(backend.db, "sam", credits=500)
+    register(backend.registry, "n1", library_capabilities(backend.library))
+    events: queue.Queue[dict] = queue.Queue()
+    backend.bus.subscribe_user_events(events.put)
+    job = txt2img(backend, user.id).job  # type: ignore[union-attr]
+    Dispatcher(backend).dispatch_once()  # attempt 1; no agent ever says "submitted"
+    node = NodeQueue(backend, "n1")
+    assert [m["prompt_id"] for m in node.drain()] == [f"{job.id}-1"]
+
+    _age_column(backend, job.id, "dispatched_at", 60)
+    Sweeper(backend, policy=SweepPolicy(republish_after=30.0, max_attempts=2)).sweep_once()
+    assert [m["prompt_id"] for m in node.drain()] == [f"{job.id}-1"]  # attempts left: sent again
+    assert jobs.get(backend.db, job.id).state == "dispatched"
+
+    _age_column(backend, job.id, "dispatched_at", 60)
+    Sweeper(backend, policy=SweepPolicy(republish_after=30.0, max_attempts=1)).sweep_once()
+    ended = jobs.get(backend.db, job.id)
+    assert (ended.state, ended.error_type) == ("failed", "Undeliverable")
+    assert node.drain() == [] and backend.registry.reservations("n1") == {}
+    assert _failed_events(events, job.id)["refunded"] == job.cost
+    with backend.db.read() as s:
+        assert ledger.balance(s, user.id) == 500
+    assert ledger.verify(backend.db) == []
+
+
+def test_sweeper_gives_an_offline_node_its_grace_period(backend: Backend) -> None:
+    user_id, job = started_job(backend, "tia")
+    register(backend.registry, "n1", library_capabilities(backend.library), online=False)  # ComfyUI down
+    now = [1000.0]
+    sweeper = Sweeper(backend, policy=SweepPolicy(offline_grace=10.0), clock=lambda: now[0])
+    sweeper.sweep_once()  # offline from here on
+    now[0] += 9.9
+    sweeper.sweep_once()
+    assert jobs.get(backend.db, job.id).state == "running"
+    now[0] += 0.1
+    sweeper.sweep_once()
+    ended = jobs.get(backend.db, job.id)
+    assert (ended.state, ended.error_type) == ("failed", "NodeLost")
+    with backend.db.read() as s:
+        assert ledger.balance(s, user_id) == 500
+
+
+def test_a_late_requeue_of_a_started_job_is_ignored(backend: Backend) -> None:
+    _, job = started_job(backend, "uma")
+    requeue = messages.lifecycle("requeue", job_id=job.id, attempt=1, node_id="n1", reason="late")
+    LifecycleConsumer(backend).apply(requeue)
+    assert jobs.get(backend.db, job.id).state == "running"  # running it again elsewhere would run it twice
+
+
 def test_cancel_refunds_and_frees_the_slot(backend: Backend) -> None:
     user, other = make_user(backend.db, "lou", credits=500), make_user(backend.db, "max", credits=5)
     register(backend.registry, "n1", library_capabilities(backend.library))
@@ -316,11 +430,12 @@ def test_cancel_refunds_and_frees_the_slot(backend: Backend) -> None:
     assert ledger.verify(backend.db) == []
 
 
-def test_two_dispatchers_never_double_book(backend: Backend) -> None:
+def test_concurrent_dispatchers_fill_every_slot_once(backend: Backend) -> None:
     user = make_user(backend.db, "ned", credits=100_000)
-    for n in ("n1", "n2", "n3"):
+    nodes = ("n1", "n2", "n3")
+    for n in nodes:
         register(backend.registry, n, library_capabilities(backend.library), slots=2)
-    queues = [NodeQueue(backend, n) for n in ("n1", "n2", "n3")]
+    queues = {n: NodeQueue(backend, n) for n in nodes}
     for _ in range(20):
         txt2img(backend, user.id, queue_if_busy=True)
     dispatchers = [Dispatcher(backend) for _ in range(4)]
@@ -330,11 +445,93 @@ def test_two_dispatchers_never_double_book(backend: Backend) -> None:
         barrier.wait()
         return d.dispatch_once()
 
-    threads = [threading.Thread(target=run, args=(d,)) for d in dispatchers]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    published = [m["job_id"] for q in queues for m in q.drain()]
-    assert len(published) == len(set(published)) == 6
-    assert all(len(backend.registry.reservations(n)) == 2 for n in ("n1", "n2", "n3"))
+    with ThreadPoolExecutor(len(dispatchers)) as pool:
+        placed = sum(pool.map(run, dispatchers))
+    with backend.db.read() as s:
+        dispatched = list(s.scalars(select(Job).where(Job.state == "dispatched")))
+    # Every slot is taken (a pass that lost a race ran again), each by one job, once.
+    assert placed == len(dispatched) == 6 and {j.attempts for j in dispatched} == {1}
+    for n, node in queues.items():
+        on_node = sorted(f"{j.id}-1" for j in dispatched if j.node_id == n)
+        assert len(on_node) == 2
+        assert sorted(m["prompt_id"] for m in node.drain()) == on_node  # published once, to its node
+        assert sorted(backend.registry.reservations(n)) == on_node
+    assert ledger.verify(backend.db) == []
+
+
+class GatedRegistry(MemoryRegistry):
+    """The in-process registry that runs ``between`` right after its first successful
+    reservation: the test acts while a dispatcher holds a slot and has not yet marked its
+    job ``dispatched`` — the window every race between dispatchers goes through."""
+
+    def __init__(self, between: Callable[[], None]) -> None:
+        super().__init__()
+        self._between: Callable[[], None] | None = between
+
+    def reserve(self, candidates: Sequence[Candidate], job_id: str, estimate_seconds: float) -> str | None:
+        node = super().reserve(candidates, job_id, estimate_seconds)
+        if node is not None and self._between is not None:
+            between, self._between = self._between, None
+            between()
+        return node
+
+
+def gated(backend: Backend, between: Callable[[], None]) -> Backend:
+    return dataclasses.replace(backend, registry=GatedRegistry(between))
+
+
+def test_a_pass_that_loses_its_jobs_runs_again_so_no_slot_stays_free(backend: Backend) -> None:
+    user = make_user(backend.db, "oda", credits=1000)
+    waiting: list[str] = []
+
+    def meanwhile() -> None:
+        # The first pass holds the only slot for the oldest job. The user cancels every job
+        # that pass has read; another dispatcher finds the node full and gives up.
+        for job_id in waiting[: backlog.PER_USER]:
+            assert cancel(backend, job_id, user_id=user.id)
+        assert Dispatcher(backend).dispatch_once() == 0
+
+    backend = gated(backend, meanwhile)
+    register(backend.registry, "n1", library_capabilities(backend.library), slots=1)
+    node = NodeQueue(backend, "n1")
+    waiting += [txt2img(backend, user.id, queue_if_busy=True).job.id for _ in range(backlog.PER_USER + 1)]  # type: ignore[union-attr]
+    assert Dispatcher(backend).dispatch_once() == 1
+    last = waiting[-1]
+    assert [m["job_id"] for m in node.drain()] == [last]
+    assert list(backend.registry.reservations("n1")) == [f"{last}-1"]
+    assert ledger.verify(backend.db) == []
+
+
+def test_a_dispatcher_with_a_stale_copy_never_reuses_an_attempt(backend: Backend) -> None:
+    user = make_user(backend.db, "pia", credits=1000)
+    caps = library_capabilities(backend.library)
+    queues: dict[str, NodeQueue] = {}
+    job: list[Job] = []
+
+    def meanwhile() -> None:
+        # While the first pass holds a node for attempt 1, another dispatcher sends the job
+        # to the other node as attempt 1, whose agent hands it back: queued, attempts == 1.
+        assert Dispatcher(backend).dispatch_once() == 1
+        other = jobs.get(backend.db, job[0].id).node_id
+        first = queues[other].take()
+        assert first["prompt_id"] == f"{job[0].id}-1"
+        LifecycleConsumer(backend).apply(event(first, other, "requeue", reason="busy"))
+        assert jobs.get(backend.db, job[0].id).state == "queued"
+
+    backend = gated(backend, meanwhile)
+    for n in ("n1", "n2"):
+        register(backend.registry, n, caps, slots=1)
+        queues[n] = NodeQueue(backend, n)
+    job.append(txt2img(backend, user.id).job)  # type: ignore[union-attr]
+    assert Dispatcher(backend).dispatch_once() == 1
+    # The stale pass lost (the same state, but a newer attempt) and released its node; its
+    # rerun sent the job as attempt 2, which no agent has seen.
+    stored = jobs.get(backend.db, job[0].id)
+    assert (stored.state, stored.attempts) == ("dispatched", 2)
+    ticket = f"{stored.id}-2"
+    assert {n: [m["prompt_id"] for m in q.drain()] for n, q in queues.items()} == {
+        n: [ticket] if n == stored.node_id else [] for n in queues
+    }
+    assert {n: list(backend.registry.reservations(n)) for n in queues} == {
+        n: [ticket] if n == stored.node_id else [] for n in queues
+    }

@@ -175,6 +175,29 @@ def test_injection_corpus_is_rejected(payload: str, fragment: str) -> None:
     assert info.value.zh  # every rejection has a Chinese message too
 
 
+#: Every operator Python parses, and whether the language has it (the allowlist, pinned:
+#: a bitwise or shift operator slipped into the language must fail here).
+OPERATORS = [
+    ("steps + 2", True), ("steps - 2", True), ("steps * 2", True), ("steps / 2", True), ("steps // 2", True),
+    ("steps % 2", True), ("steps ** 2", True), ("-steps", True), ("+steps", True), ("not steps", True),
+    ("steps and 1", True), ("steps or 1", True),
+    ("steps < 2", True), ("steps <= 2", True), ("steps > 2", True), ("steps >= 2", True), ("steps == 2", True),
+    ("steps != 2", True),
+    ("steps | 2", False), ("steps & 2", False), ("steps ^ 2", False), ("steps << 2", False), ("steps >> 2", False),
+    ("steps @ 2", False), ("~steps", False),
+    ("steps is 2", False), ("steps is not 2", False), ("steps in 2", False), ("steps not in 2", False),
+]
+
+
+@pytest.mark.parametrize(("text", "allowed"), OPERATORS, ids=[t for t, _ in OPERATORS])
+def test_the_operator_allowlist(text: str, allowed: bool) -> None:
+    if allowed:
+        assert math.isfinite(evaluate(text, steps=3))
+    else:
+        with pytest.raises(FormulaRejected, match="(the operator|the comparison) in"):
+            compile_formula(text, NAMES)
+
+
 def test_corpus_is_large_enough() -> None:
     assert len(INJECTIONS) >= 30
 

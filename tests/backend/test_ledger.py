@@ -8,11 +8,12 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from sqlalchemy import text, update
+from sqlalchemy import select, text, update
+from sqlalchemy.exc import IntegrityError
 
 from backend import jobs, ledger
 from backend.db import Database
-from backend.db.models import LedgerEntry, User
+from backend.db.models import Job, LedgerEntry, User
 from backend.errors import InsufficientCredits, InvalidParameter, JobStateError
 
 from .helpers import charged_job, make_user, new_job
@@ -31,6 +32,16 @@ def test_charge_debits_and_records_the_job(db: Database) -> None:
     with db.read() as s:
         (entry,) = [e for e in ledger.entries(s, user.id) if e.kind == "charge"]
     assert (entry.amount, entry.job_id, entry.balance_after) == (-3, job.id, 7)
+    assert ledger.verify(db) == []
+
+
+def test_a_balance_can_be_spent_to_exactly_zero(db: Database) -> None:
+    user = make_user(db, "ava", credits=10)
+    charged_job(db, user, 10)
+    assert balance_of(db, user.id) == 0
+    charged_job(db, user, 0)  # a free job needs no credits
+    with pytest.raises(InsufficientCredits, match="costs 1 credits but your balance is 0"):
+        jobs.create(db, new_job(user.id, 1))
     assert ledger.verify(db) == []
 
 
@@ -152,6 +163,9 @@ def test_grants_and_adjustments(db: Database) -> None:
     with pytest.raises(InvalidParameter), db.write() as s:
         ledger.credit(s, user.id, -5, kind="grant")
     assert balance_of(db, user.id) == 20
+    with db.write() as s:
+        ledger.credit(s, user.id, -20, kind="adjust", note="to exactly zero")
+    assert balance_of(db, user.id) == 0
     assert ledger.verify(db) == []
 
 
@@ -171,12 +185,61 @@ def test_verify_reports_a_hand_corrupted_ledger(db: Database) -> None:
     assert any(f"job {job.id}: charged 1 but costs 4" in p for p in problems)
 
 
+def test_the_database_refuses_a_negative_balance(db: Database) -> None:
+    user = make_user(db, "neg", credits=1)
+    with pytest.raises(IntegrityError), db.write() as s:
+        s.execute(update(User).where(User.id == user.id).values(balance=-1))
+
+
 def test_verify_reports_a_failed_job_without_refund(db: Database) -> None:
     user = make_user(db, "kim", credits=10)
     job = charged_job(db, user, 4)
     with db.write() as s:  # bypass transition(): the state changes, the refund does not happen
         s.execute(text("UPDATE jobs SET state = 'failed' WHERE id = :id"), {"id": job.id})
     assert any("is failed and its entries sum to -4, expected 0" in str(p) for p in ledger.verify(db))
+
+
+def _corrupt_running_sum(db: Database, user: User, job: Job) -> str:
+    with db.write() as s:
+        entry = s.scalar(select(LedgerEntry).where(LedgerEntry.job_id == job.id))
+        entry.balance_after += 1
+        return f"ledger row {entry.id}: balance_after 3 but the running sum is 2"
+
+
+def _corrupt_job_without_charge(db: Database, user: User, job: Job) -> str:
+    with db.write() as s:
+        s.add(Job(id="f" * 32, user_id=user.id, workflow="w", params={}, inputs={}, idempotency_key="k", cost=2))
+    return f"job {'f' * 32}: has no charge"
+
+
+def _corrupt_foreign_row(db: Database, user: User, job: Job) -> str:
+    with db.write() as s:  # a grant booked against a job
+        s.add(LedgerEntry(user_id=user.id, kind="grant", amount=1, balance_after=3, job_id=job.id))
+        s.execute(update(User).where(User.id == user.id).values(balance=3))
+    return f"job {job.id}: has ledger rows other than charge and refund"
+
+
+def _corrupt_refunded_success(db: Database, user: User, job: Job) -> str:
+    with db.write() as s:
+        assert jobs.transition(s, job.id, "dispatched")
+    assert jobs.succeed(db, job.id)
+    with db.write() as s:  # bypass transition(): a refund for a job that succeeded
+        ledger.refund(s, job.id)
+    return f"job {job.id}: is succeeded and its entries sum to 0, expected -4"
+
+
+@pytest.mark.parametrize(
+    "corrupt",
+    [_corrupt_running_sum, _corrupt_job_without_charge, _corrupt_foreign_row,
+     _corrupt_refunded_success],
+    ids=lambda f: f.__name__.removeprefix("_corrupt_"),
+)
+def test_verify_names_each_broken_invariant(db: Database, corrupt) -> None:  # type: ignore[no-untyped-def]
+    user = make_user(db, "max", credits=6)
+    job = charged_job(db, user, 4)
+    assert ledger.verify(db) == []
+    expected = corrupt(db, user, job)
+    assert expected in [str(p) for p in ledger.verify(db)]
 
 
 def test_job_ids_are_not_guessable(db: Database) -> None:

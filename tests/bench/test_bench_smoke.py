@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import cluster, common, event_path, submit_path, uploads
+from bench import cluster, common, event_path, recovery, submit_path, uploads
 
 from .. import services
 
@@ -59,3 +59,10 @@ def test_percentiles() -> None:
     assert common.percentile([1, 2, 3, 4, 5], 50) == 3
     assert common.percentile([1.0, 2.0], 50) == 1.5
     assert common.percentile([7.0], 99) == 7.0
+
+
+def test_recovery_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    medians = recovery.main(["--runs", "1", "--no-write"])
+    assert set(medians) == {"ComfyUI stops", "the agent is killed"}
+    assert all(0 < figures["offline"] <= figures["moved"] for figures in medians.values())
+    assert "waiting job finished on the other node" in capsys.readouterr().out

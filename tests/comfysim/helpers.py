@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import struct
+import subprocess
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,7 +17,11 @@ import requests
 import websocket
 from PIL import Image
 
+from ..waiting import wait_for
+
 WAIT = 10.0
+#: Ceiling for a ``python -m comfysim`` subprocess to answer (imports are slow when loaded).
+START = 90.0
 
 
 @dataclass
@@ -151,3 +157,23 @@ def text_to_image(seed: int = 42, steps: int = 8, width: int = 64, height: int =
         "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
         "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": prefix}},
     }
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = START) -> None:  # type: ignore[type-arg]
+    """Until the simulator subprocess at ``url`` answers; fails at once if it exits."""
+
+    def answers() -> bool:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else f"exited with {proc.returncode}"
+        try:
+            requests.get(f"{url}/system_stats", timeout=WAIT)
+            return True
+        except requests.ConnectionError:
+            return False
+
+    wait_for(answers, timeout, f"{url} to answer", interval=0.05)

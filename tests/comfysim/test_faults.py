@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -12,7 +11,8 @@ import pytest
 import requests
 import websocket
 
-from .helpers import WAIT, WsClient, is_type, png_bytes, preview_graph, submit, text_to_image, upload
+from ..waiting import wait_for
+from .helpers import WAIT, WsClient, free_port, is_type, png_bytes, preview_graph, submit, text_to_image, upload, wait_http
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,9 +61,10 @@ def test_ws_silent_and_close_websockets(sim, ws_factory):
     agent = ws_factory(sim.url)
     sim.set_faults(ws_silent=True)
     prompt_id = submit(sim.url, preview_graph(), agent.client_id).json()["prompt_id"]
-    agent.assert_silent(0.5)
+    wait_for(lambda: requests.get(f"{sim.url}/history/{prompt_id}", timeout=WAIT).json().get(prompt_id), WAIT * 3,
+             "the prompt to finish")
+    agent.assert_silent(0.5)  # it ran to the end, and its messages would have been sent by now
     assert agent.ws.connected
-    assert requests.get(f"{sim.url}/history/{prompt_id}", timeout=WAIT).json()[prompt_id]["status"]["completed"]
     sim.reset_faults()
     requests.post(f"{sim.url}/sim/faults", json={"close_websockets": True}, timeout=WAIT)
     with pytest.raises(websocket.WebSocketConnectionClosedException):
@@ -81,32 +82,15 @@ def test_upload_faults_and_slow_http(sim):
     started = time.monotonic()
     assert requests.get(f"{sim.url}/queue", timeout=WAIT).status_code == 200
     assert time.monotonic() - started >= 0.3
-    started = time.monotonic()
-    requests.get(f"{sim.url}/sim/faults", timeout=WAIT)
-    assert time.monotonic() - started < 0.3
+    # The fault endpoint itself is never delayed, or a test could not switch the delay off:
+    # with an hour's delay it still answers (well within the client's timeout).
+    sim.set_faults(http_delay=3600.0)
+    assert requests.get(f"{sim.url}/sim/faults", timeout=WAIT).json()["http_delay"] == 3600.0
+    assert requests.delete(f"{sim.url}/sim/faults", timeout=WAIT).status_code == 200
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-        try:
-            requests.get(f"{url}/system_stats", timeout=1)
-            return
-        except requests.ConnectionError:
-            time.sleep(0.05)  # polling a starting process has no event to await
-    raise AssertionError(f"{url} did not start")
-
-
-@pytest.mark.chaos
 def test_exit_at_step_kills_the_process(tmp_path):
-    port = _free_port()
+    port = free_port()
     config = tmp_path / "sim.toml"
     config.write_text('preset = "demo"\nstep_seconds = 0.01\n')
     proc = subprocess.Popen(
@@ -118,7 +102,7 @@ def test_exit_at_step_kills_the_process(tmp_path):
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        _wait_http(url, proc)
+        wait_http(url, proc)
         agent = WsClient(url)
         agent.recv()
         submit(url, text_to_image(steps=10), agent.client_id)

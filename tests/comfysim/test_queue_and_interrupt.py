@@ -129,9 +129,20 @@ def test_stale_socket_close_silences_the_new_socket(sim, ws_factory):
 
 def test_free_memory_drops_the_cache(sim, ws_factory):
     agent = ws_factory(sim.url)
-    agent.until_done(submit(sim.url, preview_graph(), agent.client_id).json()["prompt_id"])
+    again = preview_graph()
+    agent.until_done(submit(sim.url, again, agent.client_id).json()["prompt_id"])
+    # The same graph with one more branch, held in its new node: the cache keeps 1 and 2.
+    held = {**again, "3": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+            "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}}}
+    sim.set_faults(hang_in_node="3")
+    holding = submit(sim.url, held, agent.client_id).json()["prompt_id"]
+    started = agent.until(lambda m: is_type(m, "executing") and m["data"]["node"] == "3")
+    held_cached = next(m for m in started if is_type(m, "execution_cached"))
+    assert held_cached["data"]["nodes"] == ["1", "2"]  # the cache was warm before /free
+    # /free while a prompt runs: ComfyUI acts on it when that prompt ends, before the next.
     assert requests.post(f"{sim.url}/free", json={"unload_models": True, "free_memory": True}, timeout=WAIT).status_code == 200
-    # /free acts after the worker wakes; the next prompt runs once the flags are handled.
-    prompt_id = submit(sim.url, preview_graph(), agent.client_id).json()["prompt_id"]
-    cached = next(m for m in agent.until_done(prompt_id) if is_type(m, "execution_cached"))
-    assert cached["data"]["nodes"] in ([], ["1", "2"])
+    after = submit(sim.url, again, agent.client_id).json()["prompt_id"]
+    sim.reset_faults()
+    agent.until_done(holding)
+    cached = next(m for m in agent.until_done(after) if is_type(m, "execution_cached"))
+    assert cached["data"]["nodes"] == []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import requests
 
-from .helpers import WAIT, pipeline, png_bytes, submit, text_to_image, upload
+from .helpers import WAIT, is_type, pipeline, png_bytes, preview_graph, submit, text_to_image, upload
 
 FAILED = {
     "type": "prompt_outputs_failed_validation",
@@ -225,5 +225,14 @@ def test_partially_valid_prompt_is_queued_with_node_errors(sim, ws_factory):
 
 def test_validation_failures_send_nothing_on_the_websocket(sim, ws_factory):
     agent = ws_factory(sim.url)
-    submit(sim.url, pipeline(image="missing.png"), agent.client_id)
-    agent.assert_silent()
+    rejected = submit(sim.url, pipeline(image="missing.png"), agent.client_id)
+    assert rejected.status_code == 400
+    assert rejected.json()["node_errors"]["1"]["errors"][0]["details"] == "image - Invalid image file: missing.png"
+    # One socket delivers in order: anything the rejection sent comes before the next
+    # prompt's messages, so reading up to that prompt's end sees it, with no time window.
+    accepted = submit(sim.url, preview_graph(), agent.client_id).json()["prompt_id"]
+    messages = agent.until_done(accepted)
+    statuses = [m["data"]["status"]["exec_info"]["queue_remaining"] for m in messages if is_type(m, "status")]
+    assert statuses == [1, 1, 0]  # queued, started, done: the accepted prompt's, nothing else
+    named = {m["data"]["prompt_id"] for m in messages if isinstance(m, dict) and "prompt_id" in m["data"]}
+    assert named == {accepted}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import queue
-import shutil
 import subprocess
 import threading
 from typing import Any
@@ -315,12 +314,11 @@ def test_an_unreachable_broker_is_a_bus_error_naming_it() -> None:
 
 
 def _rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=120)
+    subprocess.run([services.require_tool("rabbitmqctl"), *args], check=True, capture_output=True, timeout=120)
 
 
 def test_rabbitmq_restart_reconnects_and_redelivers(rabbit: RabbitBus) -> None:
-    if shutil.which("rabbitmqctl") is None:
-        pytest.skip("rabbitmqctl is not installed here")
+    services.require_tool("rabbitmqctl")
     got = Collector()
     rabbit.consume_jobs("n1", got)
     rabbit.publish_job("n1", {"job_id": "a"})

@@ -12,10 +12,9 @@ from __future__ import annotations
 import contextlib
 import io
 import queue
-
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,9 @@ from backend.worker import Worker
 from backend.workflows import Library
 from comfysim import DEMO_MODELS, SimConfig, start_sims
 from tests.backend.helpers import make_user
+from tests.waiting import wait_for
+
+__all__ = ["FAST_AGENT", "FAST_SWEEP", "Stack", "build_backend", "memory_ports", "png_bytes", "running_stack", "wait_for"]
 
 #: Agent timings for tests: fast heartbeats and reconciliation, short state TTL.
 FAST_AGENT = dict(heartbeat_interval=0.5, state_ttl=2.0, silence_timeout=3.0, poll_interval=0.3, reconnect_max=1.0)
@@ -97,12 +99,25 @@ class Stack:
                 raise AssertionError(f"jobs not ended within {timeout} s: {states}")
             time.sleep(0.1)
 
-    def wait_nodes(self, count: int, timeout: float = 30.0) -> None:
+    def events_until_ended(self, job_ids: list[str], timeout: float = 60.0) -> list[dict[str, Any]]:
+        """The user events received until each of ``job_ids`` has told its user how it
+        ended (succeeded, failed or cancelled) — waiting for those, not for a time window."""
+        seen: list[dict[str, Any]] = []
+        waiting = set(job_ids)
         deadline = time.monotonic() + timeout
-        while sum(v.state.online for v in self.backend.registry.nodes()) < count:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{count} node(s) not online within {timeout} s")
-            time.sleep(0.1)
+        while waiting:
+            try:
+                event = self.events.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no ending event within {timeout} s for {sorted(waiting)}") from None
+            seen.append(event)
+            if event["type"] in TERMINAL_STATES:
+                waiting.discard(event["job_id"])
+        return seen
+
+    def wait_nodes(self, count: int, timeout: float = 60.0) -> None:
+        wait_for(lambda: sum(v.state.online for v in self.backend.registry.nodes()) >= count, timeout,
+                 f"{count} node(s) online")
 
     def check_books(self) -> None:
         problems = ledger.verify(self.db)
@@ -162,29 +177,3 @@ def running_stack(
 
 def memory_ports() -> tuple[MemoryBus, MemoryRegistry]:
     return MemoryBus(), MemoryRegistry()
-
-
-def wait_for(predicate: "Callable[[], Any]", timeout: float, what: str, interval: float = 0.1) -> Any:
-    """Poll ``predicate`` until it returns something true (returned), or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
-
-
-def drain(q: "queue.Queue[dict[str, Any]]", until: float = 0.5) -> list[dict[str, Any]]:
-    out = []
-    end = time.monotonic() + until
-    while time.monotonic() < end:
-        try:
-            out.append(q.get(timeout=max(0.01, end - time.monotonic())))
-        except queue.Empty:
-            break
-    return out
-
-
-

@@ -9,7 +9,7 @@ from backend import assets, ledger
 from backend.db.models import JobOutput
 from backend.submit import Accepted, NeedsConfirmation, cancel
 
-from .stack import Stack, drain, png_bytes, wait_for
+from .stack import Stack, png_bytes, wait_for
 
 
 def test_twenty_jobs_over_two_nodes(stack: Stack) -> None:
@@ -39,7 +39,7 @@ def test_twenty_jobs_over_two_nodes(stack: Stack) -> None:
     alice_only = [o for o in outputs if ids[o.job_id] == alice.id]
     assert any(not assets.user_can_read(stack.db, bob.id, o.asset_id) for o in alice_only)
 
-    events = drain(stack.events, until=1.0)
+    events = stack.events_until_ended(list(ids))
     per_job: dict[str, list[str]] = collections.defaultdict(list)
     for event in events:
         assert event["user_id"] == ids[event["job_id"]]  # routed to the job's owner only
@@ -78,7 +78,7 @@ def test_runtime_error_fails_with_the_stage_and_refunds_once(stack: Stack) -> No
     job = stack.accepted(user, "txt2img-sd15", {"prompt": "doomed"})
     ended = stack.wait_ended([job.id])[job.id]
     assert ended.state == "failed" and ended.error_stage
-    events = [e for e in drain(stack.events, until=1.0) if e["job_id"] == job.id]
+    events = [e for e in stack.events_until_ended([job.id]) if e["job_id"] == job.id]
     failed = [e for e in events if e["type"] == "failed"]
     assert len(failed) == 1 and failed[0]["refunded"] == job.cost
     assert ended.error_stage in failed[0]["reason"]["en"]

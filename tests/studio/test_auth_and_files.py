@@ -8,12 +8,15 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select, update
 
-from backend import accounts, assets, codes
-from backend.errors import AuthError, PermissionDenied, RateLimited
+from backend import accounts, assets, codes, ledger
+from backend.db.models import RedeemCode, utcnow
+from backend.db.studio_models import StudioSession
+from backend.errors import AuthError, InvalidParameter, PermissionDenied, RateLimited, RedeemError
 from backend.runtime import Backend
 from studio import app_settings
-from studio.auth import NAME_ADDRESS, Sessions, sign_in, sign_up
+from studio.auth import NAME_ADDRESS, SESSION_COOKIE, Sessions, _digest, sign_in, sign_up
 from studio.feed import Feed
 from tests.backend.helpers import CHEAP_HASHER, PASSWORD, make_user
 from tests.e2e.stack import png_bytes
@@ -33,6 +36,16 @@ def client(backend: Backend) -> Iterator[TestClient]:
     app = create_app(backend, wake=lambda: None, password_hasher=CHEAP_HASHER)
     with TestClient(app, follow_redirects=False) as c:
         yield c
+
+
+def balance(backend: Backend, user_id: int) -> int:
+    with backend.db.read() as s:
+        return ledger.balance(s, user_id)
+
+
+def user_id(backend: Backend, name: str) -> int:
+    with backend.db.read() as s:
+        return accounts.find_user(s, name).id
 
 
 def login(client: TestClient, name: str, password: str = PASSWORD) -> None:
@@ -71,18 +84,44 @@ def test_wrong_passwords_are_slowed_down(backend: Backend) -> None:
 
 def test_signup_modes_and_welcome_grant(backend: Backend) -> None:
     settings = backend.settings
-    user = sign_up(backend.db, settings, "dee", PASSWORD, address=ADDRESS, hasher=CHEAP_HASHER)
-    assert accounts.list_users(backend.db)[0].balance == settings.welcome_credits == user.balance + 100
+    dee = sign_up(backend.db, settings, "dee", PASSWORD, address=ADDRESS, hasher=CHEAP_HASHER)  # open by default
+    assert balance(backend, dee.id) == settings.welcome_credits == 100
     app_settings.set_signup(backend.db, mode="invite", welcome=5)
-    with pytest.raises(Exception, match="invite"):
+    with pytest.raises(InvalidParameter, match="needs an invite code"):
         sign_up(backend.db, settings, "eve", PASSWORD, address=ADDRESS, hasher=CHEAP_HASHER)
-    code = codes.create_batch(backend.db, 1, 20).codes[0]
-    eve = sign_up(backend.db, settings, "eve", PASSWORD, invite_code=code, address=ADDRESS, hasher=CHEAP_HASHER)
-    with backend.db.read() as s:
-        assert accounts.get_user(s, eve.id).balance == 25
+    used, expired, good = codes.create_batch(backend.db, 3, 20, expires_days=1).codes
+    codes.redeem(backend.db, dee.id, used)
+    with backend.db.write() as s:
+        s.execute(update(RedeemCode).where(RedeemCode.code_hash == codes.code_hash(expired)).values(expires_at=utcnow()))
+    for bad in (used, expired, "NOPE-NOPE-NOPE-NOPE"):
+        with pytest.raises(RedeemError, match="invite code is not valid"):
+            sign_up(backend.db, settings, "eve", PASSWORD, invite_code=bad, address=ADDRESS, hasher=CHEAP_HASHER)
+    eve = sign_up(backend.db, settings, "eve", PASSWORD, invite_code=good, address=ADDRESS, hasher=CHEAP_HASHER)
+    assert balance(backend, eve.id) == 25  # the invite's credits and the welcome grant
     app_settings.set_signup(backend.db, mode="off", welcome=5)
-    with pytest.raises(PermissionDenied):
+    with pytest.raises(PermissionDenied, match="Sign-up is closed"):
         sign_up(backend.db, settings, "fay", PASSWORD, address=ADDRESS, hasher=CHEAP_HASHER)
+    assert [u.name for u in accounts.list_users(backend.db)] == ["dee", "eve"]  # no refused sign-up left a row
+    assert ledger.verify(backend.db) == []
+
+
+def test_expired_sessions_are_refused_and_purged_when_the_studio_starts(backend: Backend) -> None:
+    user = make_user(backend.db, "gil")
+    sessions = Sessions(backend.db)
+    live, stale = sessions.create(user.id), sessions.create(user.id)
+    with backend.db.write() as s:
+        s.execute(update(StudioSession).where(StudioSession.token_hash == _digest(stale)).values(expires_at=utcnow()))
+    assert sessions.resolve(stale) is None and sessions.resolve(live).name == "gil"
+    from studio.app import create_app
+
+    app = create_app(backend, wake=lambda: None, password_hasher=CHEAP_HASHER)
+    with TestClient(app, follow_redirects=False) as client:  # starting the app purges
+        with backend.db.read() as s:
+            assert list(s.scalars(select(StudioSession.token_hash))) == [_digest(live)]
+        client.cookies.set(SESSION_COOKIE, stale)
+        assert client.get("/studio/").status_code == 303
+        client.cookies.set(SESSION_COOKIE, live)
+        assert client.get("/studio/").status_code == 200
 
 
 def test_pages_redirect_to_sign_in_and_login_sets_an_httponly_cookie(backend: Backend, client: TestClient) -> None:
@@ -113,16 +152,25 @@ def test_outputs_only_to_their_owner_and_admins(backend: Backend, client: TestCl
     assert "attachment" in r.headers["content-disposition"] and "nosniff" in r.headers["x-content-type-options"]
     login(client, "root")
     assert client.get(f"/files/{record.id}").status_code == 200
-    assert other.id != owner.id
+    ivy_upload = assets.store_upload(backend.db, backend.blobs, other.id, [png((4, 5, 6))], name="mine.png",
+                                     max_bytes=10**6, max_pixels=10**6)
+    login(client, "hal")
+    assert client.get(f"/files/{ivy_upload.id}").status_code == 404  # and the other way round
 
 
-def test_previews_are_served_to_the_user_whose_event_named_them(backend: Backend) -> None:
-    feed = Feed(backend.bus)
-    a, b = make_user(backend.db, "jo"), make_user(backend.db, "kim")
-    blob = backend.blobs.write_bytes(png((9, 9, 9)))
-    feed.publish({"type": "preview", "job_id": "j1", "ts": 0, "user_id": a.id, "asset": blob.sha256, "kind": "image"})
-    assert feed.preview_owner(blob.sha256) == a.id != b.id
-    assert feed.snapshot(b.id, "j1") is None and feed.snapshot(a.id, "j1").preview == blob.sha256
+def test_previews_are_served_to_the_user_whose_event_named_them(backend: Backend, client: TestClient) -> None:
+    for name in ("jo", "kim"):
+        make_user(backend.db, name)
+    make_user(backend.db, "boss", role="admin")
+    feed = client.app.state.studio.feed  # type: ignore[attr-defined]
+    named, unnamed = backend.blobs.write_bytes(png((9, 9, 9))), backend.blobs.write_bytes(png((8, 8, 8)))
+    jo = user_id(backend, "jo")
+    feed.publish({"type": "preview", "job_id": "j1", "ts": 0, "user_id": jo, "asset": named.sha256, "kind": "image"})
+    assert feed.snapshot(user_id(backend, "kim"), "j1") is None and feed.snapshot(jo, "j1").preview == named.sha256
+    for name, status in (("jo", 200), ("kim", 404), ("boss", 200)):
+        login(client, name)
+        assert client.get(f"/files/{named.sha256}").status_code == status, name
+        assert client.get(f"/files/{unnamed.sha256}").status_code == 404, name  # no event named it
 
 
 def test_gradio_config_names_no_comfyui_host(backend: Backend, client: TestClient) -> None:

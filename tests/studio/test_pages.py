@@ -16,17 +16,13 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from backend.db import Database
-from backend.runtime import Backend
 from studio.app import build_blocks, create_app
-from studio.auth import Sessions
-from studio.context import Studio
-from studio.feed import Feed
-from studio.i18n import build_i18n
-from studio.uploads import Uploads
 from studio.pages import admin, history
 from studio.widgets import mask_png
-from tests.backend.helpers import CHEAP_HASHER
+from tests.backend.helpers import CHEAP_HASHER, make_user
 from tests.e2e.stack import Stack, memory_ports, running_stack
+
+from .helpers import Pages, studio_of
 
 
 @pytest.fixture
@@ -34,12 +30,6 @@ def stack(db: Database, tmp_path: Path) -> Iterator[Stack]:
     bus, registry = memory_ports()
     with running_stack(db, bus, registry, tmp_path, nodes=1) as s:
         yield s
-
-
-def studio_of(backend: Backend) -> Studio:
-    return Studio(backend=backend, feed=Feed(backend.bus), sessions=Sessions(backend.db), wake=lambda: None,
-                  hasher=CHEAP_HASHER, i18n=build_i18n(backend.library),
-                  uploads=Uploads(max_bytes=backend.settings.max_upload_bytes))
 
 
 def test_a_drawn_mask_is_stored_transparent_where_painted_and_the_size_of_its_picture() -> None:
@@ -132,3 +122,25 @@ def test_metrics_on_loopback_or_with_the_bearer_token(stack: Stack) -> None:
         assert remote.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 403
         r = remote.get("/metrics", headers={"Authorization": "Bearer s3cret"})
         assert r.status_code == 200 and "studio_jobs" in r.text
+
+
+def test_an_admins_stage_alias_is_what_the_creator_sees(stack: Stack) -> None:
+    make_user(stack.db, "root", role="admin")
+    pages = Pages(studio_of(stack.backend))
+    spec = stack.backend.library.get("txt2img-sd15")
+    note, table = pages.call("admin_alias", "root", "txt2img-sd15", "3", " Dreaming ", "做梦中")
+    assert 'class="msg ok"' in note and "<code>3</code> Dreaming / 做梦中" in table
+    assert "has no node &#x27;99&#x27;" in pages.call("admin_alias", "root", "txt2img-sd15", "99", "x", "y")[0]
+    assert "needs an English and a Chinese text" in pages.call("admin_alias", "root", "txt2img-sd15", "8", "", "y")[0]
+
+    user = stack.user("cara", credits=1000)
+    job = stack.accepted(user, "txt2img-sd15", {"prompt": "a fox"})
+    seen = {e["node"]: e["alias"] for e in stack.events_until_ended([job.id]) if e["type"] == "stage"}
+    assert seen["3"] == {"en": "Dreaming", "zh": "做梦中"}  # the override
+    others = (seen.keys() & spec.stages.keys()) - {"3"}
+    assert others and all(seen[n] == {"en": spec.stages[n].en, "zh": spec.stages[n].zh} for n in others)
+
+    stack.sims.nodes[0].set_faults(raise_in_node="KSampler")
+    doomed = stack.accepted(user, "txt2img-sd15", {"prompt": "a wolf"})
+    failed = [e for e in stack.events_until_ended([doomed.id]) if e["type"] == "failed"]
+    assert stack.job(doomed.id).error_stage == "Dreaming" and "“Dreaming”" in failed[0]["reason"]["en"]
