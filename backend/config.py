@@ -60,6 +60,9 @@ class Settings:
     #: Failed sign-ins one client address (an IPv6 /64) may make per 15 minutes, over
     #: all names; then it is refused until the window ends.
     login_failures_per_address: int = 50
+    #: After a name's first wrong passwords from one address, the wait before its next
+    #: attempt from there; it doubles with each further failure (at most 5 minutes).
+    login_backoff_seconds: float = 1.0
     #: Accounts one client address may create per hour.
     signups_per_address: int = 5
 
@@ -107,7 +110,7 @@ class Settings:
         if self.signup_mode not in SIGNUP_MODES:
             raise ConfigError(f"signup_mode must be one of {', '.join(SIGNUP_MODES)}, not {self.signup_mode!r}")
         for name in ("max_upload_bytes", "max_image_pixels", "redeem_max_failures", "redeem_window_seconds",
-                     "login_failures_per_address", "signups_per_address"):
+                     "login_failures_per_address", "signups_per_address", "login_backoff_seconds"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
         for proxy in self.trusted_proxies:
@@ -126,6 +129,8 @@ def _convert(name: str, current: object, raw: object) -> object:
             return raw if isinstance(raw, bool) else str(raw).lower() in ("1", "true", "yes", "on")
         if isinstance(current, int):
             return int(raw)  # type: ignore[arg-type]
+        if isinstance(current, float):
+            return float(raw)  # type: ignore[arg-type]
         if isinstance(current, Path):
             return Path(str(raw))
         if isinstance(current, tuple):

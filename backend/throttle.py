@@ -41,6 +41,8 @@ class Limit:
     window: dt.timedelta
     backoff: bool = False
     refuse: bool = True
+    #: The wait after the first attempt over ``allowed`` of a backoff series; it doubles.
+    first_delay: dt.timedelta = dt.timedelta(seconds=1)
     #: The longest wait between attempts of a backoff series.
     max_delay: dt.timedelta = dt.timedelta(minutes=5)
     #: What was limited, for the message: "sign-in attempts", "wrong codes", ...
@@ -50,7 +52,7 @@ class Limit:
         """The wait before the next attempt once ``count`` attempts are counted."""
         if not self.backoff or count < self.allowed:
             return dt.timedelta(0)
-        seconds = min(2.0 ** (count - self.allowed), self.max_delay.total_seconds())
+        seconds = min(self.first_delay.total_seconds() * 2.0 ** (count - self.allowed), self.max_delay.total_seconds())
         return dt.timedelta(seconds=seconds)
 
 

@@ -10,7 +10,7 @@ sign-out or a disabled account therefore takes effect everywhere within
 Sign-in attempts are claimed from three limits before the password is checked (atomic
 and shared by all replicas, see :mod:`backend.throttle`):
 
-- per name *and* address (``NAME_ADDRESS``): a few wrong passwords, then each further
+- per name *and* address (:func:`name_address_limit`): a few wrong passwords, then each further
   attempt waits twice as long as the last, refused unchecked until then;
 - per address (``Settings.login_failures_per_address`` per window): spraying many names
   from one place is refused, not just the names it hits;
@@ -51,7 +51,8 @@ CACHE_SECONDS = 5.0
 #: Failures older than this are forgotten.
 THROTTLE_WINDOW = dt.timedelta(minutes=15)
 _WRONG = ("wrong passwords", "密码错误")
-NAME_ADDRESS = throttle.Limit(5, THROTTLE_WINDOW, backoff=True, what=_WRONG)
+#: Wrong passwords a name may try from one address before the backoff starts.
+FREE_FAILURES = 5
 NAME_CEILING = throttle.Limit(20, THROTTLE_WINDOW, refuse=False, what=_WRONG)
 #: The pause of each attempt for a name past ``NAME_CEILING`` (on top of the usual one).
 SLOW_SECONDS = 3.0
@@ -154,6 +155,11 @@ def _keys(name_key: str, address: str | None) -> tuple[str, str, str]:
     return f"login:name-addr:{name_key}|{where}", f"login:name:{name_key}", f"login:addr:{where}"
 
 
+def name_address_limit(settings: Settings) -> throttle.Limit:
+    return throttle.Limit(FREE_FAILURES, THROTTLE_WINDOW, backoff=True, what=_WRONG,
+                          first_delay=dt.timedelta(seconds=settings.login_backoff_seconds))
+
+
 def address_limit(settings: Settings) -> throttle.Limit:
     return throttle.Limit(settings.login_failures_per_address, THROTTLE_WINDOW,
                           what=("failed sign-ins from your network", "来自您网络的登录失败"))
@@ -178,7 +184,7 @@ def sign_in(db: Database, settings: Settings, name: str, password: str, *, addre
     pair, per_name, per_address = _keys(name_key, address)
     throttle.claim(db, per_address, address_limit(settings))
     try:
-        throttle.claim(db, pair, NAME_ADDRESS)
+        throttle.claim(db, pair, name_address_limit(settings))
     except RateLimited:
         throttle.release(db, per_address)
         raise

@@ -32,6 +32,8 @@ def test_environment_wins_over_the_file(tmp_path: Path) -> None:
         ({"STUDIO_WELCOME_CREDITS": "lots"}, "invalid value"),
         ({"STUDIO_SIGNUP_MODE": "maybe"}, "signup_mode must be one of"),
         ({"STUDIO_MAX_UPLOAD_BYTES": "0"}, "must be positive"),
+        ({"STUDIO_LOGIN_BACKOFF_SECONDS": "soon"}, "invalid value"),
+        ({"STUDIO_LOGIN_BACKOFF_SECONDS": "-1.5"}, "must be positive"),
         ({"STUDIO_CONFIG": "/nonexistent/studio.toml"}, "Cannot read config file"),
     ],
 )

@@ -15,7 +15,7 @@ from backend import throttle
 from backend.config import Settings
 from backend.errors import ConfigError
 from backend.runtime import Backend
-from studio.auth import NAME_ADDRESS
+from studio.auth import FREE_FAILURES, name_address_limit
 from tests.backend.helpers import CHEAP_HASHER, PASSWORD, make_user
 
 PROXY, CLIENT = "10.0.0.5", "203.0.113.77"
@@ -24,6 +24,7 @@ PROXY, CLIENT = "10.0.0.5", "203.0.113.77"
 def app_client(backend: Backend, peer: str, **settings: object) -> TestClient:
     from studio.app import create_app
 
+    settings = {"login_backoff_seconds": 600, **settings}  # no test outlives the first wait
     configured = dataclasses.replace(backend, settings=dataclasses.replace(backend.settings, **settings))
     return TestClient(create_app(configured, wake=lambda: None, password_hasher=CHEAP_HASHER),
                       client=(peer, 40000), follow_redirects=False)
@@ -64,8 +65,8 @@ def test_anyone_else_cannot_claim_to_be_a_proxy(backend: Backend, user: str) -> 
             c.post("/login", data={"name": "walt", "password": "wrong one"}, headers={"X-Forwarded-For": f"192.0.2.{i}"})
         # Every guess was counted against the real peer, none against a claimed address
         # (read from the table: the backoff's first wait is 1 s, too short to race).
-        assert throttle.count(backend.db, f"login:name-addr:walt|{CLIENT}", NAME_ADDRESS) == 5
-        assert all(throttle.count(backend.db, f"login:name-addr:walt|192.0.2.{i}", NAME_ADDRESS) == 0 for i in range(5))
+        assert throttle.count(backend.db, f"login:name-addr:walt|{CLIENT}", name_address_limit(backend.settings)) == 5
+        assert all(throttle.count(backend.db, f"login:name-addr:walt|192.0.2.{i}", name_address_limit(backend.settings)) == 0 for i in range(5))
     with app_client(backend, PROXY) as c:  # no trusted proxies at all
         assert not secure(sign_in(c, **{"X-Forwarded-Proto": "https", "X-Forwarded-For": "192.0.2.200"}))
 

@@ -47,7 +47,7 @@ def library() -> Library:
 
 @pytest.fixture
 def backend(db: Database, library: Library, tmp_path: Path) -> Iterator[Backend]:
-    b = Backend(settings=Settings(data_dir=tmp_path, welcome_credits=100), db=db, bus=MemoryBus(),
+    b = Backend(settings=Settings(data_dir=tmp_path, welcome_credits=100, login_backoff_seconds=600), db=db, bus=MemoryBus(),
                 registry=MemoryRegistry(), library=library, blobs=BlobStore(tmp_path / "assets", durable=False))
     yield b
     b.bus.close()
