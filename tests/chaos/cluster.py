@@ -38,7 +38,7 @@ from backend.jobs import ACTIVE_STATES
 from backend.submit import Accepted, NeedsConfirmation, submit
 from backend.worker import Worker
 
-from .. import services
+from ..private_servers import PrivateServers
 from ..e2e.stack import FAST_AGENT, FAST_SWEEP, Stack, build_backend, png_bytes, wait_for
 
 #: The agents' state TTL: longer than an agent restart takes on a busy machine (Python
@@ -141,7 +141,8 @@ class SimProcess(_Process):
 class AgentProcess(_Process):
     """``python -m agent`` for one node, on the cluster's bus and registry prefixes."""
 
-    def __init__(self, node_id: str, sim: SimProcess, data_dir: Path, *, bus_prefix: str, registry_prefix: str) -> None:
+    def __init__(self, node_id: str, sim: SimProcess, data_dir: Path, *, amqp_url: str, redis_url: str, bus_prefix: str,
+                 registry_prefix: str) -> None:
         args = [
             sys.executable, "-m", "agent", "--comfy-url", sim.url, "--node-id", node_id, "--label", node_id,
             "--bus-prefix", bus_prefix, "--registry-prefix", registry_prefix,
@@ -151,7 +152,7 @@ class AgentProcess(_Process):
             "--poll-interval", str(FAST_AGENT["poll_interval"]),
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("STUDIO_")}
-        env.update(STUDIO_AMQP_URL=services.AMQP_URL, STUDIO_REDIS_URL=services.REDIS_URL, STUDIO_DATA_DIR=str(data_dir))
+        env.update(STUDIO_AMQP_URL=amqp_url, STUDIO_REDIS_URL=redis_url, STUDIO_DATA_DIR=str(data_dir))
         super().__init__(f"agent {node_id}", args, data_dir / f"agent-{node_id}.log", env)
 
 
@@ -174,6 +175,8 @@ class Cluster:
     stack: Stack
     nodes: dict[str, Node]
     data_dir: Path
+    #: The private PostgreSQL, Redis and RabbitMQ this cluster runs on (faults stop them).
+    servers: PrivateServers
     users: list[User] = field(default_factory=list)
     images: dict[int, str] = field(default_factory=dict)  # user id -> uploaded asset id
 
@@ -219,7 +222,8 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def running_cluster(db: Database, bus: Any, registry: Any, data_dir: Path, *, nodes: int = 3, users: int = 4) -> Iterator[Cluster]:
+def running_cluster(db: Database, bus: Any, registry: Any, data_dir: Path, servers: PrivateServers, *, nodes: int = 3,
+                    users: int = 4) -> Iterator[Cluster]:
     backend = build_backend(db, bus, registry, data_dir)
     # The worker's log beside the processes' logs, for a failure's post-mortem.
     worker_log = logging.FileHandler(data_dir / "worker.log")
@@ -232,12 +236,14 @@ def running_cluster(db: Database, bus: Any, registry: Any, data_dir: Path, *, no
     stack = Stack(backend=backend, worker=worker, sims=None)
     subscription = bus.subscribe_user_events(stack.events.put)
     registry_prefix = registry.key_prefix[1:-2]  # "{prefix}:" -> prefix
-    cluster = Cluster(stack=stack, nodes={}, data_dir=data_dir)
+    cluster = Cluster(stack=stack, nodes={}, data_dir=data_dir, servers=servers)
     try:
         for i in range(1, nodes + 1):
             node_id = f"node-{i}"
             sim = SimProcess(node_id, data_dir)
-            agent = AgentProcess(node_id, sim, data_dir, bus_prefix=bus.prefix, registry_prefix=registry_prefix)
+            assert servers.rabbitmq is not None and servers.redis is not None
+            agent = AgentProcess(node_id, sim, data_dir, amqp_url=servers.rabbitmq.url, redis_url=servers.redis.url,
+                                 bus_prefix=bus.prefix, registry_prefix=registry_prefix)
             cluster.nodes[node_id] = Node(node_id, sim, agent)
         for node in cluster.nodes.values():
             node.sim.start()

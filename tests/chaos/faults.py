@@ -1,4 +1,4 @@
-"""The faults the chaos suite injects, and the control of the real servers it bounces.
+"""The faults the chaos suite injects.
 
 Each fault takes the cluster and the scenario's random stream, does its damage, waits only
 as long as the fault itself needs (a node's downtime, a broker outage) and returns once
@@ -10,75 +10,28 @@ from __future__ import annotations
 
 import logging
 import random
-import shutil
-import subprocess
 import time
-from pathlib import Path
 
-from .. import services
+from ..private_servers import PrivateServers
 from .checks import reservations_match
 from .cluster import AGENT_STATE_TTL, POISON_WORKFLOW, Cluster, Load, wait_for
 
 log = logging.getLogger("tests.chaos")
 
-REDIS_START = [
-    "redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379", "--save", "",
-    "--appendonly", "no", "--dir", "/var/lib/redis", "--logfile", "/var/log/redis/ci.log",
-]
+
+# ---- the servers (the suite's private ones, see conftest.py) -------------------------------
 
 
-# ---- the servers ---------------------------------------------------------------------------
-
-
-def _run(args: list[str], timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
-
-
-def rabbit_available() -> bool:
-    return shutil.which("rabbitmqctl") is not None
-
-
-def redis_available() -> bool:
-    return shutil.which("redis-cli") is not None and shutil.which("redis-server") is not None and Path("/var/lib/redis").is_dir()
-
-
-def rabbit_start_app() -> None:
-    """Start the RabbitMQ application (a no-op when it runs) and wait for its port."""
-    result = _run(["rabbitmqctl", "start_app"])
-    if result.returncode != 0:
-        log.warning("rabbitmqctl start_app: %s %s", result.stdout, result.stderr)
-        result = _run(["rabbitmqctl", "start_app"])
-    wait_for(lambda: services.port_open("127.0.0.1", 5672), 60, "RabbitMQ accepting connections", interval=0.1)
-
-
-def rabbit_stop_app() -> None:
-    result = _run(["rabbitmqctl", "stop_app"])
-    assert result.returncode == 0, f"rabbitmqctl stop_app failed: {result.stdout} {result.stderr}"
-
-
-def redis_start() -> None:
-    """Start the Redis server of this machine unless it runs; wait until it answers."""
-    if not services.port_open("127.0.0.1", 6379):
-        result = _run(REDIS_START)
-        assert result.returncode == 0, f"redis-server did not start: {result.stdout} {result.stderr}"
-    wait_for(lambda: _run(["redis-cli", "ping"], 5).stdout.strip() == "PONG", 30, "Redis answering PING", interval=0.05)
-
-
-def redis_restart_empty() -> None:
-    """Really restart Redis with its data gone: shut down without saving, start again."""
-    try:
-        _run(["redis-cli", "shutdown", "nosave"], 10)  # answers with a closed connection
-        wait_for(lambda: not services.port_open("127.0.0.1", 6379), 10, "Redis gone", interval=0.02)
-    finally:
-        redis_start()
-
-
-def ensure_servers_up() -> None:
-    """Whatever a test did: the broker's app runs and Redis answers."""
-    if rabbit_available():
-        rabbit_start_app()
-    if redis_available():
-        redis_start()
+def ensure_servers_up(servers: PrivateServers) -> None:
+    """Whatever a scenario did: PostgreSQL runs, the broker's app runs and Redis answers."""
+    if servers.postgres is not None and not servers.postgres.accepts():
+        servers.postgres.start()
+    if servers.rabbitmq is not None:
+        servers.rabbitmq.start_app()
+    if servers.redis is not None:
+        proc = servers.redis.proc
+        if proc is None or proc.poll() is not None:
+            servers.redis.start()
 
 
 # ---- the faults ----------------------------------------------------------------------------
@@ -114,18 +67,21 @@ def kill_comfysim(cluster: Cluster, rng: random.Random, load: Load) -> None:
 def bounce_rabbitmq(cluster: Cluster, rng: random.Random, load: Load) -> None:
     """``rabbitmqctl stop_app`` for a moment: every connection drops; unacked deliveries
     return; publishes wait for the broker."""
+    rabbit = cluster.servers.rabbitmq
+    assert rabbit is not None
     try:
-        rabbit_stop_app()
+        rabbit.stop_app()
         time.sleep(rng.uniform(0.5, 4.0))
     finally:
-        rabbit_start_app()
+        rabbit.start_app()
 
 
 def restart_redis(cluster: Cluster, rng: random.Random, load: Load) -> None:
     """Restart Redis with its data gone: node states, capabilities and reservations vanish.
     Agents must register again and the sweeper must restore the reservations."""
     restarted = time.time()
-    redis_restart_empty()
+    assert cluster.servers.redis is not None
+    cluster.servers.redis.restart_empty()
     cluster.wait_all_online(since=restarted, timeout=15)
     wait_for(lambda: _reservations_restored(cluster), 15, "the sweeper restoring the reservations", interval=0.1)
 

@@ -2,7 +2,7 @@
 then every job must end once, nothing may be lost or run twice, and the books, the
 reservations and the users' events must agree (see ``checks.py``).
 
-Run it alone with ``.venv/bin/python -m pytest tests/chaos -m chaos -s``; ``CHAOS_SEED=N``
+Run it alone with ``.venv/bin/python -m pytest tests/chaos -s``; ``CHAOS_SEED=N``
 repeats the fault timing of an earlier run (the seed is printed with the table).
 """
 
@@ -62,7 +62,7 @@ def test_chaos(name: str, cluster: Cluster, chaos_seed: int) -> None:
             time.sleep(rng.uniform(*scenario.gap))
     finally:
         load.stop()
-        faults.ensure_servers_up()
+        faults.ensure_servers_up(cluster.servers)
     stopped = time.monotonic()
     job_ids = load.job_ids
     ended = wait_terminal(cluster, job_ids, SETTLE_BOUND)

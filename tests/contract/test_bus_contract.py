@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import copy
 import queue
-import shutil
-import subprocess
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,7 +19,8 @@ from backend.errors import BusError
 from backend.ports.bus import Bus, Delivery
 from backend.ports.rabbitmq import RabbitBus
 
-from .. import services
+from .. import private_servers, services
+from ..private_servers import PrivateRabbit
 
 #: How long to wait for something that should arrive.
 TIMEOUT = 10.0
@@ -314,21 +314,26 @@ def test_an_unreachable_broker_is_a_bus_error_naming_it() -> None:
         bus.close()
 
 
-def _rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=120)
+@pytest.fixture(scope="module")
+def private_rabbit() -> Iterator[PrivateRabbit]:
+    """A RabbitMQ node of this module alone: the restart test stops it, which the shared
+    broker (other test runs use it) must never be."""
+    private_servers.require("rabbitmq")
+    with private_servers.private_servers("rabbitmq") as servers:
+        assert servers.rabbitmq is not None
+        yield servers.rabbitmq
 
 
-def test_rabbitmq_restart_reconnects_and_redelivers(rabbit: RabbitBus) -> None:
-    if shutil.which("rabbitmqctl") is None:
-        pytest.skip("rabbitmqctl is not installed here")
+def test_rabbitmq_restart_reconnects_and_redelivers(private_rabbit: PrivateRabbit) -> None:
+    rabbit = RabbitBus(private_rabbit.url, prefix="restart", publish_timeout=10, max_reconnect_delay=0.5)
     got = Collector()
     rabbit.consume_jobs("n1", got)
     rabbit.publish_job("n1", {"job_id": "a"})
     stale = got.get()
     try:
-        _rabbitmqctl("stop_app")
+        private_rabbit.stop_app()
     finally:
-        _rabbitmqctl("start_app")  # the broker is shared: always bring it back
+        private_rabbit.start_app()
 
     again = got.get(timeout=60)
     assert again.body == {"job_id": "a"}
@@ -343,7 +348,7 @@ def test_rabbitmq_restart_reconnects_and_redelivers(rabbit: RabbitBus) -> None:
     assert b.body == {"job_id": "b"}
     b.ack()
     got.nothing()
-
+    rabbit.close()
 
 
 def test_a_poison_job_is_dropped_after_the_delivery_limit() -> None:
