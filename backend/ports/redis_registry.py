@@ -30,7 +30,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from ..errors import RegistryError
+from ..errors import ConfigError, RegistryError
 from .registry import DEFAULT_TTL_SECONDS, Candidate, Capabilities, NodeState, NodeView, Registry
 
 log = logging.getLogger(__name__ + ".RedisRegistry")
@@ -96,7 +96,7 @@ class RedisRegistry(Registry):
                 client_name=f"studio-registry:{prefix}",
             )
         except ValueError as error:  # redis-py's answer to a malformed URL
-            raise RegistryError(
+            raise ConfigError(
                 f"STUDIO_REDIS_URL is not a valid Redis URL ({error}); expected e.g. redis://127.0.0.1:6379/0",
                 zh=f"STUDIO_REDIS_URL 不是有效的 Redis 地址（{error}），应形如 redis://127.0.0.1:6379/0",
             ) from None

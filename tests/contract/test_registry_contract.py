@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import pytest
 import redis
 
-from backend.errors import RegistryError
+from backend.errors import ConfigError, RegistryError
 from backend.ports.memory_registry import MemoryRegistry
 from backend.ports.redis_registry import RedisRegistry
 from backend.ports.registry import Candidate, Capabilities, NodeState, Registry, choice_key
@@ -440,7 +440,7 @@ def test_unreachable_redis_raises_registry_error() -> None:
 
 
 def test_bad_arguments_are_refused_before_redis() -> None:
-    with pytest.raises(RegistryError, match="STUDIO_REDIS_URL"):
+    with pytest.raises(ConfigError, match="STUDIO_REDIS_URL"):
         RedisRegistry("http://127.0.0.1:6379")
     with pytest.raises(ValueError):
         RedisRegistry("redis://127.0.0.1:1/0", prefix="{tagged}")
