@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import InvalidUpload, NotFound
+from .errors import AssetStoreError, InvalidUpload, NotFound
 
 CHUNK_SIZE = 1024 * 1024
 
@@ -102,7 +102,8 @@ class StagedBlob:
     def commit(self) -> BlobRef:
         """Move the file to its hash name (or drop it if that blob is already stored)."""
         if self.committed is None:
-            self.committed = self._store._install(self.path, self.sha256, self.size)
+            with _edge():
+                self.committed = self._store._install(self.path, self.sha256, self.size)
         return self.committed
 
 
@@ -132,7 +133,8 @@ class BlobStore:
             staged = StagedBlob(self, path=path, sha256=sha256, size=size)
             yield staged
         finally:
-            # After a commit the temp name is gone (renamed or already removed).
+            # After a commit the temp name is gone (renamed or already removed); after a
+            # failed write (a full disk) this removes the part that was written.
             path.unlink(missing_ok=True)
 
     def write(self, chunks: Iterable[bytes], *, max_bytes: int) -> BlobRef:
@@ -191,19 +193,38 @@ class BlobStore:
         return BlobRef(sha256, size, final)
 
 
+@contextlib.contextmanager
+def _edge() -> Iterator[None]:
+    """A failing disk (full, over quota, read-only, broken) is an :class:`AssetStoreError`
+    that says so; the caller's ``finally`` removes what was written."""
+    try:
+        yield
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        log.error("the asset store could not write a file: %s", exc)
+        raise AssetStoreError(
+            f"The asset store could not save the file ({reason}). Nothing was kept; "
+            "an administrator must free space or repair the store.",
+            zh=f"资源存储无法保存文件（{reason}），未保留任何内容；需要管理员释放空间或修复存储。",
+        ) from exc
+
+
 def _write_hashed(path: Path, chunks: Iterable[bytes], max_bytes: int, *, durable: bool) -> tuple[str, int]:
     digest = hashlib.sha256()
     size = 0
     # O_EXCL: a fresh name, never an existing file or a planted symlink.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+    with _edge():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
     with _FileWriter(fd) as writer:
-        for chunk in chunks:
+        for chunk in chunks:  # a failing source (a dropped upload) raises its own error
             size += len(chunk)
             if size > max_bytes:
                 raise _too_large(max_bytes)
-            writer.put(chunk)  # written by the writer thread while this thread hashes it
+            with _edge():
+                writer.put(chunk)  # written by the writer thread while this thread hashes it
             digest.update(chunk)
-        writer.finish(durable=durable)
+        with _edge():
+            writer.finish(durable=durable)
     return digest.hexdigest(), size
 
 

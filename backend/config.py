@@ -49,6 +49,9 @@ class Settings:
     redeem_window_seconds: int = 900
     #: Bearer token for ``GET /metrics`` from other hosts; empty: metrics on loopback only.
     metrics_token: str = ""
+    #: Seconds the jobs of a node whose agent went silent wait for it to come back (its
+    #: ComfyUI may still run them) before they are requeued or failed (docs/agent.md).
+    agent_lost_seconds: int = 120
 
     @property
     def assets_dir(self) -> Path:
@@ -93,7 +96,8 @@ class Settings:
     def _validate(self) -> None:
         if self.signup_mode not in SIGNUP_MODES:
             raise ConfigError(f"signup_mode must be one of {', '.join(SIGNUP_MODES)}, not {self.signup_mode!r}")
-        for name in ("max_upload_bytes", "max_image_pixels", "redeem_max_failures", "redeem_window_seconds"):
+        for name in ("max_upload_bytes", "max_image_pixels", "redeem_max_failures", "redeem_window_seconds",
+                     "agent_lost_seconds"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
         if self.welcome_credits < 0:

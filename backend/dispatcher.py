@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from . import backlog, jobs
 from .db.models import Job, StageAlias, User, utcnow
-from .errors import BusError, NotFound, RegistryError, StudioError
+from .errors import DatabaseUnavailable, NotFound, StudioError, Unavailable
 from .messages import JobMessage, Upload, prompt_id, upload_name
 from .messages import StageAlias as AliasMessage
 from .placement import DEFAULT_SWITCH_PENALTY, CapabilityCache, Needs, candidates
@@ -111,8 +111,10 @@ class Dispatcher:
                 return
             try:
                 self.dispatch_once()
-            except StudioError as exc:  # registry or bus down: try again next pass
+            except Unavailable as exc:  # database, registry or bus away: try again next pass
                 log.warning("dispatch pass failed: %s", exc)
+            except StudioError as exc:
+                log.error("dispatch pass failed: %s", exc)
             except Exception:
                 log.exception("dispatch pass crashed")
 
@@ -178,17 +180,29 @@ class Dispatcher:
         if node is None:
             self._refused = True
             return None
-        with backend.db.write() as s:
-            moved = jobs.transition(
-                s, job.id, "dispatched", expect=("queued",), expect_attempts=job.attempts, node_id=node, attempts=attempt
-            )
-            if moved:
-                s.execute(update(User).where(User.id == job.user_id).values(last_served_at=utcnow()))
-                aliases = stage_aliases(s, spec)
+        try:
+            with backend.db.write() as s:
+                moved = jobs.transition(
+                    s, job.id, "dispatched", expect=("queued",), expect_attempts=job.attempts, node_id=node, attempts=attempt
+                )
+                if moved:
+                    s.execute(update(User).where(User.id == job.user_id).values(last_served_at=utcnow()))
+                    aliases = stage_aliases(s, spec)
+        except DatabaseUnavailable:
+            # The job stays queued (or its commit's answer was lost and it is dispatched:
+            # then the sweeper restores the slot and republishes it).
+            self._release_quietly(node, ticket)
+            raise
         if not moved:  # another dispatcher or a cancel got there first
             backend.registry.release(node, ticket)
             return None
         return node if self.publish(spec, job, node, attempt, aliases=aliases) else None
+
+    def _release_quietly(self, node: str, ticket: str) -> None:
+        try:
+            self.backend.registry.release(node, ticket)
+        except StudioError as exc:  # the sweeper releases a leftover slot later
+            log.warning("prompt %s node_id=%s: slot not released now (%s)", ticket, node, exc)
 
     def publish(self, spec: WorkflowSpec, job: Job, node: str, attempt: int, *, aliases: dict[str, AliasMessage]) -> bool:
         """Send a job already marked ``dispatched`` (committed) to ``node``; on failure put it
@@ -198,7 +212,7 @@ class Dispatcher:
         try:
             message = job_message(backend, spec, job, attempt, aliases=aliases)
             backend.bus.publish_job(node, message)
-        except (BusError, RegistryError) as exc:
+        except Unavailable as exc:
             with backend.db.write() as s:
                 requeued = jobs.transition(s, job.id, "queued", expect=("dispatched",))
             if requeued:
