@@ -10,6 +10,10 @@ Routes:
 - ``/metrics``: Prometheus text (:func:`backend.metrics.render`) to loopback clients, or
   to any client with ``Authorization: Bearer <metrics_token>`` when that setting is set
 
+While the database (or another service) is away, a request answers 503 "try again in a
+moment" with ``Retry-After`` (:class:`_TryAgainLater`) instead of an error page, and a
+Gradio action shows the same sentence; everything works again once it is back.
+
 The entry point builds the :class:`~backend.runtime.Backend` and a running worker, then
 serves :func:`create_app` with uvicorn; the user-event :class:`~studio.feed.Feed` starts
 and stops with the app's lifespan.
@@ -34,6 +38,7 @@ from fastapi.responses import FileResponse, PlainTextResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from backend import metrics
+from backend.errors import Unavailable
 from backend.passwords import DEFAULT_HASHER
 from backend.runtime import Backend
 
@@ -119,6 +124,39 @@ class _SignInRedirect:
         await self.app(scope, receive, send)
 
 
+class _TryAgainLater:
+    """Answers 503 with ``Retry-After`` when a request fails because a service is away
+    (``backend.errors.Unavailable``: the database restarting, Redis or RabbitMQ gone),
+    instead of a 500 and a traceback. Pure ASGI and outermost, so it also covers the
+    session check of :class:`_SignInRedirect`."""
+
+    RETRY_AFTER_SECONDS = 5
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: dict) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Unavailable as exc:
+            if started:
+                raise
+            log.warning("%s %s answered 503: %s", scope.get("method"), scope.get("path"), exc)
+            response = PlainTextResponse(f"{exc.message}\n{exc.zh}\n", status_code=503,
+                                         headers={"Retry-After": str(self.RETRY_AFTER_SECONDS), "Cache-Control": "no-store"})
+            await response(scope, receive, send)
+
+
 def create_app(
     backend: Backend,
     *,
@@ -142,7 +180,11 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(_app: fastapi.FastAPI) -> AsyncIterator[None]:
         feed.start()
-        purged = sessions.purge_expired()
+        try:
+            purged = sessions.purge_expired()
+        except Unavailable as exc:  # the next start purges them; the studio serves meanwhile
+            log.warning("expired sessions not purged now: %s", exc)
+            purged = 0
         log.info("studio started (%d expired sessions removed)", purged)
         try:
             yield
@@ -178,7 +220,10 @@ def create_app(
                                  headers={"Cache-Control": "no-store"})
 
     def session_user(request: fastapi.Request) -> str | None:
-        user = sessions.resolve(request.cookies.get(SESSION_COOKIE))
+        try:
+            user = sessions.resolve(request.cookies.get(SESSION_COOKIE))
+        except Unavailable as exc:  # inside Gradio's own app, beyond _TryAgainLater's reach
+            raise fastapi.HTTPException(503, exc.message, headers={"Retry-After": str(_TryAgainLater.RETRY_AFTER_SECONDS)}) from None
         return user.name if user is not None else None
 
     app = gr.mount_gradio_app(
@@ -196,4 +241,5 @@ def create_app(
         head=LANG_HEAD_SCRIPT,
     )
     app.add_middleware(_SignInRedirect, sessions=sessions)
+    app.add_middleware(_TryAgainLater)  # added last: the outermost of ours
     return app
