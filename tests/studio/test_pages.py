@@ -91,7 +91,8 @@ def test_only_intended_endpoints_are_public_and_admin_ones_check_the_role(stack:
     demo = build_blocks(studio)
     public = {d.api_name for d in demo.fns.values() if d.api_visibility == "public"}
     assert public == {"cancel", "redeem", "admin_grant", "admin_disable", "admin_enable", "admin_create_user",
-                      "admin_codes", "admin_alias", "admin_signup"}, public
+                      "admin_codes", "admin_alias", "admin_signup", "admin_replay_dead_letters",
+                      "admin_replay_all_dead_letters", "admin_discard_dead_letters"}, public
     stack.user("creator")
     request = gr.Request(username="creator")
     for name in sorted(n for n in public if n.startswith("admin_")):
