@@ -7,6 +7,11 @@ the job to its node (outbox order: a crash between the two leaves a ``dispatched
 that the sweeper republishes, never a published job the database does not know).
 Several dispatchers (threads or studio replicas) may run at once: the reservation and
 the conditional update each let exactly one of them win.
+
+Before its first pass, and whenever the registry's epoch changes (it lost its data: a
+restarted studio's in-process registry, Redis restarted empty), a dispatcher first has
+the reservations of the jobs already on nodes restored from the database (``restore``):
+otherwise it would see their slots free and book them twice.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import dataclasses
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -90,11 +96,15 @@ class Dispatcher:
     """Runs dispatch passes when woken (a submit, a freed slot) and at least every ``interval``."""
 
     def __init__(
-        self, backend: Backend, *, interval: float = 0.5, switch_penalty: float = DEFAULT_SWITCH_PENALTY
+        self, backend: Backend, *, interval: float = 0.5, switch_penalty: float = DEFAULT_SWITCH_PENALTY,
+        restore: Callable[[], int] = lambda: 0,
     ) -> None:
         self.backend = backend
         self.interval = interval
         self.switch_penalty = switch_penalty
+        #: Restores the reservations of jobs on nodes from the database (the sweeper's).
+        self.restore = restore
+        self._epoch: str | None = None
         self._caps = CapabilityCache(backend.registry)
         self._refused = False
         self._wake = threading.Event()
@@ -125,6 +135,13 @@ class Dispatcher:
 
     def _pass(self) -> int:
         registry = self.backend.registry
+        epoch = registry.epoch()
+        if epoch != self._epoch:
+            restored = self.restore()  # raises while the database is away: no pass until it worked
+            if restored or self._epoch is not None:
+                log.warning("registry epoch %s: %d reservation(s) of jobs on nodes restored before dispatching",
+                            epoch[:8], restored)
+            self._epoch = epoch
         views = [v for v in registry.nodes() if v.state.online]
         free = sum(v.free_slots for v in views)
         if not free:

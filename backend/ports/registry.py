@@ -157,6 +157,13 @@ class Registry(abc.ABC):
         return job_id in self.reservations(node_id)
 
     @abc.abstractmethod
+    def epoch(self) -> str:
+        """An id of the registry's current contents, the same for every caller until the
+        registry loses its data (Redis restarted without persistence, a flush, a new
+        in-process registry): then it changes. A dispatcher that sees a new epoch restores
+        the reservations from the database before it books any slot."""
+
+    @abc.abstractmethod
     def restore(self, node_id: str, reservations: Mapping[str, float]) -> None:
         """Put back reservations lost with the registry's data (rebuilt from the database)."""
 

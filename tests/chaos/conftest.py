@@ -8,11 +8,13 @@ empty tables on them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,12 +22,13 @@ from backend.db import Database, migrate
 from backend.ports.rabbitmq import RabbitBus
 from backend.ports.redis_registry import RedisRegistry
 
-from .. import private_servers
+from .. import private_servers, services
 from ..conftest import empty_all_tables
 from ..private_servers import PrivateServers
 from . import faults
 from .checks import TABLE, format_table
 from .cluster import Cluster, running_cluster
+from .embedded import running_embedded
 
 _SEED: list[int] = []
 
@@ -57,8 +60,29 @@ def chaos_db(servers: PrivateServers) -> Iterator[Database]:
 
 
 @pytest.fixture
-def cluster(servers: PrivateServers, chaos_db: Database, tmp_path: Path) -> Iterator[Cluster]:
-    """A fresh cluster: three nodes (comfysim + agent processes), the worker in-process."""
+def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """A fresh cluster of the kind the scenario attacks (``Scenario.cluster``)."""
+    from .test_chaos import SCENARIOS
+
+    kind = SCENARIOS[request.node.callspec.params["name"]].cluster
+    if kind == "embedded":
+        with running_embedded(tmp_path / "studio-data") as embedded:
+            yield embedded
+        return
+    servers: PrivateServers = request.getfixturevalue("servers")
+    chaos_db: Database = request.getfixturevalue("chaos_db")
+    with contextlib.ExitStack() as stack:
+        if kind == "small disk":
+            try:
+                stack.enter_context(faults.small_disk(tmp_path / "assets"))
+            except PermissionError as exc:
+                _missing(str(exc))
+        yield stack.enter_context(_distributed(servers, chaos_db, tmp_path, proxied=kind == "proxied"))
+
+
+@contextlib.contextmanager
+def _distributed(servers: PrivateServers, chaos_db: Database, tmp_path: Path, *, proxied: bool) -> Iterator[Cluster]:
+    """Three nodes (comfysim + agent processes), the worker in-process, on the private servers."""
     assert servers.rabbitmq is not None and servers.redis is not None
     faults.ensure_servers_up(servers)  # whatever the scenario before did
     empty_all_tables(chaos_db)
@@ -67,12 +91,18 @@ def cluster(servers: PrivateServers, chaos_db: Database, tmp_path: Path) -> Iter
     bus = RabbitBus(servers.rabbitmq.url, prefix=name, publish_timeout=10, max_reconnect_delay=0.5)
     registry = RedisRegistry(servers.redis.url, prefix=name)
     try:
-        with running_cluster(chaos_db, bus, registry, tmp_path, servers) as c:
+        with running_cluster(chaos_db, bus, registry, tmp_path, servers, proxied=proxied) as c:
             yield c
     finally:
         faults.ensure_servers_up(servers)  # so the bus and registry close cleanly
         bus.close()
         registry.close()
+
+
+def _missing(what: str) -> None:
+    if services.IN_CI:
+        pytest.fail(f"{what}; CI=true requires it", pytrace=False)
+    pytest.skip(what)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -8,13 +8,19 @@ fault's. Every fault that stops a server starts it again in a ``finally``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import random
+import subprocess
 import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from backend.errors import Unavailable
 
 from ..private_servers import PrivateServers
-from .checks import reservations_match
-from .cluster import AGENT_STATE_TTL, POISON_WORKFLOW, Cluster, Load, wait_for
+from .cluster import AGENT_LOST_AFTER, AGENT_STATE_TTL, POISON_WORKFLOW, Cluster, Load, wait_for
 
 log = logging.getLogger("tests.chaos")
 
@@ -89,8 +95,8 @@ def restart_redis(cluster: Cluster, rng: random.Random, load: Load) -> None:
 def _reservations_restored(cluster: Cluster) -> bool:
     """Every job holding a node (in the database) holds its ticket in the registry again."""
     try:
-        held, active = reservations_match(cluster)
-    except Exception:  # noqa: BLE001 - Redis may still be settling
+        held, active = cluster.reservations()
+    except Unavailable:  # Redis may still be settling
         return False
     return active <= held
 
@@ -114,3 +120,92 @@ def submit_poison(cluster: Cluster, rng: random.Random, load: Load) -> None:
     job_id = load.submit(POISON_WORKFLOW)
     assert job_id is not None, load.refused[-1:]
     load.poison.add(job_id)
+
+
+def bounce_postgres(cluster: Cluster, rng: random.Random, load: Load) -> None:
+    """Stop PostgreSQL for a few seconds, cleanly (``-m fast``: sessions are ended) or as a
+    crash (``-m immediate``: recovered from its log on start), then start it again. Every
+    pooled connection dies; submits meanwhile are refused ("try again in a moment"); agent
+    events wait in the lifecycle queue and are applied once it is back."""
+    postgres = cluster.servers.postgres
+    assert postgres is not None
+    try:
+        postgres.stop(rng.choice(("fast", "immediate")))
+        time.sleep(rng.uniform(1.0, 5.0))
+    finally:
+        postgres.start()
+
+
+#: The long outage: longer than every retry budget of the system (a publish's 10 s, the
+#: lifecycle consumer's old 5 tries, the pool's connect timeout), so only a design that
+#: waits for the database without limit keeps every event.
+LONG_OUTAGE_SECONDS = (20.0, 30.0)
+
+
+def long_postgres_outage(cluster: Cluster, rng: random.Random, load: Load) -> None:
+    """PostgreSQL away for 20–30 s while the nodes go on running their jobs."""
+    postgres = cluster.servers.postgres
+    assert postgres is not None
+    try:
+        postgres.stop("immediate")
+        time.sleep(rng.uniform(*LONG_OUTAGE_SECONDS))
+    finally:
+        postgres.start()
+
+
+def partition_agent(cluster: Cluster, rng: random.Random, load: Load) -> None:
+    """Cut one agent off from RabbitMQ and Redis for longer than its state TTL, while its
+    ComfyUI goes on running the prompts it has. The node expires from the registry; its
+    jobs must wait for the agent (not run again elsewhere), and the returning agent
+    reports them."""
+    node_id = rng.choice(sorted(cluster.nodes))
+    proxy = cluster.proxies[node_id]
+    registry = cluster.stack.backend.registry
+    proxy.cut()
+    cut = time.monotonic()
+    try:
+        wait_for(lambda: all(v.state.node_id != node_id for v in registry.nodes()), AGENT_STATE_TTL + 10,
+                 f"node {node_id} expiring while cut off")
+        time.sleep(rng.uniform(2.0, 8.0))  # well past the TTL
+    finally:
+        proxy.heal()
+    away = time.monotonic() - cut
+    assert away < AGENT_LOST_AFTER, f"the partition lasted {away:.0f} s, longer than the jobs wait for an agent"
+    cluster.wait_online(node_id, since=time.time())
+
+
+#: Size of the asset store's own small disk in the "disk full" scenario.
+SMALL_DISK_MB = 64
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, size_mb: int = SMALL_DISK_MB) -> Iterator[None]:
+    """A tmpfs of ``size_mb`` mounted on ``path`` (needs the privilege to mount)."""
+    path.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m,mode=0755", "tmpfs", str(path)],
+                            capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise PermissionError(f"cannot mount a small disk for the asset store: {result.stderr.strip() or result.stdout}")
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
+
+
+def fill_asset_store(cluster: Cluster, rng: random.Random, load: Load) -> None:
+    """The asset store's disk is full for a few seconds: the outputs of jobs that finish
+    meanwhile cannot be saved, so those jobs fail with a clear reason and a refund, and no
+    half-written file is left; once there is space again, jobs succeed as before."""
+    filler = cluster.assets_dir / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        for size in (1 << 20, 4096):  # big pieces, then the last few pages
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError:
+                pass
+        time.sleep(rng.uniform(2.0, 5.0))
+    finally:
+        os.close(fd)
+        filler.unlink(missing_ok=True)

@@ -289,6 +289,25 @@ def test_restore_after_the_data_was_lost(registry: Registry, lose_everything: Ca
     assert registry.reserve([Candidate("a")], "j2", 9.0) == "a"
 
 
+def test_the_epoch_changes_only_when_the_data_is_lost(
+    registry: Registry, lose_everything: Callable[[], None], request: pytest.FixtureRequest
+) -> None:
+    first = registry.epoch()
+    assert first and registry.epoch() == first
+    registry.heartbeat(node("a"))
+    registry.reserve([Candidate("a")], "j1", 1.0)
+    registry.release("a", "j1")
+    registry.remove("a")
+    assert registry.epoch() == first  # ordinary changes keep it
+    if isinstance(registry, RedisRegistry):  # every client of the same registry sees the same
+        other = RedisRegistry(services.REDIS_URL, prefix=request.getfixturevalue("redis_prefix"))
+        assert other.epoch() == first
+        other.close()
+    lose_everything()
+    second = registry.epoch()
+    assert second != first and registry.epoch() == second
+
+
 # --- concurrency ----------------------------------------------------------------------
 
 RACERS = 50
