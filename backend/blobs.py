@@ -4,7 +4,10 @@ Layout: ``root/ab/cd/<sha256>`` for a hash starting ``abcd``, and ``root/tmp/`` 
 being written. A write streams into a temp file on the same filesystem (so the final
 rename is atomic), hashing as it goes and stopping as soon as the size cap is passed;
 only complete, flushed files ever appear under a hash name. The same bytes are stored
-once: a second write of them just drops its temp file.
+once: a second write of them just drops its temp file. A write that fails (a full disk)
+removes its temp file; one whose process was killed leaves it, named after its host and
+process id, and the next store opened on that host removes it (any host removes temp
+files older than :data:`STALE_PART_SECONDS`: the store may be shared by several hosts).
 
 The agent uses this module to store outputs and never opens the SQL database; the
 backend records ownership separately (``backend.assets``).
@@ -24,7 +27,9 @@ import os
 import re
 import queue
 import secrets
+import socket
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +38,9 @@ from typing import BinaryIO
 from .errors import AssetStoreError, InvalidUpload, NotFound
 
 CHUNK_SIZE = 1024 * 1024
+#: A temp file untouched for this long belongs to a write that died (whatever host).
+STALE_PART_SECONDS = 3600.0
+_HOST = socket.gethostname().replace("-", "_")
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -119,7 +127,22 @@ class BlobStore:
         self.durable = durable
         self._tmp = self.root / "tmp"
         self._tmp.mkdir(parents=True, exist_ok=True)
+        self._remove_dead_parts()
 
+    def _remove_dead_parts(self) -> None:
+        """Delete temp files of writes whose process died (SIGKILL, a crash)."""
+        now = time.time()
+        for part in self._tmp.glob("*.part"):
+            host, _, rest = part.name.partition("-")
+            pid = rest.partition("-")[0]
+            try:
+                dead = (host == _HOST and pid.isdigit() and not _alive(int(pid))) or \
+                    now - part.stat().st_mtime > STALE_PART_SECONDS
+                if dead:
+                    part.unlink()
+                    log.info("removed %s, left by a write that never finished", part.name)
+            except OSError:
+                pass  # gone meanwhile, or not ours to remove
     @contextlib.contextmanager
     def stage(self, chunks: Iterable[bytes], *, max_bytes: int) -> Iterator[StagedBlob]:
         """Stream ``chunks`` into a temp file; yield it, removing it unless committed.
@@ -127,7 +150,7 @@ class BlobStore:
         Raises :class:`InvalidUpload` (and leaves nothing behind) once more than
         ``max_bytes`` arrive.
         """
-        path = self._tmp / f"{secrets.token_hex(16)}.part"
+        path = self._tmp / f"{_HOST}-{os.getpid()}-{secrets.token_hex(12)}.part"
         try:
             sha256, size = _write_hashed(path, chunks, max_bytes, durable=self.durable)
             staged = StagedBlob(self, path=path, sha256=sha256, size=size)
@@ -302,6 +325,16 @@ def _writers() -> concurrent.futures.ThreadPoolExecutor:
             if _WRITERS is None:
                 _WRITERS = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="blob-writer")
     return _WRITERS
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 
-from . import cluster, event_path, studio_sessions, submit_path, uploads
+from . import cluster, event_path, reconnect, studio_sessions, submit_path, uploads
 
 BENCHMARKS = {
     "submit": submit_path.main,
@@ -13,6 +13,7 @@ BENCHMARKS = {
     "cluster": cluster.main,
     "uploads": uploads.main,
     "studio": studio_sessions.main,
+    "reconnect": reconnect.main,
 }
 
 

@@ -50,9 +50,13 @@ def require(*kinds: str) -> None:
         try:
             _PROGRAMS[kind]()
         except ServerMissing as exc:
-            if services.IN_CI:
-                pytest.fail(f"{exc}; CI=true requires it (the test starts a private server)", pytrace=False)
-            pytest.skip(str(exc))
+            _missing(f"{exc} (the test starts a private server)")
+
+
+def _missing(what: str) -> None:
+    if services.IN_CI:
+        pytest.fail(f"{what}; CI=true requires it", pytrace=False)
+    pytest.skip(what)
 
 
 def free_port() -> int:
@@ -309,6 +313,26 @@ class PrivatePostgres:
 
     def _tail(self) -> str:
         return self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
+
+
+# ---- a small disk ---------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, size_mb: int = 64) -> Iterator[None]:
+    """A tmpfs of ``size_mb`` mounted on ``path``, for tests of a full disk. Mounting needs
+    the privilege to: without it the test is skipped locally and fails in CI."""
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        result = _run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m,mode=0755", "tmpfs", str(path)], timeout=30)
+        if result.returncode != 0:
+            raise ServerMissing(f"cannot mount a small disk: {(result.stderr or result.stdout).strip()}")
+    except (OSError, ServerMissing) as exc:
+        _missing(str(exc))
+    try:
+        yield
+    finally:
+        _run(["umount", "-l", str(path)], timeout=30)
 
 
 _PROGRAMS = {"redis": _redis_programs, "rabbitmq": _rabbit_programs, "postgres": _postgres_programs}

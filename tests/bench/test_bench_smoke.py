@@ -59,3 +59,14 @@ def test_percentiles() -> None:
     assert common.percentile([1, 2, 3, 4, 5], 50) == 3
     assert common.percentile([1.0, 2.0], 50) == 1.5
     assert common.percentile([7.0], 99) == 7.0
+
+
+def test_reconnect_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import reconnect
+
+    from .. import private_servers
+
+    private_servers.require("postgres")
+    figures = reconnect.main(["--transactions", "20", "--runs", "1", "--threads", "3", "--no-write"])
+    assert figures["ping_p50"] > 0 and figures["restart"]["pre_ping"]["failed"] == 0
+    assert "after a restart: transactions failed" in capsys.readouterr().out

@@ -8,14 +8,10 @@ fault's. Every fault that stops a server starts it again in a ``finally``.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import random
-import subprocess
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 from backend.errors import Unavailable
 
@@ -172,24 +168,6 @@ def partition_agent(cluster: Cluster, rng: random.Random, load: Load) -> None:
     away = time.monotonic() - cut
     assert away < AGENT_LOST_AFTER, f"the partition lasted {away:.0f} s, longer than the jobs wait for an agent"
     cluster.wait_online(node_id, since=time.time())
-
-
-#: Size of the asset store's own small disk in the "disk full" scenario.
-SMALL_DISK_MB = 64
-
-
-@contextlib.contextmanager
-def small_disk(path: Path, size_mb: int = SMALL_DISK_MB) -> Iterator[None]:
-    """A tmpfs of ``size_mb`` mounted on ``path`` (needs the privilege to mount)."""
-    path.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m,mode=0755", "tmpfs", str(path)],
-                            capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise PermissionError(f"cannot mount a small disk for the asset store: {result.stderr.strip() or result.stdout}")
-    try:
-        yield
-    finally:
-        subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
 
 
 def fill_asset_store(cluster: Cluster, rng: random.Random, load: Load) -> None:
