@@ -4,11 +4,14 @@ ran may be lost, and the books, the reservations and the users' events must agre
 ``checks.py``).
 
 Run it alone with ``.venv/bin/python -m pytest tests/chaos -s``; ``CHAOS_SEED=N``
-repeats the fault timing of an earlier run (the seed is printed with the table).
+repeats the fault timing of an earlier run (the seed is printed with the table), and
+``CHAOS_REPEAT=N`` runs every selected scenario N times in one session (to hunt a flake:
+``CHAOS_REPEAT=50 pytest tests/chaos -k rabbitmq``).
 """
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections.abc import Callable
@@ -59,6 +62,9 @@ SCENARIOS = {
     "embedded studio SIGKILL": Scenario(embedded.kill_studio, 2, gap=(3.0, 6.0), cluster="embedded", settle=120.0),
 }
 
+#: How often each scenario runs in this session (``CHAOS_REPEAT``).
+REPEAT = max(1, int(os.environ.get("CHAOS_REPEAT", "1")))
+
 #: Why a submit may be refused under chaos (a server it needs is away); nothing is
 #: charged then (ledger.verify), and it is never because of what it asked for.
 REFUSALS = {"RegistryError", "BusError", "NodeUnavailable", "DatabaseUnavailable"}
@@ -66,7 +72,7 @@ REFUSALS = {"RegistryError", "BusError", "NodeUnavailable", "DatabaseUnavailable
 
 @pytest.mark.chaos
 @pytest.mark.slow
-@pytest.mark.parametrize("name", list(SCENARIOS))
+@pytest.mark.parametrize("name", [name for name in SCENARIOS for _ in range(REPEAT)])
 def test_chaos(name: str, cluster: Any, chaos_seed: int) -> None:
     scenario = SCENARIOS[name]
     rng = random.Random(f"{chaos_seed}:{name}")
