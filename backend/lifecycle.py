@@ -72,43 +72,52 @@ class LifecycleConsumer:
             self._subscription = None
 
     def _deliver(self, delivery: Delivery) -> None:
-        """Apply one event and settle it: ack, or dead-letter; retried while a service is away."""
+        """Apply one event and settle it (ack, or set it aside); while a service is away,
+        try again in place, however long it takes."""
         body = delivery.body
-        job_id, kind = body.get("job_id"), body.get("type")
         crashes = 0
         delay = FIRST_RETRY_SECONDS
         waiting_since: float | None = None
-        while not self._stop.is_set():
+        while not self._stop.is_set():  # stopping: the unsettled delivery goes back to the queue
             try:
-                try:
-                    self.apply(body)
-                except Unavailable:
-                    raise
-                except StudioError as exc:
-                    log.error("job %s: event %s cannot be applied: %s; set aside as a dead letter", job_id, kind, exc)
-                    delivery.dead_letter(f"{type(exc).__name__}: {exc}")
-                    return
-                except Exception as exc:  # noqa: BLE001 - a bug: retried a few times, then set aside
-                    crashes += 1
-                    if crashes < MAX_EVENT_ATTEMPTS:
-                        log.exception("job %s: applying event %s crashed (%d); retrying", job_id, kind, crashes)
-                        self._stop.wait(min(MAX_RETRY_SECONDS, FIRST_RETRY_SECONDS * 2**crashes))
-                        continue
-                    log.exception("job %s: event %s crashed %d times; set aside as a dead letter", job_id, kind, crashes)
-                    delivery.dead_letter(f"{type(exc).__name__}: {exc} (crashed {crashes} times)")
-                    return
-                delivery.ack()
-                if waiting_since is not None:
-                    log.info("job %s: event %s applied after %.1f s of waiting", job_id, kind, time.monotonic() - waiting_since)
-                return
-            except Unavailable as exc:
-                # The event is fine, the world is not (or the dead-letter queue is away):
-                # try again in place, however long it takes.
+                settled = self._settle(delivery, crashes)
+            except Unavailable as exc:  # the event is fine, the world is not
                 if waiting_since is None:
                     waiting_since = time.monotonic()
-                    log.warning("job %s: event %s waits for %s", job_id, kind, exc)
+                    log.warning("job %s: event %s waits for %s", body.get("job_id"), body.get("type"), exc)
                 self._stop.wait(delay)
                 delay = min(delay * 2, MAX_RETRY_SECONDS)
+                continue
+            if settled:
+                if waiting_since is not None:
+                    log.info("job %s: event %s applied after %.1f s of waiting", body.get("job_id"), body.get("type"),
+                             time.monotonic() - waiting_since)
+                return
+            crashes += 1
+            self._stop.wait(min(MAX_RETRY_SECONDS, FIRST_RETRY_SECONDS * 2**crashes))
+
+    def _settle(self, delivery: Delivery, crashes: int) -> bool:
+        """One try: apply and ack, or set aside an event that fails for its own reasons;
+        False after a crash that earns another try. ``Unavailable`` propagates."""
+        body = delivery.body
+        job_id, kind = body.get("job_id"), body.get("type")
+        try:
+            self.apply(body)
+        except Unavailable:
+            raise
+        except StudioError as exc:
+            log.error("job %s: event %s cannot be applied: %s; set aside as a dead letter", job_id, kind, exc)
+            delivery.dead_letter(f"{type(exc).__name__}: {exc}")
+            return True
+        except Exception as exc:  # noqa: BLE001 - a bug: retried a few times, then set aside
+            if crashes + 1 < MAX_EVENT_ATTEMPTS:
+                log.exception("job %s: applying event %s crashed (%d); retrying", job_id, kind, crashes + 1)
+                return False
+            log.exception("job %s: event %s crashed %d times; set aside as a dead letter", job_id, kind, crashes + 1)
+            delivery.dead_letter(f"{type(exc).__name__}: {exc} (crashed {crashes + 1} times)")
+            return True
+        delivery.ack()
+        return True
 
     def apply(self, event: dict[str, Any]) -> None:
         """Apply one agent event (see :func:`backend.messages.lifecycle`)."""
