@@ -20,7 +20,6 @@ import os
 import queue
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -44,7 +43,7 @@ from backend.submit import Accepted, NeedsConfirmation, Rejected, SubmitResult, 
 from backend.worker import Worker
 
 from ..e2e.stack import FAST_AGENT, FAST_SWEEP, Stack, build_backend, png_bytes, wait_for
-from ..private_servers import PrivateServers
+from ..private_servers import PrivateServers, free_port
 from .checks import active_tickets
 
 #: The agents' state TTL: longer than an agent restart takes on a busy machine (Python
@@ -61,12 +60,6 @@ POISON_CLASS = "ImageSharpen"
 #: partitions the suite makes (docs/agent.md), so a returning agent adopts its jobs.
 AGENT_LOST_AFTER = 60.0
 CHAOS_SWEEP = dataclasses.replace(FAST_SWEEP, agent_lost_after=AGENT_LOST_AFTER)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class _Process:
