@@ -48,8 +48,8 @@ from .checks import active_tickets
 
 #: The agents' state TTL: longer than an agent restart takes on a busy machine (Python
 #: imports alone took 8 s on a two-core host with a load of 16), so a SIGKILLed agent
-#: that is restarted at once is adopted, never expired (docs/agent.md). An agent away
-#: for longer is another story: see "What it does not cover" in docs/operations.md.
+#: that is restarted at once is adopted without its node expiring. One away for longer
+#: (the partition scenario) expires; its jobs then wait for it (AGENT_LOST_AFTER).
 AGENT_STATE_TTL = 15.0
 #: Seconds per simulated sampler step.
 STEP_SECONDS = 0.15
