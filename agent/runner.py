@@ -254,6 +254,7 @@ class JobRunner:
         log.info("job_id=%s node_id=%s prompt %s already on ComfyUI; following it", message["job_id"], self._node, prompt_id)
         job = ActiveJob.new(message, client_id=None)  # its session is unknown: followed by polling
         job.recheck = True
+        job.started = bool(message.get("started"))  # an adopt-only message says whether it ran
         for entry in [e for e in self._unadopted if e.prompt_id == prompt_id]:
             job.started = job.started or entry.started  # the journal knows whether it had started
             self._unadopted.remove(entry)

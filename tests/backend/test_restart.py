@@ -1,18 +1,20 @@
-"""A dispatcher never books a slot that a job already on the node holds, even when the
-registry forgot it: after a restart (a new in-process registry) and after the registry
-lost its data (Redis restarted empty), the reservations are restored from the database
-before the first booking."""
+"""After a restart: a dispatcher never books a slot that a job already on the node holds,
+even when the registry forgot it (a new in-process registry, Redis restarted empty): the
+reservations are restored from the database before the first booking. And a job whose
+events were lost (with an in-process bus) is sent to its agent again for adoption."""
 
 from __future__ import annotations
 
-from backend import jobs
+from backend import jobs, messages
 from backend.dispatcher import Dispatcher
+from backend.lifecycle import LifecycleConsumer
+from backend.ports.registry import NodeState
 from backend.runtime import Backend
-from backend.sweeper import Sweeper
+from backend.sweeper import SweepPolicy, Sweeper
 
 from .helpers import make_user
 from .nodes import library_capabilities, register
-from .test_dispatch import backend, library, txt2img  # noqa: F401 - fixtures
+from .test_dispatch import NodeQueue, backend, library, txt2img  # noqa: F401 - fixtures
 
 
 def _fill_the_node(backend: Backend) -> list[str]:  # noqa: F811
@@ -42,3 +44,35 @@ def test_without_the_restore_a_forgetful_registry_is_booked_twice(backend: Backe
     backend.registry.clear()
     register(backend.registry, "n1", library_capabilities(backend.library), slots=2)
     assert Dispatcher(backend).dispatch_once() == 2
+
+
+def test_a_running_job_its_agent_does_not_follow_is_sent_again_for_adoption_only(backend: Backend) -> None:  # noqa: F811
+    user = make_user(backend.db, "ada", credits=1000)
+    register(backend.registry, "n1", library_capabilities(backend.library), slots=2)
+    node = NodeQueue(backend, "n1")
+    job = txt2img(backend, user.id).job  # type: ignore[union-attr]
+    Dispatcher(backend).dispatch_once()
+    ticket = node.take()["prompt_id"]
+    for kind in ("submitted", "started"):
+        LifecycleConsumer(backend).apply(messages.lifecycle(kind, job_id=job.id, attempt=1, node_id="n1"))
+
+    def agent_follows(*tickets: str) -> None:
+        backend.registry.heartbeat(NodeState(node_id="n1", online=True, slots=2, following=tickets), ttl=60)
+
+    now = [0.0]
+    sweeper = Sweeper(backend, clock=lambda: now[0])
+    agent_follows(ticket)
+    now[0] += SweepPolicy().adopt_after * 2
+    sweeper.sweep_once()
+    assert node.drain() == []  # followed: nothing to do
+
+    agent_follows()  # e.g. a restarted embedded studio: its events were lost with its bus
+    sweeper.sweep_once()
+    now[0] += SweepPolicy().adopt_after - 1
+    sweeper.sweep_once()
+    assert node.drain() == []  # not yet: its state may lag a heartbeat behind
+    now[0] += 1
+    sweeper.sweep_once()
+    [again] = node.drain()
+    assert (again["prompt_id"], again["adopt_only"], again["started"]) == (ticket, True, True)
+    assert jobs.get(backend.db, job.id).state == "running"  # the agent settles it, not the sweeper
