@@ -139,9 +139,11 @@ LONG_OUTAGE_SECONDS = (20.0, 30.0)
 
 
 def long_postgres_outage(cluster: Cluster, rng: random.Random, load: Load) -> None:
-    """PostgreSQL away for 20–30 s while the nodes go on running their jobs."""
+    """PostgreSQL away for 20–30 s while the nodes go on running their jobs (it goes
+    away once jobs are on the nodes, so their events have to wait for it)."""
     postgres = cluster.servers.postgres
     assert postgres is not None
+    wait_for(lambda: len(cluster.active_jobs()) >= 3, 20, "jobs in flight", interval=0.05)
     try:
         postgres.stop("immediate")
         time.sleep(rng.uniform(*LONG_OUTAGE_SECONDS))
