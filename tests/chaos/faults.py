@@ -16,6 +16,7 @@ import time
 from backend.errors import Unavailable
 
 from ..private_servers import PrivateServers
+from .checks import active_tickets
 from .cluster import AGENT_LOST_AFTER, AGENT_STATE_TTL, POISON_WORKFLOW, Cluster, Load, wait_for
 
 log = logging.getLogger("tests.chaos")
@@ -143,7 +144,7 @@ def long_postgres_outage(cluster: Cluster, rng: random.Random, load: Load) -> No
     away once jobs are on the nodes, so their events have to wait for it)."""
     postgres = cluster.servers.postgres
     assert postgres is not None
-    wait_for(lambda: len(cluster.active_jobs()) >= 3, 20, "jobs in flight", interval=0.05)
+    wait_for(lambda: len(active_tickets(cluster.db)) >= 2, 20, "jobs on the nodes", interval=0.05)
     try:
         postgres.stop("immediate")
         time.sleep(rng.uniform(*LONG_OUTAGE_SECONDS))
