@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from backend.errors import InvalidUpload, StudioError
+from backend.errors import AssetStoreError, InvalidUpload, StudioError, Unavailable
 from backend.messages import (
     JobMessage,
     LifecycleType,
@@ -123,6 +123,8 @@ class JobRunner:
             log.info("node_id=%s %d job(s) in the journal of an earlier run", self._node, len(self._unadopted))
             with self._lock:  # the registry may be away: then the job loop retries each tick
                 self._safely("adopting journaled jobs", self._adopt_journal)
+        with self._lock:
+            self._report_following()
         self._thread.start()
 
     def registry_reset(self) -> None:
@@ -180,6 +182,10 @@ class JobRunner:
             if known:
                 delivery.ack()
                 return
+            if message.get("adopt_only"):
+                self._settle_missing(message)
+                delivery.ack()
+                return
             renames = self._uploader.ensure(message["uploads"], job_id=job_id)
             prompt = rename_inputs(message["prompt"], renames)
             with self._lock:
@@ -203,10 +209,27 @@ class JobRunner:
             # before the supervisor stops consuming.
             self._stop.wait(self._config.reconnect_min)
             delivery.reject(requeue=True)
-        except StudioError as exc:  # registry or bus trouble: nothing is lost, try again
+        except Unavailable as exc:  # registry or bus trouble: nothing is lost, try again
             log.warning("job_id=%s node_id=%s cannot take the job now (%s); requeued", job_id, self._node, exc)
             self._stop.wait(self._config.reconnect_min)
             delivery.reject(requeue=True)
+        except StudioError as exc:  # the job itself cannot run here; trying again changes nothing
+            log.error("job_id=%s node_id=%s cannot run the job: %s", job_id, self._node, exc)
+            self._lifecycle_safely("failed", message, error_type=type(exc).__name__, message=str(exc), **stage_fields({}, None))
+            delivery.ack()
+
+    def _settle_missing(self, message: JobMessage) -> None:
+        """An adopt-only message (the backend has the job on this node, submitted or
+        running) for a prompt neither followed here nor known to ComfyUI: ComfyUI lost it.
+        It is never submitted again (it may have run): failed if it had started, else
+        back to the backlog."""
+        job_id = message["job_id"]
+        if message.get("started"):
+            log.warning("job_id=%s node_id=%s %s", job_id, self._node, LOST_MESSAGE)
+            self._lifecycle("failed", message, error_type="Lost", message=LOST_MESSAGE, **stage_fields({}, None))
+        else:
+            log.warning("job_id=%s node_id=%s not on ComfyUI and never started; requeue", job_id, self._node)
+            self._lifecycle("requeue", message, reason=LOST_MESSAGE)
 
     def _slot_held(self, prompt_id: str) -> bool | None:
         """Whether ``prompt_id`` holds a slot on this node. While the registry cannot be
@@ -231,10 +254,12 @@ class JobRunner:
         log.info("job_id=%s node_id=%s prompt %s already on ComfyUI; following it", message["job_id"], self._node, prompt_id)
         job = ActiveJob.new(message, client_id=None)  # its session is unknown: followed by polling
         job.recheck = True
+        job.started = bool(message.get("started"))  # an adopt-only message says whether it ran
         for entry in [e for e in self._unadopted if e.prompt_id == prompt_id]:
             job.started = job.started or entry.started  # the journal knows whether it had started
             self._unadopted.remove(entry)
         self._jobs[prompt_id] = job
+        self._report_following()
         return True
 
     def _submit(self, message: JobMessage, prompt: dict[str, Any]) -> None:
@@ -242,11 +267,13 @@ class JobRunner:
         job = ActiveJob.new(message, client_id)
         self._jobs[job.prompt_id] = job
         self._journal_write(job)  # before the prompt exists: a crash after the POST is adopted
+        self._report_following()  # before the prompt exists too: the sweeper never sees it unfollowed
         try:
             answer = self._client.submit(prompt, prompt_id=job.prompt_id, client_id=client_id)
         except StudioError:
             del self._jobs[job.prompt_id]
             self.journal.remove(job.prompt_id)
+            self._report_following()
             raise
         if answer.get("node_errors"):
             # Some output nodes failed validation and will silently not run (protocol §1).
@@ -325,12 +352,18 @@ class JobRunner:
         except InvalidUpload as exc:  # the asset store refused an output (over the size cap)
             log.error("job_id=%s node_id=%s output refused: %s", job.job_id, self._node, exc)
             self._end(job, "failed", error_type="OutputRejected", message=str(exc), **stage_fields({}, None))
+        except AssetStoreError as exc:  # the disk is full (or broken): the result cannot be kept
+            log.error("job_id=%s node_id=%s output not stored: %s", job.job_id, self._node, exc)
+            self._end(job, "failed", error_type="OutputNotStored", message=str(exc), **stage_fields({}, None))
         except ComfyUnavailable as exc:
             log.debug("job_id=%s node_id=%s postponed, ComfyUI unreachable: %s", job.job_id, self._node, exc)
             job.recheck = True
-        except StudioError as exc:  # the bus or the registry; the job is re-derived from /history
+        except Unavailable as exc:  # the bus or the registry; the job is re-derived from /history
             log.warning("job_id=%s node_id=%s will be re-checked: %s", job.job_id, self._node, exc)
             job.recheck = True
+        except StudioError as exc:  # a problem of this job that re-checking cannot fix
+            log.error("job_id=%s node_id=%s cannot be followed: %s", job.job_id, self._node, exc)
+            self._end(job, "failed", error_type=type(exc).__name__, message=str(exc), **stage_fields({}, None))
 
     def _handle_preview(self, frame: bytes) -> None:
         preview = parse_preview(frame)
@@ -414,6 +447,7 @@ class JobRunner:
     def _forget(self, job: ActiveJob) -> None:
         self._jobs.pop(job.prompt_id, None)
         self.journal.remove(job.prompt_id)
+        self._report_following()
         if self._running == job.prompt_id:
             self._running = None
         if self._state.current.running_job == job.job_id:
@@ -521,6 +555,7 @@ class JobRunner:
                 self.journal.remove(prompt_id)
                 self._stop_prompt(prompt_id)
             self._unadopted.remove(entry)
+        self._report_following()
 
     def _clean_orphans(self) -> None:
         """Delete or interrupt prompts of ours that no job here follows and whose slot is
@@ -546,6 +581,12 @@ class JobRunner:
             step()
         except StudioError as exc:  # ComfyUI or the registry away: the next tick retries
             log.warning("node_id=%s %s postponed: %s", self._node, what, exc)
+
+    def _report_following(self) -> None:
+        """Publish which prompts this agent follows (or will adopt from its journal), so the
+        sweeper can tell a job on this node that nobody follows (caller holds the lock)."""
+        following = set(self._jobs) | {entry.prompt_id for entry in self._unadopted}
+        self._state.update(following=tuple(sorted(following)))
 
     # ---- the journal --------------------------------------------------------------------
 

@@ -34,7 +34,8 @@ class StateReporter:
         self._config = config
         self._registry = registry
         self._lock = threading.Lock()
-        self._state = NodeState(node_id=config.node_id, online=False, slots=config.slots, label=config.label)
+        self._state = NodeState(node_id=config.node_id, online=False, slots=config.slots, label=config.label,
+                                 following=())
 
     @property
     def current(self) -> NodeState:

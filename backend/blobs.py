@@ -4,7 +4,10 @@ Layout: ``root/ab/cd/<sha256>`` for a hash starting ``abcd``, and ``root/tmp/`` 
 being written. A write streams into a temp file on the same filesystem (so the final
 rename is atomic), hashing as it goes and stopping as soon as the size cap is passed;
 only complete, flushed files ever appear under a hash name. The same bytes are stored
-once: a second write of them just drops its temp file.
+once: a second write of them just drops its temp file. A write that fails (a full disk)
+removes its temp file; one whose process was killed leaves it, named after its host and
+process id, and the next store opened on that host removes it (any host removes temp
+files older than :data:`STALE_PART_SECONDS`: the store may be shared by several hosts).
 
 The agent uses this module to store outputs and never opens the SQL database; the
 backend records ownership separately (``backend.assets``).
@@ -24,15 +27,20 @@ import os
 import re
 import queue
 import secrets
+import socket
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import InvalidUpload, NotFound
+from .errors import AssetStoreError, InvalidUpload, NotFound
 
 CHUNK_SIZE = 1024 * 1024
+#: A temp file untouched for this long belongs to a write that died (whatever host).
+STALE_PART_SECONDS = 3600.0
+_HOST = socket.gethostname().replace("-", "_")
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -102,7 +110,8 @@ class StagedBlob:
     def commit(self) -> BlobRef:
         """Move the file to its hash name (or drop it if that blob is already stored)."""
         if self.committed is None:
-            self.committed = self._store._install(self.path, self.sha256, self.size)
+            with _edge():
+                self.committed = self._store._install(self.path, self.sha256, self.size)
         return self.committed
 
 
@@ -118,7 +127,22 @@ class BlobStore:
         self.durable = durable
         self._tmp = self.root / "tmp"
         self._tmp.mkdir(parents=True, exist_ok=True)
+        self._remove_dead_parts()
 
+    def _remove_dead_parts(self) -> None:
+        """Delete temp files of writes whose process died (SIGKILL, a crash)."""
+        now = time.time()
+        for part in self._tmp.glob("*.part"):
+            host, _, rest = part.name.partition("-")
+            pid = rest.partition("-")[0]
+            try:
+                dead = (host == _HOST and pid.isdigit() and not _alive(int(pid))) or \
+                    now - part.stat().st_mtime > STALE_PART_SECONDS
+                if dead:
+                    part.unlink()
+                    log.info("removed %s, left by a write that never finished", part.name)
+            except OSError:
+                pass  # gone meanwhile, or not ours to remove
     @contextlib.contextmanager
     def stage(self, chunks: Iterable[bytes], *, max_bytes: int) -> Iterator[StagedBlob]:
         """Stream ``chunks`` into a temp file; yield it, removing it unless committed.
@@ -126,13 +150,14 @@ class BlobStore:
         Raises :class:`InvalidUpload` (and leaves nothing behind) once more than
         ``max_bytes`` arrive.
         """
-        path = self._tmp / f"{secrets.token_hex(16)}.part"
+        path = self._tmp / f"{_HOST}-{os.getpid()}-{secrets.token_hex(12)}.part"
         try:
             sha256, size = _write_hashed(path, chunks, max_bytes, durable=self.durable)
             staged = StagedBlob(self, path=path, sha256=sha256, size=size)
             yield staged
         finally:
-            # After a commit the temp name is gone (renamed or already removed).
+            # After a commit the temp name is gone (renamed or already removed); after a
+            # failed write (a full disk) this removes the part that was written.
             path.unlink(missing_ok=True)
 
     def write(self, chunks: Iterable[bytes], *, max_bytes: int) -> BlobRef:
@@ -191,19 +216,38 @@ class BlobStore:
         return BlobRef(sha256, size, final)
 
 
+@contextlib.contextmanager
+def _edge() -> Iterator[None]:
+    """A failing disk (full, over quota, read-only, broken) is an :class:`AssetStoreError`
+    that says so; the caller's ``finally`` removes what was written."""
+    try:
+        yield
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        log.error("the asset store could not write a file: %s", exc)
+        raise AssetStoreError(
+            f"The asset store could not save the file ({reason}). Nothing was kept; "
+            "an administrator must free space or repair the store.",
+            zh=f"资源存储无法保存文件（{reason}），未保留任何内容；需要管理员释放空间或修复存储。",
+        ) from exc
+
+
 def _write_hashed(path: Path, chunks: Iterable[bytes], max_bytes: int, *, durable: bool) -> tuple[str, int]:
     digest = hashlib.sha256()
     size = 0
     # O_EXCL: a fresh name, never an existing file or a planted symlink.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+    with _edge():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
     with _FileWriter(fd) as writer:
-        for chunk in chunks:
+        for chunk in chunks:  # a failing source (a dropped upload) raises its own error
             size += len(chunk)
             if size > max_bytes:
                 raise _too_large(max_bytes)
-            writer.put(chunk)  # written by the writer thread while this thread hashes it
+            with _edge():
+                writer.put(chunk)  # written by the writer thread while this thread hashes it
             digest.update(chunk)
-        writer.finish(durable=durable)
+        with _edge():
+            writer.finish(durable=durable)
     return digest.hexdigest(), size
 
 
@@ -281,6 +325,16 @@ def _writers() -> concurrent.futures.ThreadPoolExecutor:
             if _WRITERS is None:
                 _WRITERS = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="blob-writer")
     return _WRITERS
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -65,6 +65,9 @@ class Settings:
     login_backoff_seconds: float = 1.0
     #: Accounts one client address may create per hour.
     signups_per_address: int = 5
+    #: Seconds the jobs of a node whose agent went silent wait for it to come back (its
+    #: ComfyUI may still run them) before they are requeued or failed (docs/agent.md).
+    agent_lost_seconds: int = 120
 
     @property
     def assets_dir(self) -> Path:
@@ -110,7 +113,8 @@ class Settings:
         if self.signup_mode not in SIGNUP_MODES:
             raise ConfigError(f"signup_mode must be one of {', '.join(SIGNUP_MODES)}, not {self.signup_mode!r}")
         for name in ("max_upload_bytes", "max_image_pixels", "redeem_max_failures", "redeem_window_seconds",
-                     "login_failures_per_address", "signups_per_address", "login_backoff_seconds"):
+                     "login_failures_per_address", "signups_per_address", "login_backoff_seconds",
+                     "agent_lost_seconds"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
         for proxy in self.trusted_proxies:

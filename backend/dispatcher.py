@@ -7,6 +7,11 @@ the job to its node (outbox order: a crash between the two leaves a ``dispatched
 that the sweeper republishes, never a published job the database does not know).
 Several dispatchers (threads or studio replicas) may run at once: the reservation and
 the conditional update each let exactly one of them win.
+
+Before its first pass, and whenever the registry's epoch changes (it lost its data: a
+restarted studio's in-process registry, Redis restarted empty), a dispatcher first has
+the reservations of the jobs already on nodes restored from the database (``restore``):
+otherwise it would see their slots free and book them twice.
 """
 
 from __future__ import annotations
@@ -15,13 +20,14 @@ import dataclasses
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from . import backlog, jobs
 from .db.models import Job, StageAlias, User, utcnow
-from .errors import BusError, NotFound, RegistryError, StudioError
+from .errors import DatabaseUnavailable, NotFound, StudioError, Unavailable
 from .messages import JobMessage, Upload, prompt_id, upload_name
 from .messages import StageAlias as AliasMessage
 from .placement import DEFAULT_SWITCH_PENALTY, CapabilityCache, Needs, candidates
@@ -95,11 +101,15 @@ class Dispatcher:
     """Runs dispatch passes when woken (a submit, a freed slot) and at least every ``interval``."""
 
     def __init__(
-        self, backend: Backend, *, interval: float = 0.5, switch_penalty: float = DEFAULT_SWITCH_PENALTY
+        self, backend: Backend, *, interval: float = 0.5, switch_penalty: float = DEFAULT_SWITCH_PENALTY,
+        restore: Callable[[], int] = lambda: 0,
     ) -> None:
         self.backend = backend
         self.interval = interval
         self.switch_penalty = switch_penalty
+        #: Restores the reservations of jobs on nodes from the database (the sweeper's).
+        self.restore = restore
+        self._epoch: str | None = None
         self._caps = CapabilityCache(backend.registry)
         self._refused = False
         self._lost_race = False
@@ -117,8 +127,10 @@ class Dispatcher:
                 return
             try:
                 self.dispatch_once()
-            except StudioError as exc:  # registry or bus down: try again next pass
+            except Unavailable as exc:  # database, registry or bus away: try again next pass
                 log.warning("dispatch pass failed: %s", exc)
+            except StudioError as exc:
+                log.error("dispatch pass failed: %s", exc)
             except Exception:
                 log.exception("dispatch pass crashed")
 
@@ -142,6 +154,13 @@ class Dispatcher:
 
     def _pass(self) -> int:
         registry = self.backend.registry
+        epoch = registry.epoch()
+        if epoch != self._epoch:
+            restored = self.restore()  # raises while the database is away: no pass until it worked
+            if restored or self._epoch is not None:
+                log.warning("registry epoch %s: %d reservation(s) of jobs on nodes restored before dispatching",
+                            epoch[:8], restored)
+            self._epoch = epoch
         views = [v for v in registry.nodes() if v.state.online]
         free = sum(v.free_slots for v in views)
         if not free:
@@ -197,18 +216,30 @@ class Dispatcher:
         if node is None:
             self._refused = True
             return None
-        with backend.db.write() as s:
-            moved = jobs.transition(
-                s, job.id, "dispatched", expect=("queued",), expect_attempts=job.attempts, node_id=node, attempts=attempt
-            )
-            if moved:
-                s.execute(update(User).where(User.id == job.user_id).values(last_served_at=utcnow()))
-                aliases = stage_aliases(s, spec)
+        try:
+            with backend.db.write() as s:
+                moved = jobs.transition(
+                    s, job.id, "dispatched", expect=("queued",), expect_attempts=job.attempts, node_id=node, attempts=attempt
+                )
+                if moved:
+                    s.execute(update(User).where(User.id == job.user_id).values(last_served_at=utcnow()))
+                    aliases = stage_aliases(s, spec)
+        except DatabaseUnavailable:
+            # The job stays queued (or its commit's answer was lost and it is dispatched:
+            # then the sweeper restores the slot and republishes it).
+            self._release_quietly(node, ticket)
+            raise
         if not moved:  # another dispatcher or a cancel got there first
             backend.registry.release(node, ticket)
             self._lost_race = True
             return None
         return node if self.publish(spec, job, node, attempt, aliases=aliases) else None
+
+    def _release_quietly(self, node: str, ticket: str) -> None:
+        try:
+            self.backend.registry.release(node, ticket)
+        except StudioError as exc:  # the sweeper releases a leftover slot later
+            log.warning("prompt %s node_id=%s: slot not released now (%s)", ticket, node, exc)
 
     def publish(self, spec: WorkflowSpec, job: Job, node: str, attempt: int, *, aliases: dict[str, AliasMessage]) -> bool:
         """Send a job already marked ``dispatched`` (committed) to ``node``; on failure put it
@@ -218,7 +249,7 @@ class Dispatcher:
         try:
             message = job_message(backend, spec, job, attempt, aliases=aliases)
             backend.bus.publish_job(node, message)
-        except (BusError, RegistryError) as exc:
+        except Unavailable as exc:
             with backend.db.write() as s:
                 requeued = jobs.transition(s, job.id, "queued", expect=("dispatched",))
             if requeued:

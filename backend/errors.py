@@ -3,6 +3,21 @@
 Every error raised on purpose derives from :class:`StudioError`. ``str(error)`` is the
 English message; ``error.zh`` the Chinese one. Messages say what was wrong and what to
 do, because they are shown to creators and operators as they are.
+
+The tree says what a failure means to the code that catches it:
+
+- :class:`Unavailable` (and below it :class:`DatabaseUnavailable`, :class:`BusError`,
+  :class:`RegistryError`, and the agent's ``ComfyUnavailable``): a service the operation
+  needs is away. Nothing is wrong with the request; the same call works once the service
+  is back, so it is retried without limit, never counted against a message as poison,
+  and shown to a person as "try again in a moment".
+- every other :class:`StudioError`: the request itself cannot succeed as it is (bad
+  input, a missing file, a state that does not allow it). Retrying it changes nothing;
+  it is answered, failed or set aside for an operator.
+
+Third-party exceptions are wrapped into this tree at the adapter edge (SQLAlchemy in
+``db/database.py``, redis-py in ``ports/redis_registry.py``, pika in ``ports/rabbitmq.py``),
+so no caller above the edges catches a library exception.
 """
 
 from __future__ import annotations
@@ -85,9 +100,24 @@ class NodeUnavailable(StudioError):
     """No online node can run this workflow."""
 
 
-class BusError(StudioError):
+class Unavailable(StudioError):
+    """A service the operation needs is away (database, bus, registry, ComfyUI): retry
+    later, without limit; the request itself is fine."""
+
+
+class DatabaseUnavailable(Unavailable):
+    """The SQL database cannot be reached or dropped the connection (a restart, a
+    failover, the network); the transaction did not commit and may be retried."""
+
+
+class BusError(Unavailable):
     """The message bus (RabbitMQ or in-process) failed; the operation may be retried."""
 
 
-class RegistryError(StudioError):
+class RegistryError(Unavailable):
     """The node registry (Redis or in-process) failed; the operation may be retried."""
+
+
+class AssetStoreError(StudioError):
+    """The asset store could not write a file (disk full, quota, read-only); nothing
+    half-written is left behind."""

@@ -5,11 +5,27 @@ event changes nothing. Events from an older attempt of a job (it was moved to an
 node meanwhile) are recorded in the log and otherwise ignored. A job that ends frees its
 slot at once and wakes the dispatcher, so the node gets its next job without waiting for
 a poll.
+
+What a failure to apply an event means decides what happens to it
+(``backend.errors``):
+
+- the database (or another service) is **unavailable**: the event is fine. It is tried
+  again, in place and without limit, until the service is back: holding the delivery
+  keeps a job's events in order and spends nothing of the queue's delivery count, and
+  the retry waits at most :data:`MAX_RETRY_SECONDS`, so events flow again within
+  seconds of the database's return. Nothing else waits for this consumer: the
+  dispatcher and the sweeper run on their own threads.
+- the event fails **for its own reasons** (a deliberate error: it names a file the asset
+  store does not have, a size that does not match), or keeps crashing the handler
+  :data:`MAX_EVENT_ATTEMPTS` times: it is set aside in the bus's dead-letter queue with
+  the reason, where an operator sees it (admin page, ``python -m backend events
+  dead-letters``) and can replay it once the cause is fixed. Never silently dropped.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,7 +34,7 @@ from sqlalchemy import select
 
 from . import assets, jobs
 from .db.models import Job, JobOutput
-from .errors import StudioError
+from .errors import StudioError, Unavailable
 from .ledger import refunded
 from .messages import failure_reason, prompt_id, user_event
 from .ports.bus import Delivery, Subscription
@@ -26,8 +42,12 @@ from .runtime import Backend
 
 log = logging.getLogger(__name__)
 
-#: Tries of an event whose handling keeps crashing before it is dropped.
+#: Tries of an event whose handling keeps crashing (a bug, not an outage) before it is
+#: set aside in the dead-letter queue.
 MAX_EVENT_ATTEMPTS = 5
+#: Longest wait between two tries of an event while a service is unavailable.
+MAX_RETRY_SECONDS = 2.0
+FIRST_RETRY_SECONDS = 0.1
 #: Longest failure message kept for the creator; ComfyUI's can be long.
 MAX_MESSAGE = 500
 
@@ -39,37 +59,65 @@ class LifecycleConsumer:
         self.backend = backend
         self.on_slot_freed = on_slot_freed
         self._subscription: Subscription | None = None
-        self._failures: dict[tuple[Any, Any, Any], int] = {}
+        self._stop = threading.Event()
 
     def start(self) -> None:
+        self._stop.clear()
         self._subscription = self.backend.bus.consume_lifecycle(self._deliver)
 
     def stop(self) -> None:
+        self._stop.set()  # ends a retry in progress; its delivery goes back to the queue
         if self._subscription is not None:
             self._subscription.close()
             self._subscription = None
 
     def _deliver(self, delivery: Delivery) -> None:
+        """Apply one event and settle it (ack, or set it aside); while a service is away,
+        try again in place, however long it takes."""
         body = delivery.body
-        key = (body.get("job_id"), body.get("type"), body.get("ts"))
+        crashes = 0
+        delay = FIRST_RETRY_SECONDS
+        waiting_since: float | None = None
+        while not self._stop.is_set():  # stopping: the unsettled delivery goes back to the queue
+            try:
+                settled = self._settle(delivery, crashes)
+            except Unavailable as exc:  # the event is fine, the world is not
+                if waiting_since is None:
+                    waiting_since = time.monotonic()
+                    log.warning("job %s: event %s waits for %s", body.get("job_id"), body.get("type"), exc)
+                self._stop.wait(delay)
+                delay = min(delay * 2, MAX_RETRY_SECONDS)
+                continue
+            if settled:
+                if waiting_since is not None:
+                    log.info("job %s: event %s applied after %.1f s of waiting", body.get("job_id"), body.get("type"),
+                             time.monotonic() - waiting_since)
+                return
+            crashes += 1
+            self._stop.wait(min(MAX_RETRY_SECONDS, FIRST_RETRY_SECONDS * 2**crashes))
+
+    def _settle(self, delivery: Delivery, crashes: int) -> bool:
+        """One try: apply and ack, or set aside an event that fails for its own reasons;
+        False after a crash that earns another try. ``Unavailable`` propagates."""
+        body = delivery.body
+        job_id, kind = body.get("job_id"), body.get("type")
         try:
             self.apply(body)
+        except Unavailable:
+            raise
         except StudioError as exc:
-            # Permanent problems with one event (an unknown blob, a bad size) must not
-            # block the queue: log it and move on; the sweeper settles the job's state.
-            log.error("job %s: event %s rejected: %s", body.get("job_id"), body.get("type"), exc)
-        except Exception:
-            # Perhaps the database is briefly away: retry with back-off, but a poison event
-            # must not hold the queue (and every later event) forever.
-            failures = self._failures[key] = self._failures.get(key, 0) + 1
-            if failures < MAX_EVENT_ATTEMPTS:
-                log.exception("job %s: applying event %s failed (%d); retrying", body.get("job_id"), body.get("type"), failures)
-                time.sleep(min(5.0, 0.1 * 2**failures))
-                delivery.reject(requeue=True)
-                return
-            log.exception("job %s: event %s dropped after %d failures", body.get("job_id"), body.get("type"), failures)
-        self._failures.pop(key, None)
+            log.error("job %s: event %s cannot be applied: %s; set aside as a dead letter", job_id, kind, exc)
+            delivery.dead_letter(f"{type(exc).__name__}: {exc}")
+            return True
+        except Exception as exc:  # noqa: BLE001 - a bug: retried a few times, then set aside
+            if crashes + 1 < MAX_EVENT_ATTEMPTS:
+                log.exception("job %s: applying event %s crashed (%d); retrying", job_id, kind, crashes + 1)
+                return False
+            log.exception("job %s: event %s crashed %d times; set aside as a dead letter", job_id, kind, crashes + 1)
+            delivery.dead_letter(f"{type(exc).__name__}: {exc} (crashed {crashes + 1} times)")
+            return True
         delivery.ack()
+        return True
 
     def apply(self, event: dict[str, Any]) -> None:
         """Apply one agent event (see :func:`backend.messages.lifecycle`)."""

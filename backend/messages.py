@@ -52,6 +52,12 @@ class JobMessage(TypedDict):
     stages: dict[str, StageAlias]
     estimate_seconds: float
     sent_at: float
+    #: Set by the sweeper when it sends again a job the database has on the node already
+    #: (submitted or running) that its agent does not follow: the agent may follow or
+    #: settle it, never submit it.
+    adopt_only: NotRequired[bool]
+    #: With ``adopt_only``: whether the database saw the job start.
+    started: NotRequired[bool]
 
 
 LifecycleType = Literal["submitted", "started", "output", "succeeded", "failed", "requeue"]

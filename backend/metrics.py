@@ -11,6 +11,9 @@ from sqlalchemy import func, select
 from .db.models import JOB_STATES, Job, LedgerEntry
 from .runtime import Backend
 
+#: Dead letters counted at most per scrape (listing them takes each from its queue and back).
+DEAD_LETTERS_COUNTED = 1000
+
 
 def _line(name: str, value: float, labels: dict[str, str] | None = None) -> str:
     if labels:
@@ -61,4 +64,7 @@ def render(backend: Backend) -> str:
     metric("studio_node_speed_ratio", "gauge", "Measured seconds per estimated second.", node_samples(lambda v: v.state.speed))
     depth = [(backend.bus.job_queue_depth(v.state.node_id), {"node": v.state.node_id}) for v in views]
     metric("studio_node_job_queue_messages", "gauge", "Job messages waiting on the bus for the node's agent.", depth)
+    letters = len(backend.bus.dead_letters(limit=DEAD_LETTERS_COUNTED))
+    metric("studio_dead_letters", "gauge", f"Agent events set aside for an operator (counted up to {DEAD_LETTERS_COUNTED}).",
+           [(letters, None)])
     return "\n".join(out) + "\n"

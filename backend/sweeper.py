@@ -2,14 +2,26 @@
 
 Each pass, from the database (the truth) and the registry (live state):
 
-- a job on a node that is gone (heartbeat expired; ComfyUI down, or the node missing
-  from a registry that lost its data, for longer than the grace period) goes back to
-  the backlog if it had not started, and fails with a refund if it had;
+- a job on a node that is gone goes back to the backlog if it had not started, and
+  fails with a refund if it had. When a node counts as gone depends on what is known
+  about its ComfyUI (see :class:`SweepPolicy`): reported offline by its agent (ComfyUI
+  down) or missing from a registry that lost its data, after ``offline_grace``; its
+  agent silent (heartbeat expired, capabilities still there: the agent crashed, hangs
+  or is cut off from the servers, while its ComfyUI may well go on running the jobs)
+  only after ``agent_lost_after``, so that an agent that returns adopts its jobs
+  instead of the GPU doing them twice;
 - a job ``dispatched`` for too long without a ``submitted`` event is republished (the
   agent recognises a duplicate by its prompt id), and failed after too many attempts;
+- a job ``submitted`` or ``running`` that the node's online agent does not follow (it
+  lists what it follows in its state) is republished for adoption only: the agent picks
+  it up from ComfyUI's queue or history, or reports it lost, and never runs it again.
+  That is how events lost with an in-process bus (a restarted embedded studio) or a
+  journal lost with a host's disk are recovered;
 - a job running far beyond its estimate is failed;
 - reservations are made to match the jobs on each node: missing ones (the registry
   lost its data) are restored, leftovers of finished jobs are released.
+
+Every pass tolerates a service being away (``Unavailable``): it logs and tries again.
 """
 
 from __future__ import annotations
@@ -26,7 +38,7 @@ from sqlalchemy import select, update
 from . import jobs
 from .db.models import Job, utcnow
 from .dispatcher import job_message
-from .errors import StudioError
+from .errors import StudioError, Unavailable
 from .ledger import refunded
 from .messages import failure_reason, prompt_id, user_event
 from .runtime import Backend
@@ -37,9 +49,14 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class SweepPolicy:
     #: A node reported offline (ComfyUI down), or missing from a registry that lost its
-    #: data (Redis restarted empty), for this long loses its jobs. One whose heartbeat
-    #: expired (the registry still has its capabilities) loses them at once.
+    #: data (Redis restarted empty), for this long loses its jobs.
     offline_grace: float = 10.0
+    #: A node whose agent went silent (heartbeat expired, capabilities still in the
+    #: registry) keeps its jobs this long: its ComfyUI may still be running them, and an
+    #: agent back within this time adopts them (each runs once). Longer means jobs of a
+    #: host that really died wait longer before they move; shorter means a slow restart
+    #: or a network cut may let the GPU run a job twice (docs/agent.md).
+    agent_lost_after: float = 120.0
     #: A dispatched job without a ``submitted`` event after this long is republished.
     republish_after: float = 15.0
     #: Dispatch attempts before a job that never reaches ComfyUI is failed.
@@ -47,6 +64,9 @@ class SweepPolicy:
     #: A running job is failed after ``max(min_run_timeout, factor × estimate)`` seconds.
     run_timeout_factor: float = 20.0
     min_run_timeout: float = 1800.0
+    #: A submitted or running job its online agent has not listed as followed for this
+    #: long is republished for adoption (see the module docstring).
+    adopt_after: float = 30.0
 
 
 class Sweeper:
@@ -63,9 +83,12 @@ class Sweeper:
         self.on_change = on_change
         self._clock = clock
         self._offline_since: dict[str, float] = {}
-        #: Since when each node that holds jobs has been missing from a registry that lost
-        #: its data (see sweep_once).
-        self._missing_since: dict[str, float] = {}
+        #: Since when each node that holds jobs has been missing from the registry, and how
+        #: long it may stay missing before it counts as gone (see sweep_once).
+        self._missing_since: dict[str, tuple[float, float]] = {}
+        #: Since when each (node, ticket) of a job on an online node was not followed by
+        #: its agent (see _adopt_unfollowed).
+        self._unfollowed_since: dict[tuple[str, str], float] = {}
         #: Reservations seen without a matching active job on the previous pass; released
         #: only when seen twice, so a dispatch between its reserve and its commit is spared.
         self._suspects: set[tuple[str, str]] = set()
@@ -74,8 +97,10 @@ class Sweeper:
         while not stop.wait(interval):
             try:
                 self.sweep_once()
-            except StudioError as exc:
+            except Unavailable as exc:  # the database or the registry is away: next pass
                 log.warning("sweep failed: %s", exc)
+            except StudioError as exc:
+                log.error("sweep failed: %s", exc)
             except Exception:
                 log.exception("sweep crashed")
 
@@ -92,23 +117,29 @@ class Sweeper:
         with backend.db.read() as s:
             active = list(s.scalars(select(Job).where(Job.state.in_(("dispatched", "submitted", "running")))))
         # A node missing from the registry whose capabilities are still there stopped its
-        # heartbeat: it is lost now. A node whose capabilities are gone as well means the
-        # registry lost its data (Redis restarted empty): every agent registers again with
-        # its next heartbeat, so such a node is lost only once it stayed away for the grace
-        # period. Taking a registry restart for the loss of every node would fail every
-        # running job and requeue every waiting one, whose prompts are still queued in
-        # their ComfyUI and would then run twice.
+        # heartbeat: its agent crashed, hangs or lost the servers, while its ComfyUI may go
+        # on running the jobs; they wait for the agent to come back and adopt them, up to
+        # agent_lost_after. A node whose capabilities are gone as well means the registry
+        # lost its data (Redis restarted empty): every agent registers again with its next
+        # heartbeat, so such a node is lost only once it stayed away for the grace period.
+        # Taking either for the loss of the node would requeue jobs whose prompts are still
+        # queued in their ComfyUI, and they would run twice.
         missing = {job.node_id for job in active if job.node_id is not None and job.node_id not in views}
         self._missing_since = {node: t for node, t in self._missing_since.items() if node in missing}
-        for node in missing - set(self._missing_since):
+        for node in sorted(missing - set(self._missing_since)):
             if backend.registry.capabilities(node) is None:
-                self._missing_since[node] = now_mono
+                self._missing_since[node] = (now_mono, policy.offline_grace)
+            else:
+                self._missing_since[node] = (now_mono, policy.agent_lost_after)
+                held = sum(1 for job in active if job.node_id == node)
+                log.warning("node_id=%s agent silent: its %d job(s) wait up to %.0f s for it to come back "
+                            "(its ComfyUI may still run them)", node, held, policy.agent_lost_after)
 
         def gone(node: str) -> bool:
             if node in views:
                 return now_mono - self._offline_since.get(node, now_mono) >= policy.offline_grace
-            since = self._missing_since.get(node)
-            return since is None or now_mono - since >= policy.offline_grace
+            since, allowed = self._missing_since[node]
+            return now_mono - since >= allowed
 
         lost = {job.node_id for job in active if job.node_id is not None and gone(job.node_id)}
         if lost:
@@ -118,18 +149,42 @@ class Sweeper:
             lost -= {v.state.node_id for v in backend.registry.nodes() if v.state.online}
         changed = False
         now = utcnow()
+        online = {node for node, view in views.items() if view.state.online}
         for job in active:
             if job.node_id is None or job.node_id in lost:
                 changed |= self._node_lost(job)
+            elif job.node_id not in online:
+                continue  # waiting for its node to come back (or to count as gone)
             elif job.state == "dispatched" and _age(job.dispatched_at, now) > policy.republish_after:
                 changed |= self._republish(job)
             elif job.state == "running" and _age(job.started_at, now) > max(
                 policy.min_run_timeout, policy.run_timeout_factor * job.estimate_seconds
             ):
                 changed |= self._fail(job, "Timeout", "the job ran far longer than predicted and was stopped")
+        self._adopt_unfollowed(active, views, now_mono)
         self._reconcile_reservations(views)
         if changed:
             self.on_change()
+
+    def _adopt_unfollowed(self, active: list[Job], views: dict, now_mono: float) -> None:  # type: ignore[type-arg]
+        """Republish, for adoption only, submitted or running jobs that their node's
+        online agent has not listed as followed for ``adopt_after`` seconds."""
+        unfollowed: dict[tuple[str, str], float] = {}
+        for job in active:
+            view = views.get(job.node_id or "")
+            if job.state not in ("submitted", "running") or view is None or not view.state.online:
+                continue
+            if view.state.following is None:  # an agent that does not say (older version)
+                continue
+            ticket = prompt_id(job.id, job.attempts)
+            if ticket in view.state.following:
+                continue
+            key = (view.state.node_id, ticket)
+            since = unfollowed[key] = self._unfollowed_since.get(key, now_mono)
+            if now_mono - since >= self.policy.adopt_after:
+                self._republish(job, adopt=True)
+                unfollowed[key] = now_mono  # the next try only after another interval
+        self._unfollowed_since = unfollowed
 
     def _node_lost(self, job: Job) -> bool:
         if job.state == "running":
@@ -157,8 +212,10 @@ class Sweeper:
                 log.warning("job %s: user event not sent: %s", job.id, exc)
         return moved
 
-    def _republish(self, job: Job) -> bool:
-        if job.attempts >= self.policy.max_attempts:
+    def _republish(self, job: Job, *, adopt: bool = False) -> bool:
+        """Send a job's message to its node again. ``adopt``: the job reached ComfyUI
+        already (submitted or running), so the agent may only follow or settle it."""
+        if not adopt and job.attempts >= self.policy.max_attempts:
             return self._fail(job, "Undeliverable", f"no node took the job after {job.attempts} attempts")
         assert job.node_id is not None
         backend = self.backend
@@ -166,13 +223,26 @@ class Sweeper:
         if not backend.registry.holds(job.node_id, ticket):
             backend.registry.restore(job.node_id, {ticket: job.estimate_seconds})
         spec = backend.library.get(job.workflow)
-        backend.bus.publish_job(job.node_id, job_message(backend, spec, job, job.attempts))
+        message = job_message(backend, spec, job, job.attempts)
+        if adopt:
+            message = {**message, "adopt_only": True, "started": job.state == "running"}
+        backend.bus.publish_job(job.node_id, message)
+        if adopt:
+            log.warning("job %s node_id=%s: %s on the node but not followed by its agent; sent again for adoption",
+                        job.id, job.node_id, job.state)
+            return False
         with backend.db.write() as s:  # restart the clock for the next republish
             s.execute(update(Job).where(Job.id == job.id, Job.state == "dispatched").values(dispatched_at=utcnow()))
         log.info("job %s node_id=%s: republished attempt %d", job.id, job.node_id, job.attempts)
         return False
 
-    def _reconcile_reservations(self, views: dict) -> None:  # type: ignore[type-arg]
+    def restore_reservations(self) -> int:
+        """Restore the reservations of every job the database has on a node and the
+        registry lost; the number restored. The worker calls this before its first
+        dispatch pass, so a restarted studio never books a node's slots twice."""
+        return self._reconcile_reservations({}, release=False)
+
+    def _reconcile_reservations(self, views: dict, *, release: bool = True) -> int:  # type: ignore[type-arg]
         backend = self.backend
         registry = backend.registry
         expected = self._expected_reservations()
@@ -183,15 +253,18 @@ class Sweeper:
             lost = {j: e for j, e in expected.get(node, {}).items() if j not in held}
             if lost:
                 missing[node] = lost
+            if not release:
+                continue
             for ticket in set(held) - set(expected.get(node, {})):
                 if (node, ticket) in self._suspects:
                     log.info("prompt %s node_id=%s: releasing a leftover reservation", ticket, node)
                     registry.release(node, ticket)
                 else:
                     suspects.add((node, ticket))
-        self._suspects = suspects
+        if release:
+            self._suspects = suspects
         if not missing:
-            return
+            return 0
         # A job may have ended between the first read of the database and the read of
         # the registry, and its slot been released: only a ticket whose job is still on
         # its node in a second read, made after the registry said it was missing, was
@@ -199,11 +272,14 @@ class Sweeper:
         # Restoring the others would hold a slot nobody uses, and could hide a
         # cancellation from the agent until the slot is released again as a leftover.
         still = self._expected_reservations()
+        restored = 0
         for node, lost in missing.items():
             lost = {j: e for j, e in lost.items() if j in still.get(node, {})}
             if lost:
                 log.warning("node_id=%s: restoring %d lost reservation(s)", node, len(lost))
                 registry.restore(node, lost)
+                restored += len(lost)
+        return restored
 
     def _expected_reservations(self) -> dict[str, dict[str, float]]:
         """node -> ticket -> estimate, for every job holding a node in the database."""

@@ -2,6 +2,12 @@
 
 The studio runs one :class:`Worker` in-process; ``python -m backend worker`` runs one
 without the UI. Several may run against the same servers at once (design §5).
+
+Before its first dispatch pass, and whenever the registry lost its data, the dispatcher
+has the sweeper restore, from the database, the reservations of the jobs already on
+nodes (the in-process registry of a restarted studio always lost them); until that
+worked nothing is dispatched (see ``dispatcher.py``). Every loop rides out a service
+that is away (``backend.errors.Unavailable``): it logs, waits and tries again.
 """
 
 from __future__ import annotations
@@ -24,12 +30,15 @@ class Worker:
         *,
         dispatch_interval: float = 0.5,
         sweep_interval: float = 2.0,
-        sweep_policy: SweepPolicy = SweepPolicy(),
+        sweep_policy: SweepPolicy | None = None,
     ) -> None:
         self.backend = backend
+        if sweep_policy is None:
+            sweep_policy = SweepPolicy(agent_lost_after=float(backend.settings.agent_lost_seconds))
         self.dispatcher = Dispatcher(backend, interval=dispatch_interval)
         self.lifecycle = LifecycleConsumer(backend, on_slot_freed=self.dispatcher.wake)
         self.sweeper = Sweeper(backend, policy=sweep_policy, on_change=self.dispatcher.wake)
+        self.dispatcher.restore = self.sweeper.restore_reservations
         self.sweep_interval = sweep_interval
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 
-from . import cluster, event_path, recovery, studio_sessions, submit_path, uploads
+from . import cluster, event_path, reconnect, recovery, studio_sessions, submit_path, uploads
 
 BENCHMARKS = {
     "submit": submit_path.main,
@@ -14,6 +14,7 @@ BENCHMARKS = {
     "uploads": uploads.main,
     "studio": studio_sessions.main,
     "recovery": recovery.main,
+    "reconnect": reconnect.main,
 }
 
 

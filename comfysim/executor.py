@@ -32,7 +32,7 @@ from .faults import EXIT_CODE, Faults
 from .files import Folders
 from .nodes import REGISTRY, Result, RunContext
 from .prompt_queue import PromptQueue, QueueItem
-from .schema import class_info, input_specs
+from .schema import captured_schema, class_info, input_specs
 from .validation import full_type_name
 from .websocket import SocketHub
 
@@ -281,24 +281,70 @@ class _PromptRun:
         return memo[node_id]
 
     def _order(self, signatures: dict[str, str]) -> list[tuple[str, bool]]:
-        """Depth-first, inputs before their consumers; cached inputs are not revisited."""
-        order: list[tuple[str, bool]] = []
-        seen: set[str] = set()
+        """The nodes to run, in ComfyUI's order (``comfy_execution/graph.py``, ``ExecutionList``),
+        each with whether it is one of the prompt's outputs.
 
-        def visit(node_id: str, root: bool) -> None:
-            if node_id in seen:
-                return
-            seen.add(node_id)
-            if not root and signatures[node_id] in self.ex.cache:
-                return
-            if signatures[node_id] not in self.ex.cache:
-                for value in self.prompt[node_id]["inputs"].values():
-                    if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str):
-                        visit(value[0], False)
-            order.append((node_id, root))
+        ``add_node`` walks each output's inputs with a stack (the last input of a node is
+        visited first) and records nodes in the order visited; a cached input is neither
+        visited nor waited for. Then, while nodes remain, of those whose inputs are done
+        (in that recorded order) ``ux_friendly_pick_node`` runs an output node first, else
+        one that an output waits for, else one that feeds a node an output waits for,
+        else the first. So in the text-to-image template the latent and the negative
+        prompt's encoder run before the positive one. Nothing here is decided at run time
+        (no lazy inputs, no async nodes), so the whole order is known before the first node.
+        """
+        cached = self.ex.cache
+
+        def links(node_id: str) -> list[str]:
+            return [v[0] for v in self.prompt[node_id]["inputs"].values()
+                    if isinstance(v, list) and len(v) == 2 and isinstance(v[0], str)]
+
+        pending: dict[str, None] = {}  # insertion-ordered, like ExecutionList.pendingNodes
+        blockers: dict[str, set[str]] = {}
+        blocking: dict[str, dict[str, None]] = {}
+
+        def add_node(root: str) -> None:
+            stack, found = [root], []
+            while stack:
+                node_id = stack.pop()
+                if node_id in pending:
+                    continue
+                pending[node_id], blockers[node_id], blocking[node_id] = None, set(), {}
+                for source in links(node_id):
+                    if signatures[source] not in cached:
+                        stack.append(source)
+                    found.append((source, node_id))
+            for source, target in found:
+                if signatures[source] not in cached or source in pending:
+                    add_node(source)
+                    blocking[source][target] = None
+                    blockers[target].add(source)
+
+        def is_output(node_id: str) -> bool:
+            return bool(captured_schema().get(self.prompt[node_id]["class_type"], {}).get("output_node"))
+
+        def pick(ready: list[str]) -> str:
+            for node_id in ready:
+                if is_output(node_id):
+                    return node_id
+            for node_id in ready:
+                if any(is_output(b) for b in blocking[node_id]):
+                    return node_id
+            for node_id in ready:
+                if any(is_output(b2) for b in blocking[node_id] if b in pending for b2 in blocking[b]):
+                    return node_id
+            return ready[0]
 
         for output_id in self.item.outputs:
-            visit(output_id, True)
+            add_node(output_id)
+        order: list[tuple[str, bool]] = []
+        while pending:
+            node_id = pick([n for n in pending if not blockers[n]])
+            order.append((node_id, node_id in self.item.outputs))
+            del pending[node_id]
+            for target in blocking.pop(node_id):
+                blockers[target].discard(node_id)
+            blockers.pop(node_id)
         return order
 
     def _record_ui(self, node_id: str, ui: dict[str, Any]) -> None:

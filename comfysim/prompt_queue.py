@@ -95,12 +95,20 @@ class PromptQueue:
             self._on_change()
 
     def delete(self, prompt_id: str) -> bool:
-        """Drop one pending prompt; running prompts are untouched (use /interrupt)."""
+        """Drop one pending prompt; running prompts are untouched (use /interrupt).
+
+        Like ComfyUI's ``delete_queue_item``, deleting the only pending prompt wipes the
+        queue, which announces the change itself, and then announces it again: two
+        ``status`` messages where any other delete sends one."""
         with self._mutex:
             for index, item in enumerate(self._heap):
                 if item.prompt_id == prompt_id:
-                    self._heap.pop(index)
-                    heapq.heapify(self._heap)
+                    if len(self._heap) == 1:
+                        self._heap = []
+                        self._on_change()  # wipe_queue's own queue_updated()
+                    else:
+                        self._heap.pop(index)
+                        heapq.heapify(self._heap)
                     self._on_change()
                     return True
             return False

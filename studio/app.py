@@ -14,6 +14,9 @@ In front of all of it, :class:`~studio.guard.Guard` refuses cross-site form post
 signed-out visitors and the Gradio routes the pages do not use, and — when
 ``trusted_proxies`` is set — uvicorn's proxy-headers middleware takes the client's
 address and scheme from ``X-Forwarded-For``/``-Proto`` of those proxies only.
+While the database (or another service) is away, a request answers 503 "try again in a
+moment" with ``Retry-After`` (:class:`_TryAgainLater`) instead of an error page, and a
+Gradio action shows the same sentence; everything works again once it is back.
 
 The entry point builds the :class:`~backend.runtime.Backend` and a running worker, then
 serves :func:`create_app` with uvicorn; the user-event :class:`~studio.feed.Feed` starts
@@ -41,6 +44,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from backend import metrics, throttle
 from backend.config import Settings
+from backend.errors import Unavailable
 from backend.passwords import DEFAULT_HASHER
 from backend.runtime import Backend
 
@@ -144,6 +148,39 @@ def blocked_paths(settings: Settings) -> list[str]:
     return [str(Path(p).resolve()) for p in paths]
 
 
+class _TryAgainLater:
+    """Answers 503 with ``Retry-After`` when a request fails because a service is away
+    (``backend.errors.Unavailable``: the database restarting, Redis or RabbitMQ gone),
+    instead of a 500 and a traceback. Pure ASGI and outside the guard, so it also covers
+    the guard's session check."""
+
+    RETRY_AFTER_SECONDS = 5
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: dict) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Unavailable as exc:
+            if started:
+                raise
+            log.warning("%s %s answered 503: %s", scope.get("method"), scope.get("path"), exc)
+            response = PlainTextResponse(f"{exc.message}\n{exc.zh}\n", status_code=503,
+                                         headers={"Retry-After": str(self.RETRY_AFTER_SECONDS), "Cache-Control": "no-store"})
+            await response(scope, receive, send)
+
+
 def create_app(
     backend: Backend,
     *,
@@ -169,7 +206,11 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(_app: fastapi.FastAPI) -> AsyncIterator[None]:
         feed.start()
-        purged = sessions.purge_expired()
+        try:
+            purged = sessions.purge_expired()
+        except Unavailable as exc:  # the next start purges them; the studio serves meanwhile
+            log.warning("expired sessions not purged now: %s", exc)
+            purged = 0
         log.info("studio started (%d expired sessions removed)", purged)
         chores = asyncio.create_task(housekeeping(studio))
         try:
@@ -210,7 +251,10 @@ def create_app(
                                  headers={"Cache-Control": "no-store"})
 
     def session_user(request: fastapi.Request) -> str | None:
-        user = sessions.resolve(request.cookies.get(SESSION_COOKIE))
+        try:
+            user = sessions.resolve(request.cookies.get(SESSION_COOKIE))
+        except Unavailable as exc:  # inside Gradio's own app, beyond _TryAgainLater's reach
+            raise fastapi.HTTPException(503, exc.message, headers={"Retry-After": str(_TryAgainLater.RETRY_AFTER_SECONDS)}) from None
         return user.name if user is not None else None
 
     blocks = build_blocks(studio)
@@ -229,8 +273,8 @@ def create_app(
         theme=gr.themes.Soft(primary_hue="violet", secondary_hue="pink"),
         css_paths=[ASSETS_DIR / "studio.css"],
     )
-    # Middleware added later runs earlier: the proxy headers, then the guard, then the
-    # page language (only for requests the guard let through).
+    # Middleware added later runs earlier: the proxy headers, "try again later" while a
+    # service is away, the guard, then the page language (for requests the guard let through).
     app.add_middleware(LanguageMiddleware, sessions=sessions, db=backend.db,
                        paths=frozenset(STUDIO_PATH + page for page in PAGES), default=lang_default)
     # ``Blocks.launch()`` marks the app launched; ``mount_gradio_app`` does not, and while
@@ -240,6 +284,7 @@ def create_app(
     # files under its upload folder as inputs, and never ``blocked_paths``.
     blocks.has_launched = True
     app.add_middleware(Guard, sessions=sessions, proxies_trusted=bool(settings.trusted_proxies))
+    app.add_middleware(_TryAgainLater)
     if settings.trusted_proxies:
         # Outermost: the guard and every route see the client's address and scheme.
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(settings.trusted_proxies))

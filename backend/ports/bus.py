@@ -12,15 +12,51 @@ Three kinds of traffic with different guarantees (design §3, §7):
 
 Messages are JSON-serialisable dicts. Handlers run on a thread of the bus, never on the
 caller's; a delivery may be acked or rejected from any thread.
+
+**Dead letters.** A consumer that cannot handle a message *for the message's own reasons*
+(it names a file that does not exist, it cannot be read, it keeps crashing the handler)
+sets it aside with :meth:`Delivery.dead_letter` instead of dropping it: the message and
+the reason wait in a dead-letter queue, in order, until an operator lists them
+(:meth:`Bus.dead_letters`), puts them back on their queue (:meth:`Bus.replay_dead_letters`)
+or discards them. A message that fails because a service is away is never dead-lettered:
+that is retried (``backend.errors.Unavailable``).
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping
+import time
+import uuid
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 Message = Mapping[str, Any]
+
+#: The queue name of dead letters that came from the lifecycle queue; job queues are
+#: ``jobs.<node id>``.
+LIFECYCLE = "lifecycle"
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message set aside by a consumer, with why."""
+
+    #: The message as it arrived (``{"unreadable": text}`` if it was not a JSON object).
+    body: dict[str, Any]
+    reason: str
+    #: The logical queue it came from and goes back to on replay: ``lifecycle`` or ``jobs.<node id>``.
+    queue: str = LIFECYCLE
+    failed_at: float = field(default_factory=time.time)
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "queue": self.queue, "body": self.body, "reason": self.reason, "failed_at": self.failed_at}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "DeadLetter":
+        return cls(body=dict(data["body"]), reason=str(data["reason"]), queue=str(data["queue"]),
+                   failed_at=float(data["failed_at"]), id=str(data["id"]))
 
 
 class Delivery(abc.ABC):
@@ -37,6 +73,14 @@ class Delivery(abc.ABC):
     @abc.abstractmethod
     def reject(self, *, requeue: bool) -> None:
         """Give the message back (``requeue``) or drop it."""
+
+    @abc.abstractmethod
+    def dead_letter(self, reason: str) -> None:
+        """Settle the message by setting it aside in the dead-letter queue with ``reason``.
+
+        Returns once the dead-letter queue has it; raises ``BusError`` otherwise, and the
+        delivery then stays unsettled (settle it later, or it is redelivered).
+        """
 
 
 class Subscription(abc.ABC):
@@ -79,6 +123,19 @@ class Bus(abc.ABC):
     @abc.abstractmethod
     def job_queue_depth(self, node_id: str) -> int:
         """Messages waiting in ``node_id``'s job queue (for monitoring)."""
+
+    @abc.abstractmethod
+    def dead_letters(self, *, limit: int = 100) -> list[DeadLetter]:
+        """The oldest ``limit`` dead letters, oldest first; listing changes nothing."""
+
+    @abc.abstractmethod
+    def replay_dead_letters(self, ids: Collection[str] | None = None) -> list[str]:
+        """Put dead letters (all, or those whose id is in ``ids``) back on the queue they
+        came from, behind what waits there; the ids replayed. The others stay, in order."""
+
+    @abc.abstractmethod
+    def discard_dead_letters(self, ids: Collection[str]) -> list[str]:
+        """Delete the dead letters whose id is in ``ids``; the ids deleted."""
 
     def close(self) -> None:
         """Close connections; subscriptions end and unsettled deliveries are requeued."""

@@ -2,8 +2,10 @@
 
 It keeps the semantics that the rest of the code relies on with RabbitMQ: at-least-once
 delivery with explicit settlement, redelivery of unsettled messages when a subscription
-closes, one active consumer per queue in order, and bounded, lossy user-event queues.
-Messages are copied through JSON so nobody shares mutable state through the bus.
+closes, one active consumer per queue in order, bounded, lossy user-event queues, and a
+dead-letter queue. Messages are copied through JSON so nobody shares mutable state
+through the bus. Everything lives as long as the process: dead letters included (the
+admin page of the studio that holds the bus shows them).
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ import collections
 import json
 import logging
 import threading
+from collections.abc import Collection
 
 from ..errors import BusError
-from .bus import Bus, Delivery, EventHandler, JobHandler, Message, Subscription
+from .bus import LIFECYCLE, Bus, DeadLetter, Delivery, EventHandler, JobHandler, Message, Subscription
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +33,31 @@ def _encode(message: Message) -> str:
     return json.dumps(message)
 
 
+class _DeadLetters:
+    """The bus's dead-letter queue: set-aside messages in the order they failed."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.letters: list[DeadLetter] = []
+
+    def add(self, letter: DeadLetter) -> None:
+        with self.lock:
+            self.letters.append(letter)
+
+    def take(self, wanted: Collection[str] | None) -> list[DeadLetter]:
+        """Remove and return the letters whose id is wanted (all if ``wanted`` is None)."""
+        with self.lock:
+            taken = [d for d in self.letters if wanted is None or d.id in wanted]
+            self.letters = [d for d in self.letters if d not in taken]
+            return taken
+
+
 class _Queue:
     """A durable-style queue: messages wait until a consumer takes and settles them."""
 
-    def __init__(self, name: str, *, single_active: bool = False) -> None:
+    def __init__(self, name: str, dead: _DeadLetters, *, single_active: bool = False) -> None:
         self.name = name
+        self.dead = dead
         self.cond = threading.Condition()
         self.ready: collections.deque[tuple[str, bool]] = collections.deque()
         #: Like x-single-active-consumer: only the oldest open subscription takes messages.
@@ -61,12 +84,16 @@ class _Delivery(Delivery):
     def reject(self, *, requeue: bool) -> None:
         self._sub.settle(self, requeue=requeue)
 
+    def dead_letter(self, reason: str) -> None:
+        if self._sub.settle(self, requeue=False):  # only an unsettled delivery is set aside
+            self._sub.queue.dead.add(DeadLetter(body=json.loads(self.raw), reason=reason, queue=self._sub.queue.name))
+
 
 class _QueueSubscription(Subscription):
     """One consumer thread taking messages while fewer than ``prefetch`` are unsettled."""
 
     def __init__(self, queue: _Queue, handler: JobHandler, prefetch: int) -> None:
-        self._queue = queue
+        self.queue = queue
         self._handler = handler
         self._prefetch = max(1, prefetch)
         self._unsettled: list[_Delivery] = []
@@ -77,13 +104,13 @@ class _QueueSubscription(Subscription):
         self._thread.start()
 
     def _waiting(self) -> bool:
-        q = self._queue
+        q = self.queue
         if not q.ready or len(self._unsettled) >= self._prefetch:
             return True
         return q.single_active and q.consumers[0] is not self
 
     def _run(self) -> None:
-        q = self._queue
+        q = self.queue
         while True:
             with q.cond:
                 while not self._closed and self._waiting():
@@ -99,19 +126,21 @@ class _QueueSubscription(Subscription):
                 log.exception("handler for queue %s failed; the message is requeued", q.name)
                 delivery.reject(requeue=True)
 
-    def settle(self, delivery: _Delivery, *, requeue: bool) -> None:
-        q = self._queue
+    def settle(self, delivery: _Delivery, *, requeue: bool) -> bool:
+        """Settle ``delivery``; False if it was settled already (or went back on close)."""
+        q = self.queue
         with q.cond:
             if delivery._settled or delivery not in self._unsettled:
-                return  # like a stale delivery tag: settling twice is a no-op here
+                return False  # like a stale delivery tag: settling twice is a no-op here
             delivery._settled = True
             self._unsettled.remove(delivery)
             if requeue:
                 q.ready.appendleft((delivery.raw, True))
             q.cond.notify_all()
+            return True
 
     def close(self) -> None:
-        q = self._queue
+        q = self.queue
         with q.cond:
             if self._closed:
                 return
@@ -169,6 +198,7 @@ class MemoryBus(Bus):
         self._queues: dict[str, _Queue] = {}
         self._subscriptions: list[Subscription] = []
         self._event_subs: list[_EventSubscription] = []
+        self._dead = _DeadLetters()
         self._closed = False
 
     def _check_open(self) -> None:
@@ -179,7 +209,7 @@ class MemoryBus(Bus):
         with self._lock:
             self._check_open()
             if name not in self._queues:
-                self._queues[name] = _Queue(name, single_active=single_active)
+                self._queues[name] = _Queue(name, self._dead, single_active=single_active)
             return self._queues[name]
 
     def _consume(self, queue: _Queue, handler: JobHandler, prefetch: int) -> Subscription:
@@ -195,7 +225,7 @@ class MemoryBus(Bus):
         return self._consume(self._queue(f"jobs.{node_id}"), handler, prefetch)
 
     def _lifecycle(self) -> _Queue:
-        return self._queue("lifecycle", single_active=True)
+        return self._queue(LIFECYCLE, single_active=True)
 
     def publish_lifecycle(self, message: Message) -> None:
         self._lifecycle().put(_encode(message))
@@ -229,6 +259,20 @@ class MemoryBus(Bus):
         q = self._queue(f"jobs.{node_id}")
         with q.cond:
             return len(q.ready)
+
+    def dead_letters(self, *, limit: int = 100) -> list[DeadLetter]:
+        with self._dead.lock:
+            return list(self._dead.letters[:limit])
+
+    def replay_dead_letters(self, ids: Collection[str] | None = None) -> list[str]:
+        self._check_open()
+        letters = self._dead.take(None if ids is None else set(ids))
+        for letter in letters:
+            self._queue(letter.queue, single_active=letter.queue == LIFECYCLE).put(_encode(letter.body))
+        return [letter.id for letter in letters]
+
+    def discard_dead_letters(self, ids: Collection[str]) -> list[str]:
+        return [letter.id for letter in self._dead.take(set(ids))]
 
     def close(self) -> None:
         with self._lock:

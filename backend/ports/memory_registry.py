@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 
 from .registry import DEFAULT_TTL_SECONDS, Candidate, Capabilities, NodeState, NodeView, Registry, choice_key
@@ -18,6 +19,11 @@ class MemoryRegistry(Registry):
         self._states: dict[str, tuple[NodeState, float]] = {}  # node -> (state, expires at)
         self._caps: dict[str, Capabilities] = {}
         self._reservations: dict[str, dict[str, float]] = {}
+        self._epoch = uuid.uuid4().hex
+
+    def epoch(self) -> str:
+        with self._lock:
+            return self._epoch
 
     def heartbeat(self, state: NodeState, *, ttl: float = DEFAULT_TTL_SECONDS) -> None:
         with self._lock:
@@ -93,3 +99,4 @@ class MemoryRegistry(Registry):
             self._states.clear()
             self._caps.clear()
             self._reservations.clear()
+            self._epoch = uuid.uuid4().hex

@@ -30,7 +30,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
 import pika
@@ -38,8 +38,8 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from pika.spec import Basic, BasicProperties
 
-from ..errors import BusError
-from .bus import Bus, Delivery, EventHandler, JobHandler, Message, Subscription
+from ..errors import BusError, ConfigError
+from .bus import LIFECYCLE, Bus, DeadLetter, Delivery, EventHandler, JobHandler, Message, Subscription
 
 T = TypeVar("T")
 
@@ -54,6 +54,8 @@ _FIRST_RETRY_SECONDS = 0.1
 _current = threading.local()
 
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
+#: Characters of an unreadable message kept in its dead letter.
+_UNREADABLE_KEPT = 10_000
 
 
 def _refusal(exc: BaseException) -> str | None:
@@ -150,6 +152,9 @@ class _Publisher:
                     self._disconnect()
                 refusal = _refusal(exc)
                 self.last_error = repr(exc)
+            except Exception as exc:  # noqa: BLE001 - a bug in an op must fail its caller, not kill this thread
+                op.future.set_exception(exc)
+                return
             remaining = op.deadline - time.monotonic()
             if refusal or remaining <= 0 or self._stopping:
                 reason = refusal or f"unreachable ({self.last_error}); check that it is running, then retry"
@@ -287,7 +292,7 @@ class _Consumer(Subscription):
     log = logging.getLogger(f"{__name__}._Consumer")
 
     def __init__(self, bus: "RabbitBus", queue_label: str, *, inbox_max: int | None = None) -> None:
-        self._bus = bus
+        self.bus = bus
         self.queue_label = queue_label
         self._lock = threading.Lock()
         self._closing = threading.Event()
@@ -306,7 +311,7 @@ class _Consumer(Subscription):
         if not self._ready.wait(timeout):
             self.close()
             raise BusError(
-                f"Could not start consuming from {self.queue_label} on RabbitMQ at {self._bus.where} "
+                f"Could not start consuming from {self.queue_label} on RabbitMQ at {self.bus.where} "
                 f"within {timeout:g} s (last error: {self.last_error}). Check that RabbitMQ is "
                 "running and reachable, then retry."
             ) from None
@@ -324,7 +329,7 @@ class _Consumer(Subscription):
         while not self._closing.is_set():
             conn: BlockingConnection | None = None
             try:
-                conn = self._bus.connect(f"consumer {self.queue_label}")
+                conn = self.bus.connect(f"consumer {self.queue_label}")
                 channel = conn.channel()
                 with self._lock:
                     self._conn, self._channel = conn, channel
@@ -344,7 +349,7 @@ class _Consumer(Subscription):
                     log_fn = self.log.warning if isinstance(exc, _TRANSIENT) else self.log.exception
                     log_fn("consuming from %s failed (%s); reconnecting in %.1f s", self.queue_label, self.last_error, delay)
                     self._closing.wait(delay)
-                    delay = min(delay * 2, self._bus.max_reconnect_delay)
+                    delay = min(delay * 2, self.bus.max_reconnect_delay)
             finally:
                 with self._lock:
                     self._conn, self._channel = None, None
@@ -377,7 +382,7 @@ class _Consumer(Subscription):
         self._inbox.close()
         if threading.current_thread() is not self._worker and self._worker.is_alive():
             self._worker.join(timeout=10)
-        self._bus._forget(self)
+        self.bus._forget(self)
 
 
 class _RabbitDelivery(Delivery):
@@ -394,6 +399,14 @@ class _RabbitDelivery(Delivery):
     def reject(self, *, requeue: bool) -> None:
         self._consumer.settle(self, ack=False, requeue=requeue)
 
+    def dead_letter(self, reason: str) -> None:
+        if not self._consumer.unsettled(self):
+            return  # settled already, or stale after a reconnect: the broker redelivers it
+        # Confirmed in the dead-letter queue before the ack: a crash in between leaves the
+        # message in both places (at least once), never in neither.
+        self._consumer.bus.publish_dead_letter(DeadLetter(body=self.body, reason=reason, queue=self._consumer.logical_queue))
+        self.ack()
+
 
 class _JobConsumer(_Consumer):
     """Manual-ack consumer of a durable queue (jobs of a node, or lifecycle events)."""
@@ -404,6 +417,8 @@ class _JobConsumer(_Consumer):
                  handler: JobHandler, prefetch: int) -> None:
         super().__init__(bus, f"queue {queue_name}")
         self._queue_name = queue_name
+        #: The queue's name without the prefix, as dead letters name it ("lifecycle", "jobs.<node>").
+        self.logical_queue = queue_name.removeprefix(f"{bus.prefix}.")
         self._declare = declare
         self._handler = handler
         self._prefetch = prefetch
@@ -438,14 +453,22 @@ class _JobConsumer(_Consumer):
             if not isinstance(delivery.body, dict):
                 raise ValueError("not a JSON object")
         except ValueError as exc:
-            self.log.error("dropping unreadable message from %s: %s", self.queue_label, exc)
-            delivery.reject(requeue=False)
+            self.log.error("setting aside an unreadable message from %s: %s", self.queue_label, exc)
+            delivery.body = {"unreadable": delivery.raw.decode("utf-8", errors="replace")[:_UNREADABLE_KEPT]}
+            try:
+                delivery.dead_letter(f"unreadable: {exc}")
+            except BusError:
+                delivery.reject(requeue=False)  # it can never be handled; better gone than looping
             return
         try:
             self._handler(delivery)
         except Exception:
             self.log.exception("handler for %s failed; the message is requeued", self.queue_label)
             delivery.reject(requeue=True)
+
+    def unsettled(self, delivery: _RabbitDelivery) -> bool:
+        with self._lock:
+            return self._unsettled.get(delivery.tag) is delivery
 
     def settle(self, delivery: _RabbitDelivery, *, ack: bool, requeue: bool) -> None:
         with self._lock:
@@ -490,15 +513,15 @@ class _EventConsumer(_Consumer):
         self._handler = handler
 
     def _setup(self, channel: BlockingChannel) -> None:
-        self._bus.declare_user_exchange(channel)
+        self.bus.declare_user_exchange(channel)
         # Server-named, exclusive: one per subscriber, deleted with its connection. Events
         # published while a subscriber reconnects are lost (by design: the DB is the truth).
         result = channel.queue_declare("", exclusive=True, auto_delete=True, arguments={
-            "x-max-length": self._bus.user_event_backlog,
+            "x-max-length": self.bus.user_event_backlog,
             "x-overflow": "drop-head",
         })
         name = result.method.queue
-        channel.queue_bind(name, self._bus.user_exchange, routing_key="user.*")
+        channel.queue_bind(name, self.bus.user_exchange, routing_key="user.*")
         channel.basic_consume(name, self._on_message, auto_ack=True)
 
     def _on_message(self, channel: BlockingChannel, method: Basic.Deliver,
@@ -528,15 +551,15 @@ class RabbitBus(Bus):
                  delivery_limit: int = 10, user_event_backlog: int = 10_000,
                  max_reconnect_delay: float = 5.0, publishers: int = 4) -> None:
         if not _PREFIX_RE.match(prefix):
-            raise BusError(f"Bus prefix {prefix!r} must be 1–100 characters of A-Z a-z 0-9 _ . : -")
+            raise ConfigError(f"Bus prefix {prefix!r} must be 1–100 characters of A-Z a-z 0-9 _ . : -")
         if publish_timeout <= 0 or max_reconnect_delay <= 0 or heartbeat < 1:
-            raise BusError("publish_timeout and max_reconnect_delay must be > 0 and heartbeat ≥ 1 s")
+            raise ConfigError("publish_timeout and max_reconnect_delay must be > 0 and heartbeat ≥ 1 s")
         if delivery_limit < 1 or user_event_backlog < 1 or publishers < 1:
-            raise BusError("delivery_limit, user_event_backlog and publishers must be at least 1")
+            raise ConfigError("delivery_limit, user_event_backlog and publishers must be at least 1")
         try:
             params = pika.URLParameters(url)
         except (ValueError, TypeError) as exc:
-            raise BusError(f"The RabbitMQ URL is invalid ({exc}); expected amqp://user:password@host:5672/vhost") from None
+            raise ConfigError(f"The RabbitMQ URL is invalid ({exc}); expected amqp://user:password@host:5672/vhost") from None
         self._url = url
         vhost = "" if params.virtual_host == "/" else f" vhost {params.virtual_host}"
         #: Where the broker is, without credentials (for messages and logs).
@@ -547,7 +570,8 @@ class RabbitBus(Bus):
         self.delivery_limit = delivery_limit
         self.user_event_backlog = user_event_backlog
         self.max_reconnect_delay = max_reconnect_delay
-        self.lifecycle_queue = f"{prefix}.lifecycle"
+        self.lifecycle_queue = f"{prefix}.{LIFECYCLE}"
+        self.dead_letter_queue = f"{prefix}.dead-letters"
         self.user_exchange = f"{prefix}.user-events"
         self._lock = threading.Lock()
         self._closed = False
@@ -574,7 +598,7 @@ class RabbitBus(Bus):
     def _job_queue(self, node_id: str) -> tuple[str, Callable[[BlockingChannel], object]]:
         name = f"{self.prefix}.jobs.{node_id}"
         if not node_id or len(name.encode()) > 255:  # AMQP's limit for a queue name
-            raise BusError(f"Node id {node_id!r} must be non-empty and make a queue name of at most 255 bytes")
+            raise ConfigError(f"Node id {node_id!r} must be non-empty and make a queue name of at most 255 bytes")
         # Quorum: replicated and durable. The delivery limit counts every return to the
         # queue (reject with requeue, or the consumer's channel closing): after it the
         # message is dropped, so a job that crashes its agent does not loop forever.
@@ -587,6 +611,22 @@ class RabbitBus(Bus):
         # (RabbitMQ 4.x applies its default of 20 to quorum queues anyway).
         args = {"x-queue-type": "quorum", "x-single-active-consumer": True}
         return self.lifecycle_queue, self._durable_queue(self.lifecycle_queue, args)
+
+    def _dead_letter_queue(self) -> tuple[str, Callable[[BlockingChannel], object]]:
+        # A classic queue, not a quorum one: listing dead letters takes them and gives
+        # them back, and a classic queue returns them to their places uncounted, where
+        # a quorum queue would count every listing as a delivery (RabbitMQ 4.x drops a
+        # message after 20) — an operator looking twenty times would lose them.
+        args = {"x-queue-type": "classic"}
+        return self.dead_letter_queue, self._durable_queue(self.dead_letter_queue, args)
+
+    def _queue_of(self, logical: str) -> tuple[str, Callable[[BlockingChannel], object]] | None:
+        """The real queue behind a dead letter's ``queue`` ("lifecycle", "jobs.<node>")."""
+        if logical == LIFECYCLE:
+            return self._lifecycle_queue()
+        if logical.startswith("jobs.") and len(logical) > len("jobs."):
+            return self._job_queue(logical.removeprefix("jobs."))
+        return None
 
     def _durable_queue(self, name: str, args: dict[str, Any]) -> Callable[[BlockingChannel], object]:
         with self._lock:
@@ -653,6 +693,90 @@ class RabbitBus(Bus):
                 raise
 
         return self._publisher.call(f"a depth query for queue {name}", depth, self.publish_timeout)
+
+    # -- dead letters -------------------------------------------------------------------
+    def publish_dead_letter(self, letter: DeadLetter) -> None:
+        """Put ``letter`` in the dead-letter queue; returns once the broker confirmed it."""
+        name, declare = self._dead_letter_queue()
+        self._publish(f"a dead letter for queue {name}", "", name, json.dumps(letter.to_json()).encode(),
+                      persistent=True, target=name, declare=declare)
+
+    def _walk_dead_letters(self, label: str, visit: Callable[[BlockingChannel, DeadLetter], bool], limit: int | None) -> list[str]:
+        """Take dead letters one by one (``basic_get``, unacked) on a publisher thread;
+        ``visit`` returns True to consume one (acked), False to leave it. Whatever was
+        left goes back to its place when the walk ends (nack with requeue)."""
+        name, declare = self._dead_letter_queue()
+
+        def walk(channel: BlockingChannel) -> list[str]:
+            _current.publisher.ensure(channel, name, declare)
+            done: list[str] = []
+            kept: int | None = None
+            seen = 0
+            try:
+                while limit is None or seen < limit:
+                    method, _props, body = channel.basic_get(name, auto_ack=False)
+                    if method is None:
+                        break
+                    seen += 1
+                    try:
+                        letter = DeadLetter.from_json(json.loads(body))
+                    except (ValueError, KeyError, TypeError) as exc:  # not ours: never touched
+                        self.log.error("queue %s holds a message that is not a dead letter (%s); left alone", name, exc)
+                        kept = method.delivery_tag
+                        continue
+                    if visit(channel, letter):
+                        channel.basic_ack(method.delivery_tag)
+                        done.append(letter.id)
+                    else:
+                        kept = method.delivery_tag
+            finally:
+                if kept is not None and channel.is_open:
+                    # Every letter still unacked on this channel goes back where it was.
+                    channel.basic_nack(kept, multiple=True, requeue=True)
+            return done
+
+        return self._publisher.call(label, walk, self.publish_timeout)
+
+    def dead_letters(self, *, limit: int = 100) -> list[DeadLetter]:
+        found: list[DeadLetter] = []
+
+        def look(channel: BlockingChannel, letter: DeadLetter) -> bool:
+            found.append(letter)
+            return False
+
+        self._walk_dead_letters(f"a listing of queue {self.dead_letter_queue}", look, limit)
+        return found
+
+    def replay_dead_letters(self, ids: Collection[str] | None = None) -> list[str]:
+        wanted = None if ids is None else set(ids)
+
+        def replay(channel: BlockingChannel, letter: DeadLetter) -> bool:
+            if wanted is not None and letter.id not in wanted:
+                return False
+            queue = self._queue_of(letter.queue)
+            if queue is None:
+                self.log.error("dead letter %s names an unknown queue %r; left alone (discard it)", letter.id, letter.queue)
+                return False
+            target, declare = queue
+            _current.publisher.ensure(channel, target, declare)
+            # Confirmed (this channel is in confirm mode) before the dead letter is acked.
+            channel.basic_publish("", target, json.dumps(letter.body).encode(),
+                                  BasicProperties(content_type="application/json", delivery_mode=2), mandatory=True)
+            self.log.info("dead letter %s replayed to %s", letter.id, target)
+            return True
+
+        return self._walk_dead_letters(f"a replay from queue {self.dead_letter_queue}", replay, None)
+
+    def discard_dead_letters(self, ids: Collection[str]) -> list[str]:
+        wanted = set(ids)
+
+        def discard(channel: BlockingChannel, letter: DeadLetter) -> bool:
+            if letter.id in wanted:
+                self.log.warning("dead letter %s from %s discarded: %s", letter.id, letter.queue, letter.reason)
+                return True
+            return False
+
+        return self._walk_dead_letters(f"a discard from queue {self.dead_letter_queue}", discard, None)
 
     # -- consuming --------------------------------------------------------------------
     def consume_jobs(self, node_id: str, handler: JobHandler, *, prefetch: int = 1) -> Subscription:

@@ -10,7 +10,9 @@ receive every key they touch through ``KEYS``, work on a cluster too:
 - ``P:res:<id>``   hash ticket (the job's prompt id) -> estimated seconds, one field per
   reserved slot;
 - ``P:nodes``      set of node ids that heartbeated or hold reservations, so listings need
-  no KEYS/SCAN over the keyspace.
+  no KEYS/SCAN over the keyspace;
+- ``P:epoch``      a random id created by the first caller that finds none, so after Redis
+  lost its data everyone sees a new one (:meth:`Registry.epoch`).
 
 Choosing and reserving a slot is one Lua script (``reserve.lua``). Every redis-py error
 is raised as :class:`RegistryError`; the client reconnects by itself, so after a Redis
@@ -22,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -30,7 +33,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from ..errors import RegistryError
+from ..errors import ConfigError, RegistryError
 from .registry import DEFAULT_TTL_SECONDS, Candidate, Capabilities, NodeState, NodeView, Registry
 
 log = logging.getLogger(__name__ + ".RedisRegistry")
@@ -55,6 +58,18 @@ for i = 1, #ARGV do
   end
 end
 return 0
+"""
+
+
+# The epoch: read it, or create it if the registry has none (a new or emptied Redis).
+# KEYS[1] = the epoch key; ARGV[1] = a fresh id, used only if there is none.
+_EPOCH_LUA = """
+local current = redis.call('GET', KEYS[1])
+if current then
+  return current
+end
+redis.call('SET', KEYS[1], ARGV[1])
+return ARGV[1]
 """
 
 
@@ -96,7 +111,7 @@ class RedisRegistry(Registry):
                 client_name=f"studio-registry:{prefix}",
             )
         except ValueError as error:  # redis-py's answer to a malformed URL
-            raise RegistryError(
+            raise ConfigError(
                 f"STUDIO_REDIS_URL is not a valid Redis URL ({error}); expected e.g. redis://127.0.0.1:6379/0",
                 zh=f"STUDIO_REDIS_URL 不是有效的 Redis 地址（{error}），应形如 redis://127.0.0.1:6379/0",
             ) from None
@@ -104,6 +119,7 @@ class RedisRegistry(Registry):
         # (after a restart or SCRIPT FLUSH), so no call has to care whether it is cached.
         self._reserve = self._client.register_script(_RESERVE_LUA)
         self._prune = self._client.register_script(_PRUNE_LUA)
+        self._epoch = self._client.register_script(_EPOCH_LUA)
 
     @property
     def key_prefix(self) -> str:
@@ -224,6 +240,10 @@ class RedisRegistry(Registry):
             pipe.hset(self._res_key(node_id), mapping=mapping)
             pipe.sadd(self._known, node_id)
             pipe.execute()
+
+    def epoch(self) -> str:
+        with self._edge("epoch"):
+            return str(self._epoch(keys=[self._base + "epoch"], args=[uuid.uuid4().hex]))
 
     def reserved_nodes(self) -> list[str]:
         with self._edge("reserved_nodes"):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import abc
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 #: How long a node stays listed after its last heartbeat.
 DEFAULT_TTL_SECONDS = 6.0
@@ -40,13 +40,24 @@ class NodeState:
     #: Identifies the current capability set, so schedulers re-read it only on change.
     caps_version: str = ""
     updated_at: float = 0.0
+    #: The prompt ids (tickets) of the jobs the agent follows on its ComfyUI; None from an
+    #: agent that does not report them. The sweeper re-sends a job on the node that its
+    #: agent does not follow, for adoption.
+    following: tuple[str, ...] | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> "NodeState":
-        return cls(**json.loads(raw))
+        data = json.loads(raw)
+        if data.get("following") is not None:
+            data["following"] = tuple(data["following"])
+        # Fields of a newer agent are ignored, so agents and studios can be upgraded apart.
+        return cls(**{k: v for k, v in data.items() if k in _STATE_FIELDS})
+
+
+_STATE_FIELDS = frozenset(f.name for f in fields(NodeState))
 
 
 @dataclass(frozen=True)
@@ -144,6 +155,13 @@ class Registry(abc.ABC):
         """Whether ``job_id`` still holds a slot on ``node_id`` (an agent checks this
         before running a job, so a job moved elsewhere never runs twice)."""
         return job_id in self.reservations(node_id)
+
+    @abc.abstractmethod
+    def epoch(self) -> str:
+        """An id of the registry's current contents, the same for every caller until the
+        registry loses its data (Redis restarted without persistence, a flush, a new
+        in-process registry): then it changes. A dispatcher that sees a new epoch restores
+        the reservations from the database before it books any slot."""
 
     @abc.abstractmethod
     def restore(self, node_id: str, reservations: Mapping[str, float]) -> None:

@@ -1,5 +1,5 @@
 """The Admin page: live nodes, users, redeem code batches, all jobs, workflows with
-their stage aliases, and the sign-up settings.
+their stage aliases, dead letters (``dead_letters.py``), and the sign-up settings.
 
 Every handler checks the role on the server (:meth:`Studio.admin`); hiding the page
 from creators is only a courtesy.
@@ -20,6 +20,7 @@ from backend.messages import user_event
 
 from .. import app_settings
 from ..context import Studio, fail
+from . import dead_letters
 from ..i18n import lang_of, t
 from ..layout import header
 from ..render import esc, message, pill, table, when
@@ -76,6 +77,8 @@ def build(studio: Studio, demo: gr.Blocks) -> None:
                     alias_zh = gr.Textbox(label=i18n("admin.alias_zh"))
                 save_alias = gr.Button(i18n("admin.save_alias"), elem_id="save-alias")
                 alias_msg = gr.HTML("", js_on_load=None)
+            with gr.Tab(i18n("admin.dead_letters"), id="dead-letters"):
+                dead_letters.build(studio, demo)
             with gr.Tab(i18n("admin.signup"), id="signup"):
                 mode = gr.Radio([("open", "open"), ("invite", "invite"), ("off", "off")], label=i18n("admin.signup_mode"),
                                 elem_id="signup-mode")

@@ -262,7 +262,15 @@ def test_sweeper_requeues_unstarted_and_fails_started_jobs_of_a_lost_node(backen
     Dispatcher(backend).dispatch_once()
     LifecycleConsumer(backend).apply(messages.lifecycle("started", job_id=first.id, attempt=1, node_id="n1"))
     backend.registry.remove("n1")  # heartbeat gone
-    Sweeper(backend).sweep_once()
+    now = [0.0]
+    sweeper = Sweeper(backend, clock=lambda: now[0])
+    sweeper.sweep_once()
+    # Its ComfyUI may still run them: they wait for the agent for agent_lost_after.
+    now[0] = SweepPolicy().agent_lost_after - 1
+    sweeper.sweep_once()
+    assert (jobs.get(backend.db, first.id).state, jobs.get(backend.db, second.id).state) == ("running", "dispatched")
+    now[0] = SweepPolicy().agent_lost_after
+    sweeper.sweep_once()
     assert jobs.get(backend.db, first.id).state == "failed"
     assert jobs.get(backend.db, first.id).error_type == "NodeLost"
     requeued = jobs.get(backend.db, second.id)

@@ -66,3 +66,12 @@ def test_recovery_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert set(medians) == {"ComfyUI stops", "the agent is killed"}
     assert all(0 < figures["offline"] <= figures["moved"] for figures in medians.values())
     assert "waiting job finished on the other node" in capsys.readouterr().out
+def test_reconnect_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import reconnect
+
+    from .. import private_servers
+
+    private_servers.require("postgres")
+    figures = reconnect.main(["--transactions", "20", "--runs", "1", "--threads", "3", "--no-write"])
+    assert figures["ping_p50"] > 0 and figures["restart"]["pre_ping"]["failed"] == 0
+    assert "after a restart: transactions failed" in capsys.readouterr().out

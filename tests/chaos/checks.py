@@ -5,29 +5,57 @@
   given to a ComfyUI at most once, at most one prompt ran to success, a succeeded job's
   success is its last attempt's, and a job was attempted again only if every earlier
   attempt never ran to completion;
+- no output is lost for a job that ran: a job whose prompt ran to success on a ComfyUI
+  ended ``succeeded`` with its outputs (unless the scenario's fault explains its failure,
+  e.g. the ComfyUI died before its files were fetched, or the asset store was full), and
+  every output's file is complete (its bytes hash to its name; no half-written file is
+  left in the store's temporary folder);
 - ``ledger.verify`` passes, and every job is charged with an outcome: a succeeded job has
   outputs and no refund, a failed or cancelled one exactly one refund;
-- the registry's reservations equal the jobs holding a node (dispatched, submitted, running);
+- the reservations equal the jobs holding a node (dispatched, submitted, running), and no
+  ComfyUI ever held more prompts than its node's slots (over-commit);
+- nothing was set aside as a dead letter (no event failed for its own reasons);
 - a user heard at most one ending (succeeded, failed, cancelled) per job.
 """
 
 from __future__ import annotations
 
 import collections
-import queue
+import hashlib
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import func, select
 
 from backend import ledger
+from backend.db import Database
 from backend.db.models import Job, JobOutput, LedgerEntry
+from backend.errors import Unavailable
 from backend.jobs import TERMINAL_STATES
 from backend.messages import job_of_prompt
 
-from .cluster import Cluster
+#: Slots of every chaos node (one running plus one waiting in its ComfyUI).
+SLOTS = 2
+
+
+class Observed(Protocol):
+    """What the checks read from a cluster, whichever kind it is."""
+
+    db: Database
+    assets_dir: Path
+
+    def tallies(self) -> list[Path]: ...
+
+    def reservations(self) -> tuple[set[str], set[str]] | None:
+        """(held tickets, tickets of jobs holding a node), or None where unobservable."""
+
+    def endings_told(self) -> collections.Counter[str] | None:
+        """Endings each job's user heard, or None where unobservable."""
+
+    def dead_letters(self) -> list[Any]: ...
 
 
 @dataclass
@@ -41,16 +69,17 @@ class PromptRecord:
         return self.outcomes.count("success")
 
 
-def read_tallies(paths: list[Path]) -> dict[str, PromptRecord]:
+def _lines(path: Path) -> list[list[str]]:
+    return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def read_tallies(paths: Iterable[Path]) -> dict[str, PromptRecord]:
     """Every prompt any node was given, with how often it was posted, started and how it ended."""
     prompts: dict[str, PromptRecord] = collections.defaultdict(PromptRecord)
     for path in paths:
-        if not path.exists():
-            continue
-        for line in path.read_text().splitlines():
-            words = line.split()
+        for words in _lines(path):
             if len(words) < 2:
-                continue  # a line torn by a kill mid-write
+                continue  # "boot", or a line torn by a kill mid-write
             record = prompts[words[1]]
             if words[0] == "posted":
                 record.posted += 1
@@ -59,6 +88,39 @@ def read_tallies(paths: list[Path]) -> dict[str, PromptRecord]:
             elif words[0] == "finished" and len(words) == 3:
                 record.outcomes.append(words[2])
     return prompts
+
+
+def most_held(path: Path) -> int:
+    """The most prompts one ComfyUI held at once (queued or running), from its tally."""
+    held: set[str] = set()
+    most = 0
+    for words in _lines(path):
+        if words == ["boot"]:
+            held.clear()  # a restarted ComfyUI starts empty
+        elif len(words) >= 2 and words[0] == "posted":
+            held.add(words[1])
+            most = max(most, len(held))
+        elif len(words) >= 2 and words[0] in ("finished", "deleted"):
+            held.discard(words[1])
+    return most
+
+
+def most_booked(jobs: Iterable[Job]) -> dict[str, int]:
+    """Per node, the most jobs it held at once as the database recorded them: each job's
+    last attempt holds its node from ``dispatched_at`` until ``finished_at`` (an earlier
+    attempt's stay is not recorded, which can only undercount)."""
+    moments: dict[str, list[tuple[Any, int]]] = collections.defaultdict(list)
+    for job in jobs:
+        if job.node_id is None or job.dispatched_at is None or job.finished_at is None:
+            continue
+        moments[job.node_id] += [(job.dispatched_at, 1), (job.finished_at, -1)]
+    most: dict[str, int] = {}
+    for node, points in moments.items():
+        held = 0
+        for _, step in sorted(points, key=lambda p: (p[0], p[1])):  # an end before a start at the same moment
+            held += step
+            most[node] = max(most.get(node, 0), held)
+    return most
 
 
 #: The table's rows, in the order the scenarios ran; printed at the end of the session.
@@ -78,17 +140,22 @@ class Row:
     failed: int = 0
     lost: int = 0
     twice: int = 0
+    outputs_lost: int = 0
     settle_s: float = 0.0
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
 
 
-def wait_terminal(cluster: Cluster, job_ids: list[str], bound: float) -> dict[str, Job]:
+def wait_terminal(db: Database, job_ids: list[str], bound: float) -> dict[str, Job]:
     """The rows of the jobs once all are terminal, or as they are when ``bound`` runs out."""
     deadline = time.monotonic() + bound
+    rows: dict[str, Job] = {}
     while True:
-        with cluster.db.read() as s:
-            rows = {j.id: j for j in s.scalars(select(Job).where(Job.id.in_(job_ids)))}
+        try:
+            with db.read() as s:
+                rows = {j.id: j for j in s.scalars(select(Job).where(Job.id.in_(job_ids)))}
+        except Unavailable:
+            pass  # the database is still coming back
         if len(rows) == len(job_ids) and all(r.state in TERMINAL_STATES for r in rows.values()):
             return rows
         if time.monotonic() > deadline:
@@ -96,41 +163,29 @@ def wait_terminal(cluster: Cluster, job_ids: list[str], bound: float) -> dict[st
         time.sleep(0.2)
 
 
-def reservations_match(cluster: Cluster) -> tuple[set[str], set[str]]:
-    """(held tickets, tickets of jobs holding a node)."""
-    registry = cluster.stack.backend.registry
-    with cluster.db.read() as s:
-        active = {
+def active_tickets(db: Database) -> set[str]:
+    """The tickets (``job-attempt``) of the jobs holding a node in the database."""
+    with db.read() as s:
+        return {
             f"{job_id}-{attempt}"
             for job_id, attempt in s.execute(
                 select(Job.id, Job.attempts).where(Job.state.in_(("dispatched", "submitted", "running")))
             )
         }
-    held = {t for n in registry.reserved_nodes() for t in registry.reservations(n)}
-    return held, active
 
 
-def endings_told(events: queue.Queue[dict[str, Any]]) -> collections.Counter[str]:
-    told: collections.Counter[str] = collections.Counter()
-    while True:
-        try:
-            event = events.get_nowait()
-        except queue.Empty:
-            return told
-        if event.get("type") in ("succeeded", "failed", "cancelled"):
-            told[event["job_id"]] += 1
-
-
-def check(cluster: Cluster, row: Row, job_ids: list[str], rows: dict[str, Job], *, poison: set[str]) -> None:
-    """Fill ``row`` (lost, twice, retried, failed) and its problems from the end state."""
+def check(cluster: Observed, row: Row, job_ids: list[str], rows: dict[str, Job], *, poison: set[str],
+          excused: frozenset[str] = frozenset()) -> None:
+    """Fill ``row`` (lost, twice, outputs lost, retried, failed) and its problems from the end
+    state. ``excused``: error types the scenario's fault may give a job that ran to success."""
     problems = row.problems
     ids = set(job_ids)
 
     # One terminal state within the bound, each charged with an outcome.
     with cluster.db.read() as s:
-        outputs = dict(
-            s.execute(select(JobOutput.job_id, func.count()).where(JobOutput.job_id.in_(ids)).group_by(JobOutput.job_id)).all()
-        )
+        outputs: dict[str, list[str]] = collections.defaultdict(list)
+        for job_id, asset in s.execute(select(JobOutput.job_id, JobOutput.asset_id).where(JobOutput.job_id.in_(ids))):
+            outputs[job_id].append(asset)
         refunds = dict(
             s.execute(
                 select(LedgerEntry.job_id, func.count())
@@ -146,20 +201,21 @@ def check(cluster: Cluster, row: Row, job_ids: list[str], rows: dict[str, Job], 
             problems.append(f"job {job_id} not ended within the bound: {job.state if job else 'missing'}")
         elif job.state == "succeeded" and (not outputs.get(job_id) or refunds.get(job_id)):
             lost.add(job_id)
-            problems.append(f"job {job_id} succeeded with {outputs.get(job_id, 0)} outputs, {refunds.get(job_id, 0)} refunds")
+            problems.append(f"job {job_id} succeeded with {len(outputs.get(job_id, []))} outputs, {refunds.get(job_id, 0)} refunds")
         elif job.state != "succeeded" and refunds.get(job_id) != 1:
             lost.add(job_id)
             problems.append(f"job {job_id} {job.state} with {refunds.get(job_id, 0)} refunds")
     row.lost = len(lost)
 
-    # No job runs twice.
-    prompts = read_tallies([node.sim.tally for node in cluster.nodes.values()])
+    # No job runs twice, and no job that ran loses its outputs.
+    prompts = read_tallies(cluster.tallies())
     by_job: dict[str, dict[int, PromptRecord]] = collections.defaultdict(dict)
     for prompt_id, record in prompts.items():
         parsed = job_of_prompt(prompt_id)
         if parsed is not None:
             by_job[parsed[0]][parsed[1]] = record
     twice: set[str] = set()
+    outputs_lost: set[str] = set()
     for job_id in job_ids:
         attempts = by_job.get(job_id, {})
         job = rows.get(job_id)
@@ -178,6 +234,12 @@ def check(cluster: Cluster, row: Row, job_ids: list[str], rows: dict[str, Job], 
                 problems.append(f"job {job_id} attempt {attempt} had run to completion, yet attempt {last} was given to a node")
         if job is not None and job.state == "succeeded" and successes != [job.attempts]:
             problems.append(f"job {job_id} succeeded as attempt {job.attempts} but ComfyUI succeeded attempts {successes}")
+        if successes and job is not None and job.state in TERMINAL_STATES:
+            kept = job.state == "succeeded" and outputs.get(job_id)
+            if not kept and job.error_type not in excused:
+                outputs_lost.add(job_id)
+                problems.append(f"job {job_id} ran to success on ComfyUI but ended {job.state} ({job.error_type}) "
+                                f"with {len(outputs.get(job_id, []))} outputs")
         # A poison job fails where it fails, at its first and only attempt (refunded once: above).
         poisoned = ("failed", "InjectedFault", 1, 1)
         if job_id in poison and job is not None and (job.state, job.error_type, job.attempts, len(attempts)) != poisoned:
@@ -187,26 +249,70 @@ def check(cluster: Cluster, row: Row, job_ids: list[str], rows: dict[str, Job], 
     row.retried = sum(1 for j in rows.values() if j.attempts > 1)
     row.failed = sum(1 for j in rows.values() if j.state == "failed")
 
+    # Every output's file is whole, and nothing half-written is left behind.
+    for job_id, assets in outputs.items():
+        for asset in assets:
+            path = cluster.assets_dir / asset[:2] / asset[2:4] / asset
+            if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != asset:
+                outputs_lost.add(job_id)
+                problems.append(f"job {job_id}: output {asset} is {'not whole' if path.is_file() else 'missing'} in the store")
+    leftovers = sorted(p.name for p in (cluster.assets_dir / "tmp").glob("*")) if (cluster.assets_dir / "tmp").is_dir() else []
+    if leftovers:
+        problems.append(f"half-written files left in the asset store: {leftovers[:5]}")
+    row.outputs_lost = len(outputs_lost)
+
+    # No node was given more jobs than its slots: as the database saw it (a restarted studio
+    # that forgot which slots were taken books them twice), and as its ComfyUI saw it.
+    for node, most in most_booked(rows.values()).items():
+        if most > SLOTS:
+            problems.append(f"node {node} held {most} jobs at once in the database, it has {SLOTS} slots")
+    for tally in cluster.tallies():
+        if (most := most_held(tally)) > SLOTS:
+            problems.append(f"{tally.name}: a ComfyUI held {most} prompts at once, its node has {SLOTS} slots")
+
     # The books.
     problems.extend(f"ledger: {p}" for p in ledger.verify(cluster.db))
 
+    # Nothing set aside: every event was applied.
+    letters = cluster.dead_letters()
+    problems.extend(f"dead letter: {d.queue} {d.body.get('type')} of job {d.body.get('job_id')}: {d.reason}" for d in letters)
+
     # At most one ending told per job.
-    told = endings_told(cluster.stack.events)
-    problems.extend(f"job {j} told {n} endings" for j, n in told.items() if j in ids and n > 1)
+    told = cluster.endings_told()
+    if told is not None:
+        problems.extend(f"job {j} told {n} endings" for j, n in told.items() if j in ids and n > 1)
+
+
+def settle_reservations(cluster: Observed, row: Row, wait: Callable[..., Any]) -> None:
+    """Wait (a little) for the reservations to equal the jobs holding a node; else a problem."""
+    def settled() -> bool:
+        try:
+            found = cluster.reservations()
+        except Unavailable:
+            return False
+        return found is None or found[0] == found[1]
+
+    try:
+        wait(settled, 10, "reservations == jobs holding a node")
+    except AssertionError:
+        found = cluster.reservations()
+        assert found is not None
+        row.problems.append(f"reservations {sorted(found[0])} but jobs holding a node {sorted(found[1])}")
 
 
 def format_table(rows: list[Row], seed: int) -> str:
-    head = ("scenario", "faults", "jobs", "refused", "affected", "retried", "failed", "lost", "ran twice", "settle s", "total s")
+    head = ("scenario", "faults", "jobs", "refused", "affected", "retried", "failed", "lost", "ran twice", "outputs lost",
+            "settle s", "total s")
     body = [
-        (r.scenario, str(r.faults), str(r.jobs), str(r.refused), str(r.affected), str(r.retried), str(r.failed), str(r.lost), str(r.twice),
-         f"{r.settle_s:.1f}", f"{r.seconds:.1f}")
+        (r.scenario, str(r.faults), str(r.jobs), str(r.refused), str(r.affected), str(r.retried), str(r.failed), str(r.lost),
+         str(r.twice), str(r.outputs_lost), f"{r.settle_s:.1f}", f"{r.seconds:.1f}")
         for r in rows
     ]
     total = (
         "total", str(sum(r.faults for r in rows)), str(sum(r.jobs for r in rows)), str(sum(r.refused for r in rows)),
         str(sum(r.affected for r in rows)),
         str(sum(r.retried for r in rows)), str(sum(r.failed for r in rows)), str(sum(r.lost for r in rows)),
-        str(sum(r.twice for r in rows)), "", f"{sum(r.seconds for r in rows):.1f}",
+        str(sum(r.twice for r in rows)), str(sum(r.outputs_lost for r in rows)), "", f"{sum(r.seconds for r in rows):.1f}",
     )
     widths = [max(len(line[i]) for line in [head, *body, total]) for i in range(len(head))]
 

@@ -12,12 +12,14 @@ per node a comfysim process and an agent process that can be SIGKILLed and resta
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import dataclasses
 import logging
 import os
+import queue
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -26,7 +28,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import requests
 from sqlalchemy import select
@@ -34,29 +36,30 @@ from sqlalchemy import select
 from backend.config import REPO_ROOT
 from backend.db import Database
 from backend.db.models import Job, User
+from backend.errors import Unavailable
 from backend.jobs import ACTIVE_STATES
-from backend.submit import Accepted, NeedsConfirmation, submit
+from backend.ports.bus import DeadLetter
+from backend.submit import Accepted, NeedsConfirmation, Rejected, SubmitResult, submit
 from backend.worker import Worker
 
-from .. import services
 from ..e2e.stack import FAST_AGENT, FAST_SWEEP, Stack, build_backend, png_bytes, wait_for
+from ..private_servers import PrivateServers, free_port
+from .checks import active_tickets
 
 #: The agents' state TTL: longer than an agent restart takes on a busy machine (Python
 #: imports alone took 8 s on a two-core host with a load of 16), so a SIGKILLed agent
-#: that is restarted at once is adopted, never expired (docs/agent.md). An agent away
-#: for longer is another story: see "What it does not cover" in docs/operations.md.
+#: that is restarted at once is adopted without its node expiring. One away for longer
+#: (the partition scenario) expires; its jobs then wait for it (AGENT_LOST_AFTER).
 AGENT_STATE_TTL = 15.0
 #: Seconds per simulated sampler step.
 STEP_SECONDS = 0.15
 #: The class only the poison workflow uses: every node raises in it, always.
 POISON_WORKFLOW = "photo-sharpen"
 POISON_CLASS = "ImageSharpen"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+#: How long the jobs of a node whose agent went silent wait for it: longer than the
+#: partitions the suite makes (docs/agent.md), so a returning agent adopts its jobs.
+AGENT_LOST_AFTER = 60.0
+CHAOS_SWEEP = dataclasses.replace(FAST_SWEEP, agent_lost_after=AGENT_LOST_AFTER)
 
 
 class _Process:
@@ -139,9 +142,11 @@ class SimProcess(_Process):
 
 
 class AgentProcess(_Process):
-    """``python -m agent`` for one node, on the cluster's bus and registry prefixes."""
+    """``python -m agent`` for one node, on the cluster's bus and registry prefixes (the
+    URLs may lead through a :class:`~tests.chaos.proxy.Proxy` that can cut it off)."""
 
-    def __init__(self, node_id: str, sim: SimProcess, data_dir: Path, *, bus_prefix: str, registry_prefix: str) -> None:
+    def __init__(self, node_id: str, sim: SimProcess, data_dir: Path, *, amqp_url: str, redis_url: str, bus_prefix: str,
+                 registry_prefix: str) -> None:
         args = [
             sys.executable, "-m", "agent", "--comfy-url", sim.url, "--node-id", node_id, "--label", node_id,
             "--bus-prefix", bus_prefix, "--registry-prefix", registry_prefix,
@@ -151,7 +156,7 @@ class AgentProcess(_Process):
             "--poll-interval", str(FAST_AGENT["poll_interval"]),
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("STUDIO_")}
-        env.update(STUDIO_AMQP_URL=services.AMQP_URL, STUDIO_REDIS_URL=services.REDIS_URL, STUDIO_DATA_DIR=str(data_dir))
+        env.update(STUDIO_AMQP_URL=amqp_url, STUDIO_REDIS_URL=redis_url, STUDIO_DATA_DIR=str(data_dir))
         super().__init__(f"agent {node_id}", args, data_dir / f"agent-{node_id}.log", env)
 
 
@@ -169,23 +174,69 @@ class Submitted:
     at: float  # monotonic
 
 
+class Target(Protocol):
+    """What :class:`Load` needs of a cluster: users, their images, a way to submit."""
+
+    db: Database
+    users: list[User]
+    images: dict[int, str]
+
+    def submit_job(self, user: User, workflow: str, params: dict[str, Any]) -> SubmitResult: ...
+
+    def active_jobs(self) -> list[str]: ...
+
+
 @dataclass
 class Cluster:
     stack: Stack
     nodes: dict[str, Node]
     data_dir: Path
+    #: The private PostgreSQL, Redis and RabbitMQ this cluster runs on (faults stop them).
+    servers: PrivateServers
     users: list[User] = field(default_factory=list)
     images: dict[int, str] = field(default_factory=dict)  # user id -> uploaded asset id
+    #: Per node, the proxy its agent reaches RabbitMQ and Redis through (partitions).
+    proxies: dict[str, Any] = field(default_factory=dict)
 
     @property
     def db(self) -> Database:
         return self.stack.db
 
+    @property
+    def assets_dir(self) -> Path:
+        return self.data_dir / "assets"
+
+    def submit_job(self, user: User, workflow: str, params: dict[str, Any]) -> SubmitResult:
+        return submit(self.stack.backend, user.id, workflow, params, idempotency_key=uuid.uuid4().hex, expert=True,
+                      queue_if_busy=True, on_queued=self.stack.worker.wake)
+
+    # -- what the checks observe (checks.Observed) --
+    def tallies(self) -> list[Path]:
+        return [node.sim.tally for node in self.nodes.values()]
+
+    def reservations(self) -> tuple[set[str], set[str]]:
+        registry = self.stack.backend.registry
+        held = {t for n in registry.reserved_nodes() for t in registry.reservations(n)}
+        return held, active_tickets(self.db)
+
+    def endings_told(self) -> collections.Counter[str]:
+        told: collections.Counter[str] = collections.Counter()
+        while True:
+            try:
+                event = self.stack.events.get_nowait()
+            except queue.Empty:
+                return told
+            if event.get("type") in ("succeeded", "failed", "cancelled"):
+                told[event["job_id"]] += 1
+
+    def dead_letters(self) -> list[DeadLetter]:
+        return self.stack.backend.bus.dead_letters()
+
     def node_online_since(self, node_id: str, since: float) -> bool:
         """The node is online in the registry, reported after ``since`` (wall clock)."""
         try:
             views = self.stack.backend.registry.nodes()
-        except Exception:  # noqa: BLE001 - Redis may be restarting
+        except Unavailable:  # Redis may be restarting
             return False
         return any(v.state.node_id == node_id and v.state.online and v.state.updated_at >= since for v in views)
 
@@ -219,7 +270,10 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def running_cluster(db: Database, bus: Any, registry: Any, data_dir: Path, *, nodes: int = 3, users: int = 4) -> Iterator[Cluster]:
+def running_cluster(db: Database, bus: Any, registry: Any, data_dir: Path, servers: PrivateServers, *, nodes: int = 3,
+                    users: int = 4, proxied: bool = False) -> Iterator[Cluster]:
+    """``proxied``: each agent reaches RabbitMQ and Redis through its own proxy, which the
+    partition fault cuts."""
     backend = build_backend(db, bus, registry, data_dir)
     # The worker's log beside the processes' logs, for a failure's post-mortem.
     worker_log = logging.FileHandler(data_dir / "worker.log")
@@ -228,16 +282,25 @@ def running_cluster(db: Database, bus: Any, registry: Any, data_dir: Path, *, no
     old_level = backend_logger.level
     backend_logger.setLevel(logging.INFO)
     backend_logger.addHandler(worker_log)
-    worker = Worker(backend, dispatch_interval=0.2, sweep_interval=0.5, sweep_policy=FAST_SWEEP).start()
+    worker = Worker(backend, dispatch_interval=0.2, sweep_interval=0.5, sweep_policy=CHAOS_SWEEP).start()
     stack = Stack(backend=backend, worker=worker, sims=None)
     subscription = bus.subscribe_user_events(stack.events.put)
     registry_prefix = registry.key_prefix[1:-2]  # "{prefix}:" -> prefix
-    cluster = Cluster(stack=stack, nodes={}, data_dir=data_dir)
+    cluster = Cluster(stack=stack, nodes={}, data_dir=data_dir, servers=servers)
     try:
+        assert servers.rabbitmq is not None and servers.redis is not None
         for i in range(1, nodes + 1):
             node_id = f"node-{i}"
             sim = SimProcess(node_id, data_dir)
-            agent = AgentProcess(node_id, sim, data_dir, bus_prefix=bus.prefix, registry_prefix=registry_prefix)
+            amqp_url, redis_url = servers.rabbitmq.url, servers.redis.url
+            if proxied:
+                from .proxy import Proxy
+
+                cluster.proxies[node_id] = proxy = Proxy({"amqp": servers.rabbitmq.port, "redis": servers.redis.port})
+                amqp_url = amqp_url.replace(f":{servers.rabbitmq.port}/", f":{proxy.port('amqp')}/")
+                redis_url = redis_url.replace(f":{servers.redis.port}/", f":{proxy.port('redis')}/")
+            agent = AgentProcess(node_id, sim, data_dir, amqp_url=amqp_url, redis_url=redis_url,
+                                 bus_prefix=bus.prefix, registry_prefix=registry_prefix)
             cluster.nodes[node_id] = Node(node_id, sim, agent)
         for node in cluster.nodes.values():
             node.sim.start()
@@ -262,6 +325,8 @@ def running_cluster(db: Database, bus: Any, registry: Any, data_dir: Path, *, no
             node.sim.terminate()
         for node in cluster.nodes.values():
             node.sim.stop()
+        for proxy in cluster.proxies.values():
+            proxy.close()
         backend_logger.removeHandler(worker_log)
         backend_logger.setLevel(old_level)
         worker_log.close()
@@ -272,7 +337,7 @@ class Load:
     fewer than ``max_waiting`` are unfinished), from its own thread, until stopped.
     Remembers every accepted job and every refusal."""
 
-    def __init__(self, cluster: Cluster, rng: random.Random, *, rate: float = 3.0, max_waiting: int = 12) -> None:
+    def __init__(self, cluster: Target, rng: random.Random, *, rate: float = 3.0, max_waiting: int = 12) -> None:
         self.cluster = cluster
         self.rng = random.Random(rng.random())  # its own stream: the fault timing stays reproducible
         self.rate = rate
@@ -317,18 +382,25 @@ class Load:
     def submit(self, workflow: str, user: User | None = None) -> str | None:
         """Submit one job now (from any thread); its id, or None if it was refused."""
         user = user or self.rng.choice(self.cluster.users)
-        stack = self.cluster.stack
-        result = submit(stack.backend, user.id, workflow, self.params(workflow, user), idempotency_key=uuid.uuid4().hex,
-                        expert=True, queue_if_busy=True, on_queued=stack.worker.wake)
+        result = self.cluster.submit_job(user, workflow, self.params(workflow, user))
         if isinstance(result, Accepted):
             with self._lock:
                 self.jobs.append(Submitted(result.job.id, workflow, time.monotonic()))
             return result.job.id
         assert not isinstance(result, NeedsConfirmation), "queue_if_busy must queue"
+        assert isinstance(result, Rejected)
         with self._lock:
             # Refusals are answers, not losses: nothing was charged (checked by ledger.verify).
             self.refused.append((type(result.error).__name__, f"{workflow}: {result.error.message}"))
         return None
+
+    def _room(self) -> bool:
+        """Fewer than ``max_waiting`` jobs unfinished; while the database is away, yes (the
+        submit is then refused, like a creator's "try again in a moment")."""
+        try:
+            return len(self.cluster.active_jobs()) < self.max_waiting
+        except Unavailable:
+            return True
 
     def _run(self) -> None:
         mix = ["txt2img-sd15"] * 5 + ["invert-scale", "photo-blur", "photo-flip"] * 2
@@ -337,7 +409,7 @@ class Load:
                 # Like creators who wait for their results: no new work while many jobs
                 # are unfinished (an outage would otherwise pile up a backlog that takes
                 # the rest of the suite's time to drain).
-                if len(self.cluster.active_jobs()) < self.max_waiting:
+                if self._room():
                     self.submit(self.rng.choice(mix))
             except Exception as exc:  # noqa: BLE001 - recorded and asserted on by the test
                 with self._lock:

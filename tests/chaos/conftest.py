@@ -1,21 +1,34 @@
-"""Fixtures of the chaos suite: the seed, a fresh cluster per scenario, the table."""
+"""Fixtures of the chaos suite: the seed, private servers, a fresh cluster per scenario, the table.
+
+The suite stops, restarts and empties its servers, so it never uses the machine's shared
+ones: it starts its own PostgreSQL, Redis and RabbitMQ once per session
+(``tests/private_servers.py``) and every scenario gets fresh bus and registry prefixes and
+empty tables on them.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from backend.db import Database
+from backend.db import Database, migrate
+from backend.ports.rabbitmq import RabbitBus
+from backend.ports.redis_registry import RedisRegistry
 
-from .. import services
+from .. import private_servers
 from ..conftest import empty_all_tables
+from ..private_servers import PrivateServers
 from . import faults
 from .checks import TABLE, format_table
 from .cluster import Cluster, running_cluster
+from .embedded import running_embedded
 
 _SEED: list[int] = []
 
@@ -29,38 +42,63 @@ def chaos_seed() -> int:
     return _SEED[0]
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _servers_up_at_the_end() -> Iterator[None]:
-    """Whatever happened in a scenario, leave the broker's app started and Redis running."""
-    yield
-    faults.ensure_servers_up()
+@pytest.fixture(scope="session")
+def servers() -> Iterator[PrivateServers]:
+    """PostgreSQL, Redis and RabbitMQ of the chaos suite alone, for the whole session."""
+    private_servers.require("postgres", "redis", "rabbitmq")
+    with private_servers.private_servers("postgres", "redis", "rabbitmq") as started:
+        yield started
 
 
-def _require_tool(available: bool, what: str) -> None:
-    if available:
-        return
-    if services.IN_CI:
-        pytest.fail(f"{what} is needed by the chaos suite; CI=true requires it", pytrace=False)
-    pytest.skip(f"{what} is not installed")
+@pytest.fixture(scope="session")
+def chaos_db(servers: PrivateServers) -> Iterator[Database]:
+    assert servers.postgres is not None
+    db = Database(servers.postgres.url)
+    migrate.upgrade(db)
+    yield db
+    db.dispose()
 
 
 @pytest.fixture
-def cluster(_postgres_db: Database, tmp_path: Path) -> Iterator[Cluster]:
-    """A fresh cluster: three nodes (comfysim + agent processes), the worker in-process."""
-    services.require("RabbitMQ", "127.0.0.1", 5672)
-    services.require("Redis", "127.0.0.1", 6379)
-    _require_tool(faults.rabbit_available(), "rabbitmqctl")
-    _require_tool(faults.redis_available(), "redis-server and redis-cli (with /var/lib/redis)")
-    empty_all_tables(_postgres_db)
-    with services.rabbit_bus() as bus, services.redis_registry() as registry:
-        try:
-            with running_cluster(_postgres_db, bus, registry, tmp_path) as c:
-                yield c
-        finally:
-            faults.ensure_servers_up()  # before the bus deletes its queues
+def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """A fresh cluster of the kind the scenario attacks (``Scenario.cluster``)."""
+    from .test_chaos import SCENARIOS
+
+    kind = SCENARIOS[request.node.callspec.params["name"]].cluster
+    if kind == "embedded":
+        with running_embedded(tmp_path / "studio-data") as embedded:
+            yield embedded
+        return
+    servers: PrivateServers = request.getfixturevalue("servers")
+    chaos_db: Database = request.getfixturevalue("chaos_db")
+    with contextlib.ExitStack() as stack:
+        if kind == "small disk":
+            stack.enter_context(private_servers.small_disk(tmp_path / "assets"))
+        yield stack.enter_context(_distributed(servers, chaos_db, tmp_path, proxied=kind == "proxied"))
+
+
+@contextlib.contextmanager
+def _distributed(servers: PrivateServers, chaos_db: Database, tmp_path: Path, *, proxied: bool) -> Iterator[Cluster]:
+    """Three nodes (comfysim + agent processes), the worker in-process, on the private servers."""
+    assert servers.rabbitmq is not None and servers.redis is not None
+    faults.ensure_servers_up(servers)  # whatever the scenario before did
+    empty_all_tables(chaos_db)
+    name = f"chaos-{uuid.uuid4().hex[:8]}"
+    # Short back-off: the faults are brief, and the test waits for the reconnects.
+    bus = RabbitBus(servers.rabbitmq.url, prefix=name, publish_timeout=10, max_reconnect_delay=0.5)
+    registry = RedisRegistry(servers.redis.url, prefix=name)
+    try:
+        with running_cluster(chaos_db, bus, registry, tmp_path, servers, proxied=proxied) as c:
+            yield c
+    finally:
+        faults.ensure_servers_up(servers)  # so the bus and registry close cleanly
+        bus.close()
+        registry.close()
+
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if TABLE:
         terminalreporter.write_sep("=", "chaos: faults injected, jobs affected, jobs lost")
         terminalreporter.write_line(format_table(TABLE, _SEED[0] if _SEED else 0))
+    private_servers.report(terminalreporter)

@@ -1,4 +1,4 @@
-"""The faults the chaos suite injects, and the control of the real servers it bounces.
+"""The faults the chaos suite injects.
 
 Each fault takes the cluster and the scenario's random stream, does its damage, waits only
 as long as the fault itself needs (a node's downtime, a broker outage) and returns once
@@ -9,84 +9,40 @@ fault's. Every fault that stops a server starts it again in a ``finally``.
 from __future__ import annotations
 
 import logging
+import os
 import random
-import shutil
-import subprocess
 import time
-from pathlib import Path
 
-from .. import services
-from .checks import reservations_match
-from .cluster import AGENT_STATE_TTL, POISON_WORKFLOW, Cluster, Load, wait_for
+from backend.errors import Unavailable
+
+from ..private_servers import PrivateServers
+from .checks import active_tickets
+from .cluster import AGENT_LOST_AFTER, AGENT_STATE_TTL, POISON_WORKFLOW, Cluster, Load, wait_for
 
 log = logging.getLogger("tests.chaos")
 
-REDIS_START = [
-    "redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379", "--save", "",
-    "--appendonly", "no", "--dir", "/var/lib/redis", "--logfile", "/var/log/redis/ci.log",
-]
+
+# ---- the servers (the suite's private ones, see conftest.py) -------------------------------
 
 
-# ---- the servers ---------------------------------------------------------------------------
-
-
-def _run(args: list[str], timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
-
-
-def rabbit_available() -> bool:
-    return shutil.which("rabbitmqctl") is not None
-
-
-def redis_available() -> bool:
-    return shutil.which("redis-cli") is not None and shutil.which("redis-server") is not None and Path("/var/lib/redis").is_dir()
-
-
-def rabbit_start_app() -> None:
-    """Start the RabbitMQ application (a no-op when it runs) and wait for its port."""
-    result = _run(["rabbitmqctl", "start_app"])
-    if result.returncode != 0:
-        log.warning("rabbitmqctl start_app: %s %s", result.stdout, result.stderr)
-        result = _run(["rabbitmqctl", "start_app"])
-    wait_for(lambda: services.port_open("127.0.0.1", 5672), 60, "RabbitMQ accepting connections", interval=0.1)
-
-
-def rabbit_stop_app() -> None:
-    result = _run(["rabbitmqctl", "stop_app"])
-    assert result.returncode == 0, f"rabbitmqctl stop_app failed: {result.stdout} {result.stderr}"
-
-
-def redis_start() -> None:
-    """Start the Redis server of this machine unless it runs; wait until it answers."""
-    if not services.port_open("127.0.0.1", 6379):
-        result = _run(REDIS_START)
-        assert result.returncode == 0, f"redis-server did not start: {result.stdout} {result.stderr}"
-    wait_for(lambda: _run(["redis-cli", "ping"], 5).stdout.strip() == "PONG", 30, "Redis answering PING", interval=0.05)
-
-
-def redis_restart_empty() -> None:
-    """Really restart Redis with its data gone: shut down without saving, start again."""
-    try:
-        _run(["redis-cli", "shutdown", "nosave"], 10)  # answers with a closed connection
-        wait_for(lambda: not services.port_open("127.0.0.1", 6379), 10, "Redis gone", interval=0.02)
-    finally:
-        redis_start()
-
-
-def ensure_servers_up() -> None:
-    """Whatever a test did: the broker's app runs and Redis answers."""
-    if rabbit_available():
-        rabbit_start_app()
-    if redis_available():
-        redis_start()
+def ensure_servers_up(servers: PrivateServers) -> None:
+    """Whatever a scenario did: PostgreSQL runs, the broker's app runs and Redis answers."""
+    if servers.postgres is not None and not servers.postgres.accepts():
+        servers.postgres.start()
+    if servers.rabbitmq is not None:
+        servers.rabbitmq.start_app()
+    if servers.redis is not None:
+        proc = servers.redis.proc
+        if proc is None or proc.poll() is not None:
+            servers.redis.start()
 
 
 # ---- the faults ----------------------------------------------------------------------------
 
 
 def kill_agent(cluster: Cluster, rng: random.Random, load: Load) -> None:
-    """SIGKILL a node's agent mid-whatever and restart it after a moment (within the state
-    TTL: its jobs must be adopted, none lost or run twice)."""
+    """SIGKILL a node's agent mid-whatever and restart it after a moment: its jobs must be
+    adopted, none lost or run twice."""
     node = cluster.nodes[rng.choice(sorted(cluster.nodes))]
     node.agent.kill()
     killed = time.monotonic()
@@ -94,9 +50,9 @@ def kill_agent(cluster: Cluster, rng: random.Random, load: Load) -> None:
     node.agent.start()
     cluster.wait_online(node.node_id, since=node.agent.started_at)
     away = time.monotonic() - killed
-    # Beyond the TTL the node expires and its waiting jobs move, which this scenario does
-    # not promise to survive (docs/operations.md): say so rather than fail obscurely.
-    assert away < AGENT_STATE_TTL, f"the agent took {away:.1f} s to come back, longer than its state TTL; host overloaded?"
+    # Beyond AGENT_LOST_AFTER its jobs move on, and a prompt its ComfyUI still runs may
+    # run twice (docs/agent.md): say so rather than fail obscurely.
+    assert away < AGENT_LOST_AFTER, f"the agent took {away:.1f} s to come back, longer than its jobs wait; host overloaded?"
 
 
 def kill_comfysim(cluster: Cluster, rng: random.Random, load: Load) -> None:
@@ -114,18 +70,21 @@ def kill_comfysim(cluster: Cluster, rng: random.Random, load: Load) -> None:
 def bounce_rabbitmq(cluster: Cluster, rng: random.Random, load: Load) -> None:
     """``rabbitmqctl stop_app`` for a moment: every connection drops; unacked deliveries
     return; publishes wait for the broker."""
+    rabbit = cluster.servers.rabbitmq
+    assert rabbit is not None
     try:
-        rabbit_stop_app()
+        rabbit.stop_app()
         time.sleep(rng.uniform(0.5, 4.0))
     finally:
-        rabbit_start_app()
+        rabbit.start_app()
 
 
 def restart_redis(cluster: Cluster, rng: random.Random, load: Load) -> None:
     """Restart Redis with its data gone: node states, capabilities and reservations vanish.
     Agents must register again and the sweeper must restore the reservations."""
     restarted = time.time()
-    redis_restart_empty()
+    assert cluster.servers.redis is not None
+    cluster.servers.redis.restart_empty()
     cluster.wait_all_online(since=restarted, timeout=15)
     wait_for(lambda: _reservations_restored(cluster), 15, "the sweeper restoring the reservations", interval=0.1)
 
@@ -133,8 +92,8 @@ def restart_redis(cluster: Cluster, rng: random.Random, load: Load) -> None:
 def _reservations_restored(cluster: Cluster) -> bool:
     """Every job holding a node (in the database) holds its ticket in the registry again."""
     try:
-        held, active = reservations_match(cluster)
-    except Exception:  # noqa: BLE001 - Redis may still be settling
+        held, active = cluster.reservations()
+    except Unavailable:  # Redis may still be settling
         return False
     return active <= held
 
@@ -158,3 +117,76 @@ def submit_poison(cluster: Cluster, rng: random.Random, load: Load) -> None:
     job_id = load.submit(POISON_WORKFLOW)
     assert job_id is not None, load.refused[-1:]
     load.poison.add(job_id)
+
+
+def bounce_postgres(cluster: Cluster, rng: random.Random, load: Load) -> None:
+    """Stop PostgreSQL for a few seconds, cleanly (``-m fast``: sessions are ended) or as a
+    crash (``-m immediate``: recovered from its log on start), then start it again. Every
+    pooled connection dies; submits meanwhile are refused ("try again in a moment"); agent
+    events wait in the lifecycle queue and are applied once it is back."""
+    postgres = cluster.servers.postgres
+    assert postgres is not None
+    try:
+        postgres.stop(rng.choice(("fast", "immediate")))
+        time.sleep(rng.uniform(1.0, 5.0))
+    finally:
+        postgres.start()
+
+
+#: The long outage: longer than every retry budget of the system (a publish's 10 s, the
+#: lifecycle consumer's old 5 tries, the pool's connect timeout), so only a design that
+#: waits for the database without limit keeps every event.
+LONG_OUTAGE_SECONDS = (20.0, 30.0)
+
+
+def long_postgres_outage(cluster: Cluster, rng: random.Random, load: Load) -> None:
+    """PostgreSQL away for 20–30 s while the nodes go on running their jobs (it goes
+    away once jobs are on the nodes, so their events have to wait for it)."""
+    postgres = cluster.servers.postgres
+    assert postgres is not None
+    wait_for(lambda: len(active_tickets(cluster.db)) >= 2, 20, "jobs on the nodes", interval=0.05)
+    try:
+        postgres.stop("immediate")
+        time.sleep(rng.uniform(*LONG_OUTAGE_SECONDS))
+    finally:
+        postgres.start()
+
+
+def partition_agent(cluster: Cluster, rng: random.Random, load: Load) -> None:
+    """Cut one agent off from RabbitMQ and Redis for longer than its state TTL, while its
+    ComfyUI goes on running the prompts it has. The node expires from the registry; its
+    jobs must wait for the agent (not run again elsewhere), and the returning agent
+    reports them."""
+    node_id = rng.choice(sorted(cluster.nodes))
+    proxy = cluster.proxies[node_id]
+    registry = cluster.stack.backend.registry
+    proxy.cut()
+    cut = time.monotonic()
+    try:
+        wait_for(lambda: all(v.state.node_id != node_id for v in registry.nodes()), AGENT_STATE_TTL + 10,
+                 f"node {node_id} expiring while cut off")
+        time.sleep(rng.uniform(2.0, 8.0))  # well past the TTL
+    finally:
+        proxy.heal()
+    away = time.monotonic() - cut
+    assert away < AGENT_LOST_AFTER, f"the partition lasted {away:.0f} s, longer than the jobs wait for an agent"
+    cluster.wait_online(node_id, since=time.time())
+
+
+def fill_asset_store(cluster: Cluster, rng: random.Random, load: Load) -> None:
+    """The asset store's disk is full for a few seconds: the outputs of jobs that finish
+    meanwhile cannot be saved, so those jobs fail with a clear reason and a refund, and no
+    half-written file is left; once there is space again, jobs succeed as before."""
+    filler = cluster.assets_dir / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        for size in (1 << 20, 4096):  # big pieces, then the last few pages
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError:
+                pass
+        time.sleep(rng.uniform(2.0, 5.0))
+    finally:
+        os.close(fd)
+        filler.unlink(missing_ok=True)

@@ -14,7 +14,7 @@ from backend.ports.bus import Bus
 from backend.ports.memory_bus import MemoryBus
 from backend.ports.rabbitmq import RabbitBus
 
-from .. import services
+from .. import private_servers, services
 
 
 @pytest.fixture(params=["memory", "rabbitmq"])
@@ -32,3 +32,7 @@ def bus(request: pytest.FixtureRequest) -> Iterator[Bus]:
 def rabbit() -> Iterator[RabbitBus]:
     with services.rabbit_bus() as bus:
         yield bus
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    private_servers.report(terminalreporter)

@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import copy
 import queue
-import subprocess
 import threading
+from collections.abc import Iterator
 from typing import Any
 
+import pika
 import pytest
 
 from backend.errors import BusError
 from backend.ports.bus import Bus, Delivery
 from backend.ports.rabbitmq import RabbitBus
 
-from .. import services
+from .. import private_servers, services
+from ..private_servers import PrivateRabbit
 
 #: How long to wait for something that should arrive.
 TIMEOUT = 10.0
@@ -244,6 +246,87 @@ def test_lifecycle_events_are_applied_in_order_by_one_consumer(bus: Bus) -> None
     assert len({name for name, _ in events}) == 1
 
 
+# -- dead letters ---------------------------------------------------------------------
+def test_a_dead_lettered_event_is_set_aside_with_its_reason(bus: Bus) -> None:
+    got = Collector()
+    bus.consume_lifecycle(got)
+    bus.publish_lifecycle({"job_id": "j1", "type": "output"})
+    bus.publish_lifecycle({"job_id": "j2", "type": "succeeded"})
+    first = got.get()
+    first.dead_letter("NotFound: no stored file for asset ab12")
+    second = got.get()  # the queue moves on
+    assert second.body == {"job_id": "j2", "type": "succeeded"}
+    second.ack()
+    got.nothing()  # not redelivered
+    letters = bus.dead_letters()
+    assert [(d.body, d.reason, d.queue) for d in letters] == [
+        ({"job_id": "j1", "type": "output"}, "NotFound: no stored file for asset ab12", "lifecycle")]
+    assert letters[0].failed_at > 0 and letters[0].id
+    assert bus.dead_letters() == letters  # listing takes nothing away
+    assert bus.dead_letters(limit=0) == []
+
+
+def test_replay_puts_chosen_dead_letters_back_on_their_queue_in_order(bus: Bus) -> None:
+    got = Collector()
+    bus.consume_lifecycle(got)
+    for name in "abcd":
+        bus.publish_lifecycle({"job_id": name})
+        got.get().dead_letter(f"bad {name}")
+    letters = {d.body["job_id"]: d.id for d in bus.dead_letters()}
+    assert list(letters) == ["a", "b", "c", "d"]
+    assert bus.replay_dead_letters([letters["c"], letters["a"], "no-such-id"]) == [letters["a"], letters["c"]]
+    replayed = []
+    for _ in range(2):  # prefetch 1: each is acked before the next comes
+        replayed.append(got.get())
+        replayed[-1].ack()
+    assert [d.body for d in replayed] == [{"job_id": "a"}, {"job_id": "c"}]
+    got.nothing()
+    assert [d.body["job_id"] for d in bus.dead_letters()] == ["b", "d"]  # the rest kept their order
+    assert bus.replay_dead_letters() == [letters["b"], letters["d"]]
+    again = []
+    for _ in range(2):
+        again.append(got.get())
+        again[-1].ack()
+    assert [d.body for d in again] == [{"job_id": "b"}, {"job_id": "d"}]
+    assert bus.dead_letters() == []
+
+
+def test_a_job_dead_letter_goes_back_to_its_node_queue(bus: Bus) -> None:
+    got = Collector()
+    sub = bus.consume_jobs("n1", got)
+    bus.publish_job("n1", {"job_id": "j1"})
+    got.get().dead_letter("cannot run here")
+    sub.close()
+    [letter] = bus.dead_letters()
+    assert letter.queue == "jobs.n1"
+    assert bus.job_queue_depth("n1") == 0
+    bus.replay_dead_letters([letter.id])
+    assert bus.job_queue_depth("n1") == 1
+
+
+def test_discarded_dead_letters_are_gone(bus: Bus) -> None:
+    got = Collector()
+    bus.consume_lifecycle(got)
+    for name in "ab":
+        bus.publish_lifecycle({"job_id": name})
+        got.get().dead_letter("bad")
+    a, b = bus.dead_letters()
+    assert bus.discard_dead_letters([a.id, "no-such-id"]) == [a.id]
+    assert bus.dead_letters() == [b]
+    assert bus.replay_dead_letters([a.id]) == []
+    got.nothing()
+
+
+def test_a_settled_delivery_is_not_dead_lettered(bus: Bus) -> None:
+    got = Collector()
+    bus.consume_lifecycle(got)
+    bus.publish_lifecycle({"job_id": "a"})
+    delivery = got.get()
+    delivery.ack()
+    delivery.dead_letter("too late")
+    assert bus.dead_letters() == []
+
+
 # -- user events ----------------------------------------------------------------------
 def test_user_events_reach_every_subscriber_with_the_user_id(bus: Bus) -> None:
     one, two = Collector(), Collector()
@@ -313,20 +396,26 @@ def test_an_unreachable_broker_is_a_bus_error_naming_it() -> None:
         bus.close()
 
 
-def _rabbitmqctl(*args: str) -> None:
-    subprocess.run([services.require_tool("rabbitmqctl"), *args], check=True, capture_output=True, timeout=120)
+@pytest.fixture(scope="module")
+def private_rabbit() -> Iterator[PrivateRabbit]:
+    """A RabbitMQ node of this module alone: the restart test stops it, which the shared
+    broker (other test runs use it) must never be."""
+    private_servers.require("rabbitmq")
+    with private_servers.private_servers("rabbitmq") as servers:
+        assert servers.rabbitmq is not None
+        yield servers.rabbitmq
 
 
-def test_rabbitmq_restart_reconnects_and_redelivers(rabbit: RabbitBus) -> None:
-    services.require_tool("rabbitmqctl")
+def test_rabbitmq_restart_reconnects_and_redelivers(private_rabbit: PrivateRabbit) -> None:
+    rabbit = RabbitBus(private_rabbit.url, prefix="restart", publish_timeout=10, max_reconnect_delay=0.5)
     got = Collector()
     rabbit.consume_jobs("n1", got)
     rabbit.publish_job("n1", {"job_id": "a"})
     stale = got.get()
     try:
-        _rabbitmqctl("stop_app")
+        private_rabbit.stop_app()
     finally:
-        _rabbitmqctl("start_app")  # the broker is shared: always bring it back
+        private_rabbit.start_app()
 
     again = got.get(timeout=60)
     assert again.body == {"job_id": "a"}
@@ -341,7 +430,36 @@ def test_rabbitmq_restart_reconnects_and_redelivers(rabbit: RabbitBus) -> None:
     assert b.body == {"job_id": "b"}
     b.ack()
     got.nothing()
+    rabbit.close()
 
+
+def test_dead_letters_outlive_the_bus_that_set_them_aside() -> None:
+    with services.rabbit_bus() as first:
+        got = Collector()
+        first.consume_lifecycle(got)
+        first.publish_lifecycle({"job_id": "a"})
+        got.get().dead_letter("bad")
+        later = RabbitBus(services.AMQP_URL, prefix=first.prefix, publish_timeout=10)
+        try:
+            assert [d.body for d in later.dead_letters()] == [{"job_id": "a"}]
+        finally:
+            later.close()
+
+
+def test_an_unreadable_message_is_dead_lettered_not_dropped(rabbit: RabbitBus) -> None:
+    got = Collector(ack=True)
+    rabbit.consume_lifecycle(got)
+    rabbit.publish_lifecycle({"job_id": "first"})
+    assert got.get().body == {"job_id": "first"}  # the queue exists now
+    conn = pika.BlockingConnection(pika.URLParameters(services.AMQP_URL))
+    try:
+        conn.channel().basic_publish("", rabbit.lifecycle_queue, b"\xff not json")
+    finally:
+        conn.close()
+    rabbit.publish_lifecycle({"job_id": "after"})
+    assert got.get().body == {"job_id": "after"}  # the queue went on
+    [letter] = rabbit.dead_letters()
+    assert letter.body == {"unreadable": "\ufffd not json"} and letter.reason.startswith("unreadable")
 
 
 def test_a_poison_job_is_dropped_after_the_delivery_limit() -> None:

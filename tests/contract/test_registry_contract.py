@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import pytest
 import redis
 
-from backend.errors import RegistryError
+from backend.errors import ConfigError, RegistryError
 from backend.ports.memory_registry import MemoryRegistry
 from backend.ports.redis_registry import RedisRegistry
 from backend.ports.registry import Candidate, Capabilities, NodeState, Registry, choice_key
@@ -298,6 +298,25 @@ def test_restore_after_the_data_was_lost(registry: Registry, lose_everything: Ca
     assert registry.reserve([Candidate("a")], "j2", 9.0) == "a"
 
 
+def test_the_epoch_changes_only_when_the_data_is_lost(
+    registry: Registry, lose_everything: Callable[[], None], request: pytest.FixtureRequest
+) -> None:
+    first = registry.epoch()
+    assert first and registry.epoch() == first
+    registry.heartbeat(node("a"))
+    registry.reserve([Candidate("a")], "j1", 1.0)
+    registry.release("a", "j1")
+    registry.remove("a")
+    assert registry.epoch() == first  # ordinary changes keep it
+    if isinstance(registry, RedisRegistry):  # every client of the same registry sees the same
+        other = RedisRegistry(services.REDIS_URL, prefix=request.getfixturevalue("redis_prefix"))
+        assert other.epoch() == first
+        other.close()
+    lose_everything()
+    second = registry.epoch()
+    assert second != first and registry.epoch() == second
+
+
 # --- concurrency ----------------------------------------------------------------------
 
 RACERS = 50
@@ -450,7 +469,7 @@ def test_unreachable_redis_raises_registry_error() -> None:
 
 
 def test_bad_arguments_are_refused_before_redis() -> None:
-    with pytest.raises(RegistryError, match="STUDIO_REDIS_URL"):
+    with pytest.raises(ConfigError, match="STUDIO_REDIS_URL"):
         RedisRegistry("http://127.0.0.1:6379")
     with pytest.raises(ValueError):
         RedisRegistry("redis://127.0.0.1:1/0", prefix="{tagged}")

@@ -47,7 +47,7 @@ __all__ = ["FAST_AGENT", "FAST_SWEEP", "Stack", "build_backend", "memory_ports",
 #: Agent timings for tests: fast heartbeats and reconciliation, short state TTL.
 FAST_AGENT = dict(heartbeat_interval=0.5, state_ttl=2.0, silence_timeout=3.0, poll_interval=0.3, reconnect_max=1.0)
 #: Sweeper timings for tests.
-FAST_SWEEP = SweepPolicy(offline_grace=2.0, republish_after=5.0, max_attempts=5)
+FAST_SWEEP = SweepPolicy(offline_grace=2.0, republish_after=5.0, max_attempts=5, agent_lost_after=4.0, adopt_after=10.0)
 
 
 def png_bytes(width: int = 64, height: int = 48, color: tuple[int, int, int] = (200, 40, 40)) -> bytes:

@@ -91,7 +91,8 @@ def test_only_intended_endpoints_are_public_and_admin_ones_check_the_role(stack:
     assert public == {"cancel", "redeem"}, public  # admin events are private: never advertised
     admin_names = {d.api_name for d in demo.fns.values() if d.page == "admin" and d.api_name}
     assert {"admin_grant", "admin_disable", "admin_enable", "admin_create_user", "admin_codes", "admin_alias",
-            "admin_signup"} <= admin_names
+            "admin_signup", "admin_replay_dead_letters", "admin_replay_all_dead_letters",
+            "admin_discard_dead_letters"} <= admin_names
     info = str(demo.get_api_info())
     assert not any(name in info for name in admin_names)
     stack.user("creator")
