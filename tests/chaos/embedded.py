@@ -60,7 +60,7 @@ class StudioProcess(_Process):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("STUDIO_")}
-        env.update(STUDIO_DATA_DIR=str(data_dir), STUDIO_COMFYUI_URLS=",".join(comfy_urls), STUDIO_ADMIN_PASSWORD="chaos-admin-pw",
+        env.update(STUDIO_DATA_DIR=str(data_dir), STUDIO_COMFYUI_URLS=",".join(comfy_urls), STUDIO_ADMIN_PASSWORD="Chaos-Lantern-1937-quartz",
                    GRADIO_ANALYTICS_ENABLED="False", HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
         args = [sys.executable, str(REPO_ROOT / "run_studio.py"), "--port", str(self.port), "--log-level", "INFO"]
         super().__init__("studio", args, data_dir.parent / "studio.log", env)
