@@ -109,12 +109,19 @@ def start_local_nodes(backend, *, simulated_nodes: int = 1, agent_overrides: dic
 def ensure_admin(backend) -> tuple[str, str] | None:  # type: ignore[no-untyped-def]
     """On first start, create an admin; returns (name, password) to print once."""
     from backend import accounts
+    from backend.errors import ConfigError, StudioError
 
     if accounts.list_users(backend.db):
         return None
     name = os.environ.get("STUDIO_ADMIN_NAME", "admin")
     password = os.environ.get("STUDIO_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
-    accounts.create_user(backend.db, name, password, role="admin", welcome_credits=1000)
+    try:
+        accounts.create_user(backend.db, name, password, role="admin", welcome_credits=1000)
+    except StudioError as exc:  # the operator's own choice of name or password was refused
+        raise ConfigError(
+            f"the first admin cannot be created from STUDIO_ADMIN_NAME / STUDIO_ADMIN_PASSWORD: {exc} "
+            "Choose another, or leave STUDIO_ADMIN_PASSWORD unset to have one generated."
+        ) from exc
     return name, password
 
 
