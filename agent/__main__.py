@@ -36,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--heartbeat-interval", type=float, default=2.0, help="seconds between state publications (default 2)")
     p.add_argument("--state-ttl", type=float, default=6.0, help="seconds the registry keeps the state after a heartbeat (default 6)")
     p.add_argument("--poll-interval", type=float, default=1.0, help="seconds between watchdog ticks (default 1)")
+    p.add_argument("--progress-interval", type=float, default=0.1,
+                   help="shortest spacing of two progress events of one job; 0 sends every sampler step (default 0.1)")
     p.add_argument("--bus-prefix", help="RabbitMQ name prefix; must match the studio's (default: the bus_prefix setting)")
     p.add_argument("--registry-prefix", help="Redis key prefix; must match the studio's (default: the registry_prefix setting)")
     p.add_argument("--log-level", default="INFO")
@@ -66,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             heartbeat_interval=args.heartbeat_interval,
             state_ttl=args.state_ttl,
             poll_interval=args.poll_interval,
+            progress_interval=args.progress_interval,
             previews=not args.no_previews,
             **extra,
         )

@@ -41,6 +41,9 @@ class AgentConfig:
     silence_timeout: float = 10.0
     #: Seconds between two checks of the reservations of active jobs (cancellation).
     poll_interval: float = 1.0
+    #: Shortest spacing of two progress events of one job (ComfyUI sends one per sampler
+    #: step); stage changes, previews, outputs and the end are never held back. 0: every step.
+    progress_interval: float = 0.1
     #: After the registry was found without this node's capabilities (Redis restarted with
     #: its data gone, or a first start) missing reservations are not trusted for this long,
     #: so the sweeper can restore them from the database before a job is taken for cancelled.
@@ -76,6 +79,8 @@ class AgentConfig:
                 raise AgentError(f"{name} must be positive")
         if self.state_ttl <= self.heartbeat_interval:
             raise AgentError("state_ttl must be longer than heartbeat_interval, or the node flickers offline")
+        if self.progress_interval < 0:
+            raise AgentError("progress_interval must not be negative")
         if self.registry_grace is not None and self.registry_grace < 0:
             raise AgentError("registry_grace must not be negative")
         if self.reconnect_max < self.reconnect_min:

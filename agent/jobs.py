@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from backend.messages import JobMessage
 
+from .pacing import DEFAULT_INTERVAL, ProgressPacer
 from .translate import Progress, nodes_to_run
 
 
@@ -27,10 +28,13 @@ class ActiveJob:
     #: something must be re-checked (a reconnect, a lost publish): the watchdog's next tick
     #: reconciles the job instead of waiting for the silence timeout.
     recheck: bool = False
+    #: Holds back progress events beyond a few a second (``pacing``).
+    pacer: ProgressPacer = field(default_factory=ProgressPacer)
 
     @classmethod
-    def new(cls, message: JobMessage, client_id: str | None) -> ActiveJob:
-        return cls(message, client_id, Progress(nodes_to_run(message["prompt"], message["output_nodes"])))
+    def new(cls, message: JobMessage, client_id: str | None, *, progress_interval: float = DEFAULT_INTERVAL) -> ActiveJob:
+        progress = Progress(nodes_to_run(message["prompt"], message["output_nodes"]))
+        return cls(message, client_id, progress, pacer=ProgressPacer(progress_interval))
 
     @property
     def job_id(self) -> str:

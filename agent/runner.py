@@ -252,7 +252,7 @@ class JobRunner:
         if prompt_id not in running | pending and self._client.history(prompt_id) is None:
             return False
         log.info("job_id=%s node_id=%s prompt %s already on ComfyUI; following it", message["job_id"], self._node, prompt_id)
-        job = ActiveJob.new(message, client_id=None)  # its session is unknown: followed by polling
+        job = ActiveJob.new(message, client_id=None, progress_interval=self._config.progress_interval)  # its session is unknown: followed by polling
         job.recheck = True
         job.started = bool(message.get("started"))  # an adopt-only message says whether it ran
         for entry in [e for e in self._unadopted if e.prompt_id == prompt_id]:
@@ -264,7 +264,7 @@ class JobRunner:
 
     def _submit(self, message: JobMessage, prompt: dict[str, Any]) -> None:
         client_id = self._session()
-        job = ActiveJob.new(message, client_id)
+        job = ActiveJob.new(message, client_id, progress_interval=self._config.progress_interval)
         self._jobs[job.prompt_id] = job
         self._journal_write(job)  # before the prompt exists: a crash after the POST is adopted
         self._report_following()  # before the prompt exists too: the sweeper never sees it unfollowed
@@ -285,12 +285,15 @@ class JobRunner:
     def _loop(self) -> None:
         next_tick = time.monotonic()
         while not self._stop.is_set():
+            with self._lock:
+                wake = min([next_tick, *self._progress_deadlines()])
             try:
-                kind, item = self._inbox.get(timeout=max(0.0, next_tick - time.monotonic()))
+                kind, item = self._inbox.get(timeout=max(0.0, wake - time.monotonic()))
             except queue.Empty:
                 kind, item = "", None
             try:
                 with self._lock:
+                    self._send_due_progress()
                     if kind == "message":
                         self._handle_message(item)
                     elif kind == "binary":
@@ -331,11 +334,11 @@ class JobRunner:
             node = str(data.get("display_node") or data["node"])
             job.progress.node_started(node)
             self._user(job, "stage", node=node, alias=stage_alias(job.message["stages"], node))
-            self._user(job, "progress", value=0, max=1, fraction=job.progress.fraction)
+            self._progress(job, value=0, max=1, fraction=job.progress.fraction)
         elif kind == "progress":
             value, maximum = data.get("value", 0), data.get("max", 0)
             job.progress.node_step(value, maximum)
-            self._user(job, "progress", value=value, max=maximum, fraction=job.progress.fraction)
+            self._progress(job, value=value, max=maximum, fraction=job.progress.fraction)
         elif kind == "executed":
             self._store_outputs(job, str(data.get("display_node") or data.get("node")), data.get("output") or {})
         elif kind == "execution_success":
@@ -541,7 +544,7 @@ class JobRunner:
             if prompt_id in self._jobs:
                 pass  # a redelivery adopted it first
             elif prompt_id in held:
-                job = ActiveJob.new(entry.message, client_id=None)  # its session is gone: polled
+                job = ActiveJob.new(entry.message, client_id=None, progress_interval=self._config.progress_interval)  # its session is gone: polled
                 job.started, job.recheck = entry.started, True
                 self._jobs[prompt_id] = job
                 log.info("job_id=%s node_id=%s adopted from the journal (%s)", job_id, self._node,
@@ -609,6 +612,22 @@ class JobRunner:
         except StudioError as exc:
             # The dispatcher's sweeper republishes jobs that never reported back.
             log.error("job_id=%s node_id=%s cannot publish %s: %s", message["job_id"], self._node, event_type, exc)
+
+    def _progress(self, job: ActiveJob, **fields: Any) -> None:
+        """A progress event, unless one went out less than ``progress_interval`` ago."""
+        now = job.pacer.offer(fields, time.monotonic())
+        if now is not None:
+            self._user(job, "progress", **now)
+
+    def _progress_deadlines(self) -> list[float]:
+        return [d for job in self._jobs.values() if (d := job.pacer.deadline) is not None]
+
+    def _send_due_progress(self) -> None:
+        now = time.monotonic()
+        for job in list(self._jobs.values()):
+            fields = job.pacer.due(now)
+            if fields is not None:
+                self._user(job, "progress", **fields)
 
     def _user(self, job: ActiveJob, event_type: str, /, **fields: Any) -> None:
         event = user_event(event_type, job.job_id, **fields)

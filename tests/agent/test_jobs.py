@@ -140,7 +140,7 @@ def test_a_prompt_comfyui_refuses_fails_with_the_node_errors(sim: SimHandle, har
 def test_txt2img_reports_each_sampler_step_and_previews(make_harness: Callable[..., Harness]) -> None:
     sim = start_sim(SimConfig(models={"checkpoints": [CKPT]}, step_seconds=0.01, previews=True))
     try:
-        harness = make_harness(sim.url)
+        harness = make_harness(sim.url, progress_interval=0)  # every step, unpaced
         job = harness.dispatch(job_message(txt2img(steps=8), output_nodes=["9"], stages={"3": {"en": "Drawing", "zh": "绘制中"}}))
         assert harness.wait_end(job["job_id"])["type"] == "succeeded"
         steps = [(e["value"], e["max"]) for e in harness.user_events(job["job_id"], "progress") if e["max"] == 8]
@@ -154,5 +154,24 @@ def test_txt2img_reports_each_sampler_step_and_previews(make_harness: Callable[.
         # The run is folded into the speed just after the terminal event is published.
         state = harness.wait_until(lambda: harness.agent.state.current.speed != 1.0 and harness.agent.state.current, what="speed")
         assert state.loaded_checkpoint == CKPT
+    finally:
+        sim.stop()
+
+
+def test_fast_sampler_steps_are_paced_to_a_few_progress_events_a_second(make_harness: Callable[..., Harness]) -> None:
+    sim = start_sim(SimConfig(models={"checkpoints": [CKPT]}, step_seconds=0.002, previews=False))
+    try:
+        harness = make_harness(sim.url, progress_interval=0.1)
+        job = harness.dispatch(job_message(txt2img(steps=100), output_nodes=["9"]))
+        assert harness.wait_end(job["job_id"])["type"] == "succeeded"
+        progress = harness.user_events(job["job_id"], "progress")
+        sampler = [e["value"] for e in progress if e["max"] == 100]
+        # 100 steps in ~0.2 s: unpaced, one event each; paced, a handful (fewer still when slow).
+        assert 1 <= len(sampler) <= 25, sampler
+        assert sampler == sorted(sampler)
+        fractions = [e["fraction"] for e in progress]
+        assert fractions == sorted(fractions)
+        stages = harness.user_events(job["job_id"], "stage")
+        assert len(stages) >= 3  # stage changes are never held back
     finally:
         sim.stop()
