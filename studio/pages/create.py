@@ -27,7 +27,7 @@ from backend import assets, jobs
 from backend.blobs import read_chunks
 from backend.errors import NotFound, StudioError
 from backend.images import probe_image
-from backend.submit import Accepted, NeedsConfirmation, cancel, submit
+from backend.jobs.submit import Accepted, NeedsConfirmation, cancel, submit
 from backend.workflows import InputFacts, Param, WorkflowSpec, quote, validate_params
 
 from ..context import Studio, fail

@@ -14,23 +14,20 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
-
-from . import assets, jobs
-from .db.models import Job
-from .errors import InvalidParameter, StudioError
-from .messages import prompt_id, user_event
-from .placement import Needs
-from .runtime import Backend
-from .waiting import wait_if_busy
-from .workflows import InputFacts, WorkflowSpec, quote, validate_params
+from backend import assets, jobs
+from backend.errors import InvalidParameter, StudioError
+from backend.jobs.messages import prompt_id, user_event
+from backend.jobs.placement import Needs
+from backend.runtime import Backend
+from backend.jobs.waiting import wait_if_busy
+from backend.workflows import InputFacts, WorkflowSpec, quote, validate_params
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Accepted:
-    job: Job
+    job: jobs.JobRecord
     #: False when the idempotency key was seen before and this is the first job again.
     created: bool
 
@@ -71,7 +68,7 @@ def submit(
     resubmit after a :class:`NeedsConfirmation`. ``on_queued`` wakes the dispatcher.
     """
     try:
-        replay = _replay(backend, user_id, idempotency_key)
+        replay = jobs.find_by_key(backend.db, user_id, idempotency_key)
         if replay is not None:
             return Accepted(job=replay, created=False)
         spec = backend.library.get(workflow)
@@ -113,11 +110,6 @@ def submit(
             log.warning("job %s: queued event not sent: %s", job.id, exc)
         on_queued()
     return Accepted(job=job, created=created)
-
-
-def _replay(backend: Backend, user_id: int, key: str) -> Job | None:
-    with backend.db.read() as s:
-        return s.scalar(select(Job).where(Job.user_id == user_id, Job.idempotency_key == key))
 
 
 def _inputs(

@@ -15,10 +15,10 @@ from __future__ import annotations
 import logging
 import threading
 
-from .dispatcher import Dispatcher
-from .lifecycle import LifecycleConsumer
-from .runtime import Backend
-from .sweeper import SweepPolicy, Sweeper
+from backend.jobs.dispatcher import Dispatcher
+from backend.jobs.lifecycle import LifecycleConsumer
+from backend.runtime import Backend
+from backend.jobs.sweeper import SweepPolicy, Sweeper
 
 log = logging.getLogger(__name__)
 
