@@ -224,7 +224,7 @@ class Stack:
 
     def wait_ended(self, job_ids: Sequence[str], timeout: float = 120.0, poll: float = 0.05) -> dict[str, Any]:
         from backend.db.models import Job
-        from backend.jobs import TERMINAL_STATES
+        from backend.jobs.state import TERMINAL as TERMINAL_STATES
 
         deadline = time.monotonic() + timeout
         while True:

@@ -208,7 +208,7 @@ def insert_jobs(data_dir: Path, user_names: list[str]) -> dict[str, str]:
         for name in user_names:
             job, _ = jobs.create(db, jobs.NewJob(user_id=ids[name], workflow=spec.name, params=values, inputs={},
                                                  cost=priced.cost, idempotency_key=uuid.uuid4().hex,
-                                                 memory_mb=priced.memory_mib, estimate_seconds=priced.seconds))
+                                                 memory_mb=priced.memory_mb, estimate_seconds=priced.seconds))
             out[name] = job.id
     finally:
         db.dispose()

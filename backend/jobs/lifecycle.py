@@ -36,9 +36,10 @@ from backend import assets, jobs
 from backend.db.models import Job, JobOutput
 from backend.errors import StudioError, Unavailable
 from backend.accounts.ledger import refunded
-from backend.jobs.messages import failure_reason, prompt_id, user_event
+from backend.jobs.messages import failure_reason, prompt_id_of, user_event
 from backend.ports.bus import Delivery, Subscription
 from backend.runtime import Backend
+from backend.jobs.state import JobState
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +146,7 @@ class LifecycleConsumer:
     def _release(self, job: Job) -> None:
         if job.node_id:
             try:
-                self.backend.registry.release(job.node_id, prompt_id(job.id, job.attempts))
+                self.backend.registry.release(job.node_id, prompt_id_of(job.id, job.attempts))
             except StudioError as exc:
                 # The registry is away (Redis restarting). The event must still be applied:
                 # raising here would drop it (see _deliver) and leave the job running in the
@@ -155,11 +156,11 @@ class LifecycleConsumer:
 
     def _on_submitted(self, job: Job, event: dict[str, Any]) -> None:
         with self.backend.db.write() as s:
-            jobs.transition(s, job.id, "submitted", prompt_id=event.get("prompt_id"))
+            jobs.transition(s, job.id, JobState.SUBMITTED, prompt_id=event.get("prompt_id"))
 
     def _on_started(self, job: Job, event: dict[str, Any]) -> None:
         with self.backend.db.write() as s:
-            moved = jobs.transition(s, job.id, "running")
+            moved = jobs.transition(s, job.id, JobState.RUNNING)
         if moved:
             self._tell(job, "started", node=job.node_id)
 
@@ -168,7 +169,7 @@ class LifecycleConsumer:
             self.backend.db,
             self.backend.blobs,
             job_id=job.id,
-            node_id=str(event["node"]),
+            node_id=str(event["graph_node"]),  # the graph node (job_outputs.node_id)
             position=int(event.get("position", 0)),
             sha256=event["asset"],
             size=int(event["size"]),
@@ -178,11 +179,11 @@ class LifecycleConsumer:
             height=event.get("height"),
             seconds=event.get("seconds"),
         )
-        self._tell(job, "output", asset=record.id, kind=record.kind, node=str(event["node"]))
+        self._tell(job, "output", asset=record.id, kind=record.kind, graph_node=str(event["graph_node"]))
 
     def _on_succeeded(self, job: Job, event: dict[str, Any]) -> None:
         with self.backend.db.write() as s:
-            moved = jobs.transition(s, job.id, "succeeded", progress=1.0)
+            moved = jobs.transition(s, job.id, JobState.SUCCEEDED, progress=1.0)
             outputs = list(s.scalars(select(JobOutput.asset_id).where(JobOutput.job_id == job.id).order_by(JobOutput.id)))
         # Released only after the commit: the sweeper restores the slot of any job the
         # database still shows as running, so releasing first could hand the slot back.
@@ -203,7 +204,7 @@ class LifecycleConsumer:
 
     def _on_requeue(self, job: Job, event: dict[str, Any]) -> None:
         with self.backend.db.write() as s:
-            moved = jobs.transition(s, job.id, "queued", expect=("dispatched", "submitted"))
+            moved = jobs.transition(s, job.id, JobState.QUEUED, expect=(JobState.DISPATCHED, JobState.SUBMITTED))
         if moved:
             log.info("job %s node_id=%s back to the backlog: %s", job.id, job.node_id, event.get("reason"))
         self._release(job)

@@ -16,7 +16,7 @@ from typing import Any
 
 from backend import assets, jobs
 from backend.errors import InvalidParameter, StudioError
-from backend.jobs.messages import prompt_id, user_event
+from backend.jobs.messages import prompt_id_of, user_event
 from backend.jobs.placement import Needs
 from backend.runtime import Backend
 from backend.jobs.waiting import wait_if_busy
@@ -76,7 +76,7 @@ def submit(
         inputs, facts = _inputs(backend, spec, values, user_id)
         priced = quote(spec, values, facts)
         priced.check()
-        needs = Needs.of(spec, values, priced.memory_mib)
+        needs = Needs.of(spec, values, priced.memory_mb)
         wait = wait_if_busy(backend, needs)
         if wait is not None and not queue_if_busy:
             seconds = round(wait)
@@ -96,7 +96,7 @@ def submit(
                 inputs=inputs,
                 cost=priced.cost,
                 idempotency_key=idempotency_key,
-                memory_mb=priced.memory_mib,
+                memory_mb=priced.memory_mb,
                 estimate_seconds=priced.seconds,
             ),
         )
@@ -144,7 +144,7 @@ def cancel(backend: Backend, job_id: str, *, user_id: int | None, on_freed: Call
     job = jobs.get(backend.db, job_id, user_id=user_id)
     moved = jobs.cancel(backend.db, job_id, by_user=user_id)
     if job.node_id:
-        backend.registry.release(job.node_id, prompt_id(job.id, job.attempts))
+        backend.registry.release(job.node_id, prompt_id_of(job.id, job.attempts))
         on_freed()
     if moved:
         try:
