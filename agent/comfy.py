@@ -1,4 +1,4 @@
-"""The HTTP half of ComfyUI's API, as the agent uses it (protocol §1).
+"""The HTTP half of ComfyUI's API, as the agent uses it.
 
 Every request goes through :meth:`ComfyClient._request`, which turns transport failures,
 timeouts and 5xx answers into :class:`ComfyUnavailable`; callers never see a requests

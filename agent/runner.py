@@ -1,5 +1,5 @@
 """The job side of the agent: takes jobs off the bus, runs them on ComfyUI, follows them
-to their end and reports every step (design §4, §7).
+to their end and reports every step.
 
 Threads and order:
 
@@ -276,7 +276,7 @@ class JobRunner:
             self._report_following()
             raise
         if answer.get("node_errors"):
-            # Some output nodes failed validation and will silently not run (protocol §1).
+            # Some output nodes failed validation and will silently not run.
             log.warning("job_id=%s node_id=%s some outputs will not run: %s", job.job_id, self._node, answer["node_errors"])
         log.info("job_id=%s node_id=%s submitted as %s", job.job_id, self._node, job.prompt_id)
 

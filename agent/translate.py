@@ -1,4 +1,4 @@
-"""ComfyUI's vocabulary → the studio's (design §7): pure functions, no I/O.
+"""ComfyUI's vocabulary → the studio's: pure functions, no I/O.
 
 The runner feeds websocket messages and history entries through these helpers and
 publishes what they return; keeping them free of I/O keeps the mapping readable and
@@ -128,7 +128,7 @@ class Outcome:
 
 
 def history_outcome(entry: dict[str, Any]) -> Outcome:
-    """Classify a history entry through its ``status.messages`` (protocol §1 /history)."""
+    """Classify a history entry through its ``status.messages`` (ComfyUI's ``GET /history/<prompt_id>``)."""
     status = entry.get("status") or {}
     messages = {name: data for name, data in status.get("messages", []) if isinstance(data, dict)}
     start = messages.get("execution_start", {}).get("timestamp")
@@ -187,7 +187,7 @@ class Preview:
 
 
 def parse_preview(frame: bytes) -> Preview | None:
-    """Decode a binary frame (protocol §2.7); None for frames that are not preview images."""
+    """Decode a binary frame; None for frames that are not preview images."""
     if len(frame) < 8:
         return None
     (event,) = struct.unpack(">I", frame[:4])

@@ -1,7 +1,7 @@
 """The per-process consumer of user events: routes each event to the sessions of the
 user it belongs to.
 
-One bus subscription per studio process receives every user's events (design §7). The
+One bus subscription per studio process receives every user's events. The
 :class:`Feed` keeps, in memory and bounded:
 
 - per-job listener queues: the Create page's progress handler blocks on one;

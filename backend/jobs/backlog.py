@@ -1,6 +1,6 @@
 """The central backlog: queued jobs in the order they should get a node.
 
-Fairness (design §5): the user served least recently goes first, and within a user the
+Fairness: the user served least recently goes first, and within a user the
 oldest job first. Reading only the first few queued jobs of each user keeps the query
 small however long one user's queue is, and means a user with fifty queued jobs never
 hides another user's one job behind them.

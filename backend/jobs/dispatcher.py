@@ -1,4 +1,4 @@
-"""The dispatcher: hands queued jobs to nodes whenever a slot is free (design §5).
+"""The dispatcher: hands queued jobs to nodes whenever a slot is free.
 
 One pass reads the live nodes once, walks the backlog fairly across users, and for each
 job atomically reserves the best capable slot in the registry, moves the job

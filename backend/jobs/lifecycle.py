@@ -1,6 +1,6 @@
 """The lifecycle consumer: applies agent events to the database and tells the user.
 
-Each event becomes a conditional state change (design §4), so a redelivered or late
+Each event becomes a conditional state change, so a redelivered or late
 event changes nothing. Events from an older attempt of a job (it was moved to another
 node meanwhile) are recorded in the log and otherwise ignored. A job that ends frees its
 slot at once and wakes the dispatcher, so the node gets its next job without waiting for

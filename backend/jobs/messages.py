@@ -1,4 +1,4 @@
-"""The shapes of every message on the bus, in one place (design §7).
+"""The shapes of every message on the bus, in one place.
 
 Three families:
 

@@ -1,4 +1,4 @@
-"""The job lifecycle in the database (design §4): creation with its charge, and transitions.
+"""The job lifecycle in the database: creation with its charge, and transitions.
 
 Every change of state is one conditional UPDATE from the states it may come from, so a
 duplicate (a redelivered event, two sweepers, an agent racing an admin) changes nothing

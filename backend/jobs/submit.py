@@ -1,4 +1,4 @@
-"""Submitting a job (design §4–§5): validate → guard → price → charge → backlog.
+"""Submitting a job: validate → guard → price → charge → backlog.
 
 :func:`submit` returns one of three outcomes rather than raising, because each is an
 ordinary answer the studio shows: the job was **accepted**, it **needs confirmation**

@@ -1,4 +1,4 @@
-"""The sweeper: settles what crashes and lost messages leave behind (design §4, §5).
+"""The sweeper: settles what crashes and lost messages leave behind.
 
 Each pass, from the database (the truth) and the registry (live state):
 

@@ -1,6 +1,6 @@
 """The node registry: live node states, capabilities and slot reservations.
 
-Everything here is live, rebuildable state (design §4): a node's state expires unless
+Everything here is live, rebuildable state: a node's state expires unless
 its agent refreshes it, and reservations can be rebuilt from the database after the
 registry lost them. Money and job truth never live here.
 

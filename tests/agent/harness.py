@@ -202,7 +202,7 @@ CKPT = "v1-5-pruned-emaonly.safetensors"
 
 
 def txt2img(*, steps: int = 8, seed: int = 1) -> dict[str, Any]:
-    """The classic text-to-image template wiring (protocol §4)."""
+    """The classic text-to-image template wiring."""
     return {
         "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CKPT}},
         "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},

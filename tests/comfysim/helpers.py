@@ -133,7 +133,7 @@ def preview_graph(width: int = 16, height: int = 16, batch: int = 2, color: int 
 
 
 def text_to_image(seed: int = 42, steps: int = 8, width: int = 64, height: int = 64, ckpt: str = "v1-5-pruned-emaonly.safetensors", prefix: str = "t2i") -> dict[str, Any]:
-    """The classic text-to-image template wiring (protocol §4)."""
+    """The classic text-to-image template wiring."""
     return {
         "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
         "5": {"class_type": "EmptyLatentImage", "inputs": {"width": width, "height": height, "batch_size": 1}},
