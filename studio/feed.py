@@ -132,7 +132,8 @@ class Feed:
             try:
                 q.put_nowait(dict(event))
             except queue.Full:
-                log.warning("job %s: a listener is not reading; event %s dropped", job_id, kind)
+                log.warning("job_id=%s node_id=%s a listener is not reading; event %s dropped", job_id,
+                            event.get("node_id") or "-", kind)
 
     def _snapshot(self, job_id: str, user_id: int) -> JobSnapshot:
         snap = self._jobs.get(job_id)

@@ -241,7 +241,7 @@ class Dispatcher:
         try:
             self.backend.registry.release(node, prompt_id)
         except StudioError as exc:  # the sweeper releases a leftover slot later
-            log.warning("prompt %s node_id=%s: slot not released now (%s)", prompt_id, node, exc)
+            log.warning("prompt_id=%s node_id=%s slot not released now (%s)", prompt_id, node, exc)
 
     def publish(self, spec: WorkflowSpec, job: Job, node: str, attempt: int, *, aliases: dict[str, AliasMessage]) -> bool:
         """Send a job already marked ``dispatched`` (committed) to ``node``; on failure put it
@@ -255,20 +255,20 @@ class Dispatcher:
             with backend.db.write() as s:
                 requeued = jobs.transition(s, job.id, JobState.QUEUED, expect=(JobState.DISPATCHED,))
             if requeued:
-                log.warning("job %s: publishing to node %s failed (%s); back to the backlog", job.id, node, exc)
+                log.warning("job_id=%s node_id=%s publishing failed (%s); back to the backlog", job.id, node, exc)
                 backend.registry.release(node, prompt_id)
             else:
                 # The job moved on meanwhile: the broker had the message after all (an
                 # unconfirmed publish may still be queued) and the agent reported it, or it
                 # was cancelled (which released the slot). Releasing the slot here would
                 # make the agent drop a job the database says it runs.
-                log.warning("job %s: publishing to node %s reported %s, but the job moved on; keeping its slot",
+                log.warning("job_id=%s node_id=%s publishing reported %s, but the job moved on; keeping its slot",
                             job.id, node, exc)
             return False
         except StudioError as exc:  # the prompt cannot be built: the job can never run
-            log.error("job %s: cannot build its prompt: %s", job.id, exc)
+            log.error("job_id=%s node_id=%s cannot build its prompt: %s", job.id, node, exc)
             jobs.fail(backend.db, job.id, error_type=type(exc).__name__, message=str(exc))
             backend.registry.release(node, prompt_id)
             return False
-        log.info("job %s dispatched to node %s (attempt %d)", job.id, node, attempt)
+        log.info("job_id=%s node_id=%s dispatched (attempt %d)", job.id, node, attempt)
         return True

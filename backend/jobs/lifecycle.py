@@ -85,13 +85,14 @@ class LifecycleConsumer:
             except Unavailable as exc:  # the event is fine, the world is not
                 if waiting_since is None:
                     waiting_since = time.monotonic()
-                    log.warning("job %s: event %s waits for %s", body.get("job_id"), body.get("type"), exc)
+                    log.warning("job_id=%s node_id=%s event %s waits for %s", body.get("job_id"), body.get("node_id"), body.get("type"), exc)
                 self._stop.wait(delay)
                 delay = min(delay * 2, MAX_RETRY_SECONDS)
                 continue
             if settled:
                 if waiting_since is not None:
-                    log.info("job %s: event %s applied after %.1f s of waiting", body.get("job_id"), body.get("type"),
+                    log.info("job_id=%s node_id=%s event %s applied after %.1f s of waiting", body.get("job_id"), body.get("node_id"),
+                             body.get("type"),
                              time.monotonic() - waiting_since)
                 return
             crashes += 1
@@ -101,20 +102,23 @@ class LifecycleConsumer:
         """One try: apply and ack, or set aside an event that fails for its own reasons;
         False after a crash that earns another try. ``Unavailable`` propagates."""
         body = delivery.body
-        job_id, kind = body.get("job_id"), body.get("type")
+        job_id, node_id, kind = body.get("job_id"), body.get("node_id"), body.get("type")
         try:
             self.apply(body)
         except Unavailable:
             raise
         except StudioError as exc:
-            log.error("job %s: event %s cannot be applied: %s; set aside as a dead letter", job_id, kind, exc)
+            log.error("job_id=%s node_id=%s event %s cannot be applied: %s; set aside as a dead letter", job_id, node_id, kind,
+                      exc)
             delivery.dead_letter(f"{type(exc).__name__}: {exc}")
             return True
         except Exception as exc:  # noqa: BLE001 - a bug: retried a few times, then set aside
             if crashes + 1 < MAX_EVENT_ATTEMPTS:
-                log.exception("job %s: applying event %s crashed (%d); retrying", job_id, kind, crashes + 1)
+                log.exception("job_id=%s node_id=%s applying event %s crashed (%d); retrying", job_id, node_id, kind,
+                              crashes + 1)
                 return False
-            log.exception("job %s: event %s crashed %d times; set aside as a dead letter", job_id, kind, crashes + 1)
+            log.exception("job_id=%s node_id=%s event %s crashed %d times; set aside as a dead letter", job_id, node_id, kind,
+                          crashes + 1)
             delivery.dead_letter(f"{type(exc).__name__}: {exc} (crashed {crashes + 1} times)")
             return True
         delivery.ack()
@@ -126,14 +130,14 @@ class LifecycleConsumer:
         with self.backend.db.read() as s:
             job = s.get(Job, job_id)
         if job is None:
-            log.warning("job %s: event %s for an unknown job from node %s", job_id, kind, node_id)
+            log.warning("job_id=%s node_id=%s event %s for an unknown job", job_id, node_id, kind)
             return
         if job.attempts != event.get("attempt") or job.node_id != node_id:
-            log.info("job %s node_id=%s: stale %s event of attempt %s ignored", job_id, node_id, kind, event.get("attempt"))
+            log.info("job_id=%s node_id=%s stale %s event of attempt %s ignored", job_id, node_id, kind, event.get("attempt"))
             return
         handler = getattr(self, f"_on_{kind}", None)
         if handler is None:
-            log.warning("job %s: unknown event type %r", job_id, kind)
+            log.warning("job_id=%s node_id=%s unknown event type %r", job_id, node_id, kind)
             return
         handler(job, event)
 
@@ -141,7 +145,7 @@ class LifecycleConsumer:
         try:
             self.backend.bus.publish_user_event(job.user_id, user_event(event_type, job.id, **fields))
         except StudioError as exc:  # user events are best effort; the database has the truth
-            log.warning("job %s: user event %s not sent: %s", job.id, event_type, exc)
+            log.warning("job_id=%s node_id=%s user event %s not sent: %s", job.id, job.node_id, event_type, exc)
 
     def _release(self, job: Job) -> None:
         if job.node_id:
@@ -151,7 +155,7 @@ class LifecycleConsumer:
                 # The registry is away (Redis restarting). The event must still be applied:
                 # raising here would drop it (see _deliver) and leave the job running in the
                 # database forever. The sweeper releases the leftover slot once it is back.
-                log.warning("job %s node_id=%s: slot not released now (%s); the sweeper will", job.id, job.node_id, exc)
+                log.warning("job_id=%s node_id=%s slot not released now (%s); the sweeper will", job.id, job.node_id, exc)
         self.on_slot_freed()
 
     def _on_submitted(self, job: Job, event: dict[str, Any]) -> None:
@@ -189,7 +193,7 @@ class LifecycleConsumer:
         # database still shows as running, so releasing first could hand the slot back.
         self._release(job)
         if moved:
-            log.info("job %s node_id=%s succeeded with %d output(s)", job.id, job.node_id, len(outputs))
+            log.info("job_id=%s node_id=%s succeeded with %d output(s)", job.id, job.node_id, len(outputs))
             self._tell(job, "succeeded", outputs=outputs)
 
     def _on_failed(self, job: Job, event: dict[str, Any]) -> None:
@@ -199,13 +203,13 @@ class LifecycleConsumer:
         moved = jobs.fail(self.backend.db, job.id, error_type=error_type, message=message, stage=stage)
         self._release(job)  # after the commit, as in _on_succeeded
         if moved:
-            log.info("job %s node_id=%s failed at %s: %s", job.id, job.node_id, stage, error_type)
+            log.info("job_id=%s node_id=%s failed at %s: %s", job.id, job.node_id, stage, error_type)
             self._tell(job, "failed", reason=failure_reason(stage, error_type, message), refunded=refunded(self.backend.db, job.id))
 
     def _on_requeue(self, job: Job, event: dict[str, Any]) -> None:
         with self.backend.db.write() as s:
             moved = jobs.transition(s, job.id, JobState.QUEUED, expect=(JobState.DISPATCHED, JobState.SUBMITTED))
         if moved:
-            log.info("job %s node_id=%s back to the backlog: %s", job.id, job.node_id, event.get("reason"))
+            log.info("job_id=%s node_id=%s back to the backlog: %s", job.id, job.node_id, event.get("reason"))
         self._release(job)
 

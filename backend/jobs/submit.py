@@ -103,11 +103,11 @@ def submit(
     except StudioError as exc:
         return Rejected(error=exc)
     if created:
-        log.info("job %s queued: %s for user %s, %d credits", job.id, spec.name, user_id, job.cost)
+        log.info("job_id=%s node_id=- queued: %s for user %s, %d credits", job.id, spec.name, user_id, job.cost)
         try:
             backend.bus.publish_user_event(user_id, user_event("queued", job.id, cost=job.cost, workflow=spec.name))
         except StudioError as exc:
-            log.warning("job %s: queued event not sent: %s", job.id, exc)
+            log.warning("job_id=%s node_id=- queued event not sent: %s", job.id, exc)
         on_queued()
     return Accepted(job=job, created=created)
 
@@ -150,7 +150,7 @@ def cancel(backend: Backend, job_id: str, *, user_id: int | None, on_freed: Call
         try:
             backend.bus.publish_user_event(job.user_id, user_event("cancelled", job.id, refunded=job.cost))
         except StudioError as exc:
-            log.warning("job %s: cancelled event not sent: %s", job.id, exc)
+            log.warning("job_id=%s node_id=%s cancelled event not sent: %s", job.id, job.node_id, exc)
     return moved
 
 

@@ -193,7 +193,7 @@ class Sweeper:
         with self.backend.db.write() as s:
             moved = jobs.transition(s, job.id, JobState.QUEUED, expect=(JobState.DISPATCHED, JobState.SUBMITTED))
         if moved:
-            log.info("job %s node_id=%s: node lost before the job started; back to the backlog", job.id, job.node_id)
+            log.info("job_id=%s node_id=%s node lost before the job started; back to the backlog", job.id, job.node_id)
         if job.node_id:
             self.backend.registry.release(job.node_id, prompt_id_of(job.id, job.attempts))
         return moved
@@ -203,14 +203,14 @@ class Sweeper:
         if job.node_id:
             self.backend.registry.release(job.node_id, prompt_id_of(job.id, job.attempts))
         if moved:
-            log.warning("job %s node_id=%s failed: %s", job.id, job.node_id, message)
+            log.warning("job_id=%s node_id=%s failed: %s", job.id, job.node_id, message)
             event = user_event(
                 "failed", job.id, reason=failure_reason(None, error_type, message), refunded=refunded(self.backend.db, job.id)
             )
             try:
                 self.backend.bus.publish_user_event(job.user_id, event)
             except StudioError as exc:
-                log.warning("job %s: user event not sent: %s", job.id, exc)
+                log.warning("job_id=%s node_id=%s user event not sent: %s", job.id, job.node_id, exc)
         return moved
 
     def _republish(self, job: Job, *, adopt: bool = False) -> bool:
@@ -229,12 +229,12 @@ class Sweeper:
             message = {**message, "adopt_only": True, "started": job.state == JobState.RUNNING}
         backend.bus.publish_job(job.node_id, message)
         if adopt:
-            log.warning("job %s node_id=%s: %s on the node but not followed by its agent; sent again for adoption",
+            log.warning("job_id=%s node_id=%s %s on the node but not followed by its agent; sent again for adoption",
                         job.id, job.node_id, job.state)
             return False
         with backend.db.write() as s:  # restart the clock for the next republish
             s.execute(update(Job).where(Job.id == job.id, Job.state == JobState.DISPATCHED).values(dispatched_at=utcnow()))
-        log.info("job %s node_id=%s: republished attempt %d", job.id, job.node_id, job.attempts)
+        log.info("job_id=%s node_id=%s republished attempt %d", job.id, job.node_id, job.attempts)
         return False
 
     def restore_reservations(self) -> int:
@@ -258,7 +258,7 @@ class Sweeper:
                 continue
             for prompt_id in set(held) - set(expected.get(node, {})):
                 if (node, prompt_id) in self._suspects:
-                    log.info("prompt %s node_id=%s: releasing a leftover reservation", prompt_id, node)
+                    log.info("prompt_id=%s node_id=%s releasing a leftover reservation", prompt_id, node)
                     registry.release(node, prompt_id)
                 else:
                     suspects.add((node, prompt_id))
