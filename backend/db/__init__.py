@@ -1,6 +1,11 @@
-"""The SQL database: models, the engine wrapper and migrations."""
+"""The SQL database: models, the engine wrapper and migrations.
 
-from .database import Database
-from . import models
+``models`` holds the backend's tables and ``studio_models`` the sessions, settings and
+preferences tables (which import ``models``' ``Base``, never the other way round);
+importing the package loads both, so ``models.Base.metadata`` always knows every table.
+"""
 
-__all__ = ["Database", "models"]
+from . import models, studio_models
+from .database import Database, rows_changed
+
+__all__ = ["Database", "models", "rows_changed", "studio_models"]

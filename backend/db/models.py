@@ -2,7 +2,7 @@
 
 Money is integer credits. ``users.balance`` is a cached sum of the user's ledger rows,
 changed only in the same transaction that appends the row, and checked by
-``backend.ledger.verify``.
+``backend.accounts.ledger.verify``.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from backend.jobs.state import JobState
 
 
 def utcnow() -> dt.datetime:
@@ -55,7 +57,7 @@ class Base(DeclarativeBase):
 
 ROLES = ("creator", "admin")
 LEDGER_KINDS = ("grant", "recharge", "redeem", "charge", "refund", "adjust")
-JOB_STATES = ("queued", "dispatched", "submitted", "running", "succeeded", "failed", "cancelled")
+JOB_STATES = tuple(state.value for state in JobState)
 
 
 class User(Base):
@@ -98,7 +100,7 @@ class Job(Base):
     #: Input parameter name -> asset id (sha256) of the stored upload.
     inputs: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     idempotency_key: Mapped[str] = mapped_column(String(64))
-    state: Mapped[str] = mapped_column(String(16), default="queued")
+    state: Mapped[str] = mapped_column(String(16), default=JobState.QUEUED.value)
     cost: Mapped[int] = mapped_column(BigInteger)
     #: Predicted peak memory in MiB, from the workflow's memory formula.
     memory_mb: Mapped[float] = mapped_column(Float, default=0.0)
@@ -205,7 +207,7 @@ class RedeemCode(Base):
 
 class Throttle(Base):
     """Recent attempts of one kind by one party (a name and address signing in, a user
-    redeeming codes, ...): see :mod:`backend.throttle`."""
+    redeeming codes, ...): see :mod:`backend.accounts.throttle`."""
 
     __tablename__ = "throttles"
 
@@ -217,13 +219,12 @@ class Throttle(Base):
 
 
 class StageAlias(Base):
-    """An admin's override of a workflow spec's stage alias for one node."""
+    """An admin's override of a workflow spec's stage alias for one graph node."""
 
     __tablename__ = "stage_aliases"
 
     workflow: Mapped[str] = mapped_column(String(64), primary_key=True)
-    node_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    graph_node_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     en: Mapped[str] = mapped_column(String(128))
     zh: Mapped[str] = mapped_column(String(128))
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
-from . import studio_models  # noqa: E402,F401

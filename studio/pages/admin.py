@@ -7,18 +7,17 @@ from creators is only a courtesy.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
-from typing import Any
+from typing import Any, cast
 
 import gradio as gr
-from sqlalchemy import select
-
-from backend import accounts, codes, ledger, stages
-from backend.db.models import Job, User
+from backend import accounts
+from backend.accounts import app_settings, codes
 from backend.errors import InvalidParameter, StudioError
-from backend.messages import user_event
+from backend.jobs import queries, stages
+from backend.jobs.messages import user_event
 
-from .. import app_settings
 from ..context import Studio, fail
 from . import dead_letters
 from ..i18n import lang_of, t
@@ -121,10 +120,7 @@ def build(studio: Studio, demo: gr.Blocks) -> None:
         try:
             if kind == "grant":
                 credits_given = int(amount or 0)
-                with db.write() as s:
-                    target = accounts.find_user(s, name)
-                    ledger.credit(s, target.id, credits_given, kind="grant", note=text or None, actor=admin.name)
-                    target_id = target.id
+                target_id = accounts.grant(db, name, credits_given, note=text or None, actor=admin.name).id
                 # Their pages (header balance, a toast) learn of it from the notice.
                 notice = {"en": f"{admin.name} gave you {credits_given} credits.",
                           "zh": f"{admin.name} 为您增加了 {credits_given} 积分。"}
@@ -189,20 +185,20 @@ def build(studio: Studio, demo: gr.Blocks) -> None:
         spec = backend.library.get(name)
         return gr.update(choices=sorted(spec.graph, key=lambda n: (len(n), n)), value=None)
 
-    def alias_of(name: str | None, node_id: str | None, request: gr.Request) -> tuple[str, str]:
+    def alias_of(name: str | None, graph_node_id: str | None, request: gr.Request) -> tuple[str, str]:
         studio.admin(request)
-        if not name or not node_id or name not in backend.library:
+        if not name or not graph_node_id or name not in backend.library:
             return "", ""
-        current = stages.aliases(db, backend.library.get(name)).get(node_id)
+        current = stages.aliases(db, backend.library.get(name)).get(graph_node_id)
         return (current["en"], current["zh"]) if current else ("", "")
 
-    def save(name: str | None, node_id: str | None, en: str, zh: str, request: gr.Request) -> tuple[str, str]:
+    def save(name: str | None, graph_node_id: str | None, en: str, zh: str, request: gr.Request) -> tuple[str, str]:
         studio.admin(request)
         lang = lang_of(request)
         try:
-            if not name or not node_id:
+            if not name or not graph_node_id:
                 raise InvalidParameter("Choose a workflow and a node.", zh="请选择工作流和节点。")
-            stages.set_alias(db, backend.library.get(name), node_id, en=en, zh=zh)
+            stages.set_alias(db, backend.library.get(name), graph_node_id, en=en, zh=zh)
         except StudioError as exc:
             return message("error", exc.text(lang)), gr.skip()
         return message("ok", t("admin.saved", lang)), workflows_table(studio, lang)
@@ -267,18 +263,15 @@ def users_table(studio: Studio, lang: str) -> str:
 
 
 def batches_table(studio: Studio, lang: str) -> str:
-    rows = [[esc(b["batch"]), esc(b["credits"]), esc(b["codes"]), esc(b["redeemed"]), esc(when(b["expires_at"]))]
+    rows = [[esc(b["batch"]), esc(b["credits"]), esc(b["codes"]), esc(b["redeemed"]), esc(when(cast("dt.datetime | None", b["expires_at"])))]
             for b in codes.list_batches(studio.backend.db)]
     headers = [t("col.batch", lang), t("admin.credits", lang)] + [t(f"col.{k}", lang) for k in ("codes", "redeemed", "expires")]
     return table(headers, rows, elem_id="batches-table")
 
 
 def jobs_table(studio: Studio, lang: str, *, failed_only: bool) -> str:
-    stmt = select(Job, User.name).join(User, User.id == Job.user_id).order_by(Job.created_at.desc()).limit(JOB_ROWS)
-    if failed_only:
-        stmt = stmt.where(Job.state == "failed")
-    with studio.backend.db.read() as s:
-        found = s.execute(stmt).all()
+    found = [(row.job, row.user_name) for row in queries.admin_jobs(studio.backend.db, failed_only=failed_only,
+                                                                      limit=JOB_ROWS)]
     rows = [[esc(when(job.created_at)), f"<code>{esc(job.id[:8])}</code>", esc(name), esc(job.workflow),
              pill(job.state, t(f"state.{job.state}", lang)), esc(job.cost), esc(job.node_id or "–"),
              f'<span class="err">{esc(job.error_type or "")} {esc((job.error_message or "")[:160])}</span>']

@@ -27,8 +27,9 @@ from backend import assets, jobs
 from backend.blobs import read_chunks
 from backend.errors import NotFound, StudioError
 from backend.images import probe_image
-from backend.submit import Accepted, NeedsConfirmation, cancel, submit
+from backend.jobs.submit import Accepted, NeedsConfirmation, cancel, submit
 from backend.workflows import InputFacts, Param, WorkflowSpec, quote, validate_params
+from backend.jobs.state import ACTIVE
 
 from ..context import Studio, fail
 from ..file_inputs import mask_value
@@ -41,7 +42,6 @@ from ..uploads import session_token
 from ..widgets import DEFAULT, collect, file_field, form_value, mask_png, preset_field
 from ..widgets import field as make_field
 
-ACTIVE = ("queued", "dispatched", "submitted", "running")
 
 
 @dataclass

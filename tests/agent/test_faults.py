@@ -8,14 +8,14 @@ from collections.abc import Callable
 
 import requests
 
-from backend.messages import upload_name
+from backend.jobs.messages import upload_name
 from comfysim import SimConfig, SimHandle, start_sim
 
 from .harness import NODE, STAGES, Harness, image_upload, invert_scale, job_message
 
 
 def _stage_seen(harness: Harness, job_id: str, node: str) -> Callable[[], bool]:
-    return lambda: any(e["node"] == node for e in harness.user_events(job_id, "stage"))
+    return lambda: any(e["graph_node"] == node for e in harness.user_events(job_id, "stage"))
 
 
 def _hung_job(sim: SimHandle, harness: Harness, prefix: str = "hung") -> dict:

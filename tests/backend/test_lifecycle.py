@@ -9,10 +9,12 @@ import hashlib
 
 from sqlalchemy import func, select
 
-from backend import jobs, ledger, messages
+from backend import jobs
+from backend.accounts import ledger
+from backend.jobs import messages
 from backend.db.models import JobOutput
-from backend.dispatcher import Dispatcher
-from backend.lifecycle import MAX_EVENT_ATTEMPTS, LifecycleConsumer
+from backend.jobs.dispatcher import Dispatcher
+from backend.jobs.lifecycle import MAX_EVENT_ATTEMPTS, LifecycleConsumer
 from backend.runtime import Backend
 
 from ..e2e.stack import png_bytes, wait_for
@@ -31,7 +33,7 @@ def _running_job(backend: Backend) -> dict:  # noqa: F811 - the fixture's name
 
 
 def _output(msg: dict, **fields: object) -> dict:
-    return messages.lifecycle("output", job_id=msg["job_id"], attempt=msg["attempt"], node_id="n1", node="9", **fields)
+    return messages.lifecycle("output", job_id=msg["job_id"], attempt=msg["attempt"], node_id="n1", graph_node="9", **fields)
 
 
 def _outputs(backend: Backend, job_id: str) -> int:  # noqa: F811

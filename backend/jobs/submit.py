@@ -1,4 +1,4 @@
-"""Submitting a job (design §4–§5): validate → guard → price → charge → backlog.
+"""Submitting a job: validate → guard → price → charge → backlog.
 
 :func:`submit` returns one of three outcomes rather than raising, because each is an
 ordinary answer the studio shows: the job was **accepted**, it **needs confirmation**
@@ -14,23 +14,20 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
-
-from . import assets, jobs
-from .db.models import Job
-from .errors import InvalidParameter, StudioError
-from .messages import prompt_id, user_event
-from .placement import Needs
-from .runtime import Backend
-from .waiting import wait_if_busy
-from .workflows import InputFacts, WorkflowSpec, quote, validate_params
+from backend import assets, jobs
+from backend.errors import InvalidParameter, StudioError
+from backend.jobs.messages import prompt_id_of, user_event
+from backend.jobs.placement import Needs
+from backend.runtime import Backend
+from backend.jobs.waiting import wait_if_busy
+from backend.workflows import InputFacts, WorkflowSpec, quote, validate_params
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Accepted:
-    job: Job
+    job: jobs.JobRecord
     #: False when the idempotency key was seen before and this is the first job again.
     created: bool
 
@@ -71,7 +68,7 @@ def submit(
     resubmit after a :class:`NeedsConfirmation`. ``on_queued`` wakes the dispatcher.
     """
     try:
-        replay = _replay(backend, user_id, idempotency_key)
+        replay = jobs.find_by_key(backend.db, user_id, idempotency_key)
         if replay is not None:
             return Accepted(job=replay, created=False)
         spec = backend.library.get(workflow)
@@ -79,7 +76,7 @@ def submit(
         inputs, facts = _inputs(backend, spec, values, user_id)
         priced = quote(spec, values, facts)
         priced.check()
-        needs = Needs.of(spec, values, priced.memory_mib)
+        needs = Needs.of(spec, values, priced.memory_mb)
         wait = wait_if_busy(backend, needs)
         if wait is not None and not queue_if_busy:
             seconds = round(wait)
@@ -99,25 +96,20 @@ def submit(
                 inputs=inputs,
                 cost=priced.cost,
                 idempotency_key=idempotency_key,
-                memory_mb=priced.memory_mib,
+                memory_mb=priced.memory_mb,
                 estimate_seconds=priced.seconds,
             ),
         )
     except StudioError as exc:
         return Rejected(error=exc)
     if created:
-        log.info("job %s queued: %s for user %s, %d credits", job.id, spec.name, user_id, job.cost)
+        log.info("job_id=%s node_id=- queued: %s for user %s, %d credits", job.id, spec.name, user_id, job.cost)
         try:
             backend.bus.publish_user_event(user_id, user_event("queued", job.id, cost=job.cost, workflow=spec.name))
         except StudioError as exc:
-            log.warning("job %s: queued event not sent: %s", job.id, exc)
+            log.warning("job_id=%s node_id=- queued event not sent: %s", job.id, exc)
         on_queued()
     return Accepted(job=job, created=created)
-
-
-def _replay(backend: Backend, user_id: int, key: str) -> Job | None:
-    with backend.db.read() as s:
-        return s.scalar(select(Job).where(Job.user_id == user_id, Job.idempotency_key == key))
 
 
 def _inputs(
@@ -152,13 +144,13 @@ def cancel(backend: Backend, job_id: str, *, user_id: int | None, on_freed: Call
     job = jobs.get(backend.db, job_id, user_id=user_id)
     moved = jobs.cancel(backend.db, job_id, by_user=user_id)
     if job.node_id:
-        backend.registry.release(job.node_id, prompt_id(job.id, job.attempts))
+        backend.registry.release(job.node_id, prompt_id_of(job.id, job.attempts))
         on_freed()
     if moved:
         try:
             backend.bus.publish_user_event(job.user_id, user_event("cancelled", job.id, refunded=job.cost))
         except StudioError as exc:
-            log.warning("job %s: cancelled event not sent: %s", job.id, exc)
+            log.warning("job_id=%s node_id=%s cancelled event not sent: %s", job.id, job.node_id, exc)
     return moved
 
 

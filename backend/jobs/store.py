@@ -1,4 +1,4 @@
-"""The job lifecycle in the database (design §4): creation with its charge, and transitions.
+"""The job lifecycle in the database: creation with its charge, and transitions.
 
 Every change of state is one conditional UPDATE from the states it may come from, so a
 duplicate (a redelivered event, two sweepers, an agent racing an admin) changes nothing
@@ -9,38 +9,58 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, fields
 from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from . import ledger
-from .db import Database
-from .db.models import Job, User, utcnow
-from .errors import InvalidParameter, JobStateError, NotFound, PermissionDenied
-
-ACTIVE_STATES = ("queued", "dispatched", "submitted", "running")
-TERMINAL_STATES = ("succeeded", "failed", "cancelled")
-
-#: The states each state may be entered from.
-ENTERED_FROM: Mapping[str, tuple[str, ...]] = {
-    # back to the backlog: a lost node, or a dispatch the agent never took
-    "queued": ("dispatched", "submitted"),
-    "dispatched": ("queued",),
-    "submitted": ("dispatched",),
-    "running": ("dispatched", "submitted"),
-    "succeeded": ("dispatched", "submitted", "running"),
-    "failed": ACTIVE_STATES,
-    "cancelled": ACTIVE_STATES,
-}
+from backend.accounts import ledger
+from backend.db import Database, rows_changed
+from backend.db.models import Job, User, utcnow
+from backend.errors import InvalidParameter, JobStateError, NotFound, PermissionDenied
+from backend.jobs.state import ENTERED_FROM, REFUNDED, TERMINAL, JobState
 
 #: The timestamp column stamped when a state is entered.
-_STAMP = {"dispatched": "dispatched_at", "submitted": "submitted_at", "running": "started_at"}
+_STAMP = {JobState.DISPATCHED: "dispatched_at", JobState.SUBMITTED: "submitted_at", JobState.RUNNING: "started_at"}
 
 MAX_IDEMPOTENCY_KEY = 64
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """A job as the front ends see it: a plain copy of its row, detached from any session."""
+
+    id: str
+    user_id: int
+    workflow: str
+    params: dict[str, Any]
+    inputs: dict[str, str]
+    idempotency_key: str
+    state: JobState
+    cost: int
+    memory_mb: float
+    estimate_seconds: float
+    node_id: str | None
+    prompt_id: str | None
+    attempts: int
+    progress: float
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    dispatched_at: dt.datetime | None
+    submitted_at: dt.datetime | None
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    error_type: str | None
+    error_message: str | None
+    error_stage: str | None
+
+    @classmethod
+    def of(cls, job: Job) -> JobRecord:
+        values = {f.name: getattr(job, f.name) for f in fields(cls)}
+        return cls(**{**values, "state": JobState(job.state)})
 
 
 @dataclass(frozen=True)
@@ -57,7 +77,7 @@ class NewJob:
     estimate_seconds: float = 0.0
 
 
-def create(db: Database, new: NewJob) -> tuple[Job, bool]:
+def create(db: Database, new: NewJob) -> tuple[JobRecord, bool]:
     """Store and charge a job in one transaction; ``(job, created)``.
 
     A replayed idempotency key returns the first job with ``created=False`` and charges
@@ -66,7 +86,7 @@ def create(db: Database, new: NewJob) -> tuple[Job, bool]:
     key = new.idempotency_key
     if not key or len(key) > MAX_IDEMPOTENCY_KEY:
         raise InvalidParameter(f"An idempotency key has 1–{MAX_IDEMPOTENCY_KEY} characters.", param="idempotency_key")
-    existing = _by_key(db, new.user_id, key)
+    existing = find_by_key(db, new.user_id, key)
     if existing is not None:
         return _same_request(existing, new), False
     try:
@@ -80,7 +100,7 @@ def create(db: Database, new: NewJob) -> tuple[Job, bool]:
                 params=dict(new.params),
                 inputs=dict(new.inputs),
                 idempotency_key=key,
-                state="queued",
+                state=JobState.QUEUED.value,
                 cost=new.cost,
                 memory_mb=new.memory_mb,
                 estimate_seconds=new.estimate_seconds,
@@ -88,21 +108,24 @@ def create(db: Database, new: NewJob) -> tuple[Job, bool]:
             s.add(job)
             s.flush()  # the job row must exist before the ledger row refers to it
             ledger.charge(s, new.user_id, job.id, new.cost)
-        return job, True
+            record = JobRecord.of(job)
+        return record, True
     except IntegrityError:
         # Another request with the same key committed first; its job is the answer.
-        existing = _by_key(db, new.user_id, key)
+        existing = find_by_key(db, new.user_id, key)
         if existing is None:
             raise
         return _same_request(existing, new), False
 
 
-def _by_key(db: Database, user_id: int, key: str) -> Job | None:
+def find_by_key(db: Database, user_id: int, key: str) -> JobRecord | None:
+    """The user's job created with idempotency key ``key``, if any."""
     with db.read() as s:
-        return s.scalar(select(Job).where(Job.user_id == user_id, Job.idempotency_key == key))
+        job = s.scalar(select(Job).where(Job.user_id == user_id, Job.idempotency_key == key))
+        return JobRecord.of(job) if job is not None else None
 
 
-def _same_request(job: Job, new: NewJob) -> Job:
+def _same_request(job: JobRecord, new: NewJob) -> JobRecord:
     if job.workflow != new.workflow:
         raise InvalidParameter(
             "This idempotency key was already used for another workflow; send a new key for a new request.",
@@ -115,9 +138,9 @@ def _same_request(job: Job, new: NewJob) -> Job:
 def transition(
     s: Session,
     job_id: str,
-    to: str,
+    to: JobState,
     *,
-    expect: Collection[str] | None = None,
+    expect: Collection[JobState] | None = None,
     expect_attempts: int | None = None,
     **fields: Any,
 ) -> bool:
@@ -128,35 +151,37 @@ def transition(
     on a stale copy cannot reuse an attempt number); ``fields`` are set on the row as
     well. Entering ``failed`` or ``cancelled`` refunds the charge in the same transaction.
     """
-    allowed = ENTERED_FROM[to] if expect is None else tuple(set(expect) & set(ENTERED_FROM[to]))
+    to = JobState(to)
+    allowed = ENTERED_FROM[to] if expect is None else tuple(set(map(JobState, expect)) & set(ENTERED_FROM[to]))
     now = utcnow()
-    values: dict[str, Any] = {"state": to, "updated_at": now, **fields}
+    values: dict[str, Any] = {"state": to.value, "updated_at": now, **fields}
     if to in _STAMP:
         values.setdefault(_STAMP[to], now)
-    if to in TERMINAL_STATES:
+    if to in TERMINAL:
         values.setdefault("finished_at", now)
-    where = [Job.id == job_id, Job.state.in_(allowed)]
+    where = [Job.id == job_id, Job.state.in_([state.value for state in allowed])]
     if expect_attempts is not None:
         where.append(Job.attempts == expect_attempts)
-    moved = s.execute(update(Job).where(*where).values(**values)).rowcount == 1
-    if moved and to in ledger.TERMINAL_REFUNDED:
-        ledger.refund(s, job_id, note=to)
+    moved = rows_changed(s.execute(update(Job).where(*where).values(**values))) == 1
+    if moved and to in REFUNDED:
+        ledger.refund(s, job_id, note=to.value)
     return moved
 
 
 def fail(
-    db: Database, job_id: str, *, error_type: str, message: str, stage: str | None = None, expect: Collection[str] | None = None
+    db: Database, job_id: str, *, error_type: str, message: str, stage: str | None = None,
+    expect: Collection[JobState] | None = None,
 ) -> bool:
     """Fail an unfinished job and refund it; False if it had already ended."""
     with db.write() as s:
         return transition(
-            s, job_id, "failed", expect=expect, error_type=error_type[:128], error_message=message, error_stage=stage
+            s, job_id, JobState.FAILED, expect=expect, error_type=error_type[:128], error_message=message, error_stage=stage
         )
 
 
 def succeed(db: Database, job_id: str) -> bool:
     with db.write() as s:
-        return transition(s, job_id, "succeeded", progress=1.0)
+        return transition(s, job_id, JobState.SUCCEEDED, progress=1.0)
 
 
 def cancel(db: Database, job_id: str, *, by_user: int | None = None) -> bool:
@@ -165,26 +190,28 @@ def cancel(db: Database, job_id: str, *, by_user: int | None = None) -> bool:
         job = s.get(Job, job_id)
         if job is None or (by_user is not None and job.user_id != by_user):
             raise NotFound(f"No job {job_id}.", zh=f"没有任务 {job_id}。")
-        if job.state in TERMINAL_STATES:
+        if job.state in TERMINAL:
             raise JobStateError(f"The job has already {job.state}.", zh="任务已经结束。")
-        return transition(s, job_id, "cancelled", error_type="Cancelled", error_message="cancelled")
+        return transition(s, job_id, JobState.CANCELLED, error_type="Cancelled", error_message="cancelled")
 
 
-def get(db: Database, job_id: str, *, user_id: int | None = None) -> Job:
+def get(db: Database, job_id: str, *, user_id: int | None = None) -> JobRecord:
     """The job; with ``user_id``, only if that user owns it (else NotFound, never 'forbidden')."""
     with db.read() as s:
-        job = s.get(Job, job_id)
+        row = s.get(Job, job_id)
+        job = JobRecord.of(row) if row is not None else None
     if job is None or (user_id is not None and job.user_id != user_id):
         raise NotFound(f"No job {job_id}.", zh=f"没有任务 {job_id}。")
     return job
 
 
-def list_for_user(db: Database, user_id: int, *, limit: int = 50, before: dt.datetime | None = None) -> list[Job]:
+def list_for_user(db: Database, user_id: int, *, limit: int = 50, before: dt.datetime | None = None) -> list[JobRecord]:
+    """The user's jobs created before ``before`` (all if None), newest first."""
     with db.read() as s:
         stmt = select(Job).where(Job.user_id == user_id)
         if before is not None:
             stmt = stmt.where(Job.created_at < before)
-        return list(s.scalars(stmt.order_by(Job.created_at.desc()).limit(limit)))
+        return [JobRecord.of(job) for job in s.scalars(stmt.order_by(Job.created_at.desc()).limit(limit))]
 
 
 def most_used_workflows(db: Database, user_id: int, *, limit: int = 5) -> list[str]:

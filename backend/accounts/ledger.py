@@ -9,18 +9,19 @@ WHERE clause after the other transaction commits.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 from sqlalchemy import case, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from .db import Database
-from .db.models import Job, LedgerEntry, User
-from .errors import InsufficientCredits, InvalidParameter, NotFound
+from backend.db import Database
+from backend.db.models import Job, LedgerEntry, User
+from backend.errors import InsufficientCredits, InvalidParameter, NotFound
+from backend.jobs.state import REFUNDED
 
 USER_KINDS = ("grant", "recharge", "redeem", "adjust")
-TERMINAL_REFUNDED = ("failed", "cancelled")
 
 
 def credit(
@@ -130,6 +131,46 @@ def entries(s: Session, user_id: int, *, limit: int = 100) -> list[LedgerEntry]:
     return list(s.scalars(stmt))
 
 
+def balance_of(db: Database, user_id: int) -> int:
+    """The user's balance now."""
+    with db.read() as s:
+        return balance(s, user_id)
+
+
+@dataclass(frozen=True)
+class LedgerLine:
+    """One ledger row for display, with the workflow of its job (if it has one)."""
+
+    id: int
+    kind: str
+    amount: int
+    balance_after: int
+    job_id: str | None
+    workflow: str | None
+    actor: str | None
+    note: str | None
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class LedgerPage:
+    balance: int
+    lines: list[LedgerLine]
+
+
+def ledger_page(db: Database, user_id: int, *, limit: int = 100) -> LedgerPage:
+    """The user's balance and newest ``limit`` ledger rows, newest first."""
+    with db.read() as s:
+        amount = balance(s, user_id)
+        rows = entries(s, user_id, limit=limit)
+        ids = {e.job_id for e in rows if e.job_id}
+        workflows = dict(s.execute(select(Job.id, Job.workflow).where(Job.id.in_(ids))).all()) if ids else {}
+    lines = [LedgerLine(id=e.id, kind=e.kind, amount=e.amount, balance_after=e.balance_after, job_id=e.job_id,
+                        workflow=workflows.get(e.job_id) if e.job_id else None, actor=e.actor, note=e.note,
+                        created_at=e.created_at) for e in rows]
+    return LedgerPage(balance=amount, lines=lines)
+
+
 @dataclass(frozen=True)
 class Problem:
     """One broken invariant, in words an operator can act on."""
@@ -203,7 +244,7 @@ def verify(db: Database) -> list[Problem]:
                 problems.append(Problem(subject, "has ledger rows other than charge and refund"))
             if charged != -cost:
                 problems.append(Problem(subject, f"charged {-charged} but costs {cost}"))
-            expected = 0 if state in TERMINAL_REFUNDED else -cost
+            expected = 0 if state in REFUNDED else -cost
             if total != expected:
                 problems.append(Problem(subject, f"is {state} and its entries sum to {total}, expected {expected}"))
     return problems
