@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from .blobs import BlobStore
+from .assets.stores import open_blob_store
+from .ports.blob_store import BlobStore
 from .config import Settings
 from .db import Database, migrate
 from .ports.bus import Bus
@@ -75,5 +76,5 @@ def build_backend(settings: Settings, *, upgrade_schema: bool = True) -> Backend
         bus=build_bus(settings),
         registry=build_registry(settings),
         library=library,
-        blobs=BlobStore(settings.assets_dir),
+        blobs=open_blob_store(settings),
     )

@@ -239,7 +239,7 @@ class Stack:
 
 
 def build_backend(db: Any, bus: Any, registry: Any, tmp: Path, library: Any) -> Any:
-    from backend.blobs import BlobStore
+    from backend.assets.blobs import LocalBlobStore
     from backend.config import Settings
     from backend.runtime import Backend
 
@@ -249,7 +249,7 @@ def build_backend(db: Any, bus: Any, registry: Any, tmp: Path, library: Any) -> 
         bus=bus,
         registry=registry,
         library=library,
-        blobs=BlobStore(tmp / "assets", durable=False),
+        blobs=LocalBlobStore(tmp / "assets", durable=False),
     )
 
 

@@ -5,7 +5,7 @@ then "draws again" with the same asset, and counts the bytes the agent sent to t
 (``ComfyClient.upload`` probed on the agent instance). Inputs are named on the node by
 their content hash, so the second run must send nothing.
 
-Part two stores the same bytes through ``BlobStore.write_bytes`` (hashing on the caller's
+Part two stores the same bytes through ``LocalBlobStore.write_bytes`` (hashing on the caller's
 thread while a writer thread writes 1 MiB chunks to a temp file, then the atomic rename)
 and through ``assets.store_upload`` (the studio's upload path: the same plus the image
 check and the database rows), beside plain ``hashlib.sha256`` over the same bytes, in the
@@ -83,13 +83,13 @@ def hashing(data: bytes, repeats: int) -> dict[str, list[float]]:
     from argon2 import PasswordHasher
 
     from backend import accounts, assets
-    from backend.blobs import BlobStore
+    from backend.assets.blobs import LocalBlobStore
 
     out: dict[str, list[float]] = {"sha256": [], "store": [], "store_durable": [], "upload": []}
     mb = len(data) / 1e6
     with tempfile.TemporaryDirectory(prefix="studio-bench-blobs-") as tmp, common.postgres_db() as db:
-        fast = BlobStore(Path(tmp) / "a", durable=False)
-        durable = BlobStore(Path(tmp) / "b", durable=True)
+        fast = LocalBlobStore(Path(tmp) / "a", durable=False)
+        durable = LocalBlobStore(Path(tmp) / "b", durable=True)
         cheap = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
         user = accounts.create_user(db, "bench-hash", "bench password 1", hasher=cheap)
         for i in range(repeats + 2):
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     med = {k: statistics.median(v) for k, v in speed.items()}
     ratio = med["store"] / med["sha256"]
     ratios = [s / h for s, h in zip(speed["store"], speed["sha256"])]
-    print(f"sha256 {med['sha256']:.0f} MB/s; BlobStore.write_bytes {med['store']:.0f} MB/s ({ratio:.1%}); "
+    print(f"sha256 {med['sha256']:.0f} MB/s; LocalBlobStore.write_bytes {med['store']:.0f} MB/s ({ratio:.1%}); "
           f"durable {med['store_durable']:.0f} MB/s; store_upload {med['upload']:.0f} MB/s", flush=True)
     second = [r["bytes"] for r in again["runs"][1:]]
     rows = [
@@ -141,10 +141,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ["submit → job ended, first draw / draw again",
          " / ".join(f"{r['seconds'] * 1000:.0f} ms" for r in again["runs"]), "—", ""],
         ["plain `hashlib.sha256`, same bytes", f"{med['sha256']:.0f} MB/s", "—", ""],
-        ["`BlobStore.write_bytes` (hash + write + rename)", f"{med['store']:.0f} MB/s = **{ratio:.1%}** of sha256",
+        ["`LocalBlobStore.write_bytes` (hash + write + rename)", f"{med['store']:.0f} MB/s = **{ratio:.1%}** of sha256",
          "≥ 90 %", mark(ratio >= 0.9)],
         ["per-repeat ratio, min / max", f"{min(ratios):.1%} / {max(ratios):.1%}", "—", ""],
-        ["`BlobStore.write_bytes`, durable (fsync file + directory)",
+        ["`LocalBlobStore.write_bytes`, durable (fsync file + directory)",
          f"{med['store_durable']:.0f} MB/s = {med['store_durable'] / med['sha256']:.1%}", "—", ""],
         ["`assets.store_upload` (+ image check, database rows)",
          f"{med['upload']:.0f} MB/s = {med['upload'] / med['sha256']:.1%}", "—", ""],

@@ -44,7 +44,7 @@ from gradio.routes import file_upload_statuses
 from gradio.utils import get_upload_folder
 from starlette.formparsers import MultiPartException
 
-from backend.blobs import check_size
+from backend.assets.blobs import check_size
 from backend.errors import InvalidUpload
 
 from .auth import SESSION_COOKIE, Sessions

@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 
 from .. import accounts, assets
-from ..blobs import BlobStore, read_chunks
+from ..assets.blobs import read_chunks
+from ..assets.stores import open_blob_store
 from ..errors import InvalidUpload
 from .context import Context
 
@@ -34,7 +35,7 @@ def add_asset(ctx: Context, args: argparse.Namespace) -> int:
     with fh:
         record = assets.store_upload(
             ctx.db,
-            BlobStore(ctx.settings.assets_dir),
+            open_blob_store(ctx.settings),
             user_id,
             read_chunks(fh),
             name=args.path.name,

@@ -144,7 +144,7 @@ def _print_job(ctx: Context, backend: Backend, job_id: str) -> int:
     data = {
         "job_id": job.id, "state": job.state, "workflow": job.workflow, "cost": job.cost, "node_id": job.node_id,
         "attempts": job.attempts, "error_type": job.error_type, "error": job.error_message, "stage": job.error_stage,
-        "params": job.params, "outputs": [str(backend.blobs.path(a)) for a in outputs],
+        "params": job.params, "outputs": [backend.blobs.location(a) for a in outputs],
     }
     lines = [f"job {job.id}: {job.state} ({job.workflow}, {job.cost} credits, node {job.node_id or '-'})"]
     if job.error_type:

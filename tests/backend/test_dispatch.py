@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import select, update
 
 from backend import backlog, jobs, ledger, messages
-from backend.blobs import BlobStore
+from backend.assets.blobs import LocalBlobStore
 from backend.config import REPO_ROOT, Settings
 from backend.db import Database
 from backend.db.models import Job, utcnow
@@ -52,7 +52,7 @@ def backend(db: Database, library: Library, tmp_path: Path) -> Iterator[Backend]
         bus=MemoryBus(),
         registry=MemoryRegistry(),
         library=library,
-        blobs=BlobStore(tmp_path / "assets"),
+        blobs=LocalBlobStore(tmp_path / "assets"),
     )
     yield b
     b.bus.close()

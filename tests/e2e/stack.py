@@ -24,7 +24,7 @@ from PIL import Image
 from agent.agent import Agent
 from agent.config import AgentConfig
 from backend import assets, jobs, ledger
-from backend.blobs import BlobStore
+from backend.assets.blobs import LocalBlobStore
 from backend.config import REPO_ROOT, Settings
 from backend.db import Database
 from backend.db.models import Job, User
@@ -144,7 +144,7 @@ def build_backend(db: Database, bus: Bus, registry: Registry, tmp: Path) -> Back
         bus=bus,
         registry=registry,
         library=Library.load(REPO_ROOT / "workflows"),
-        blobs=BlobStore(tmp / "assets", durable=False),
+        blobs=LocalBlobStore(tmp / "assets", durable=False),
     )
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from backend.blobs import BlobStore
+from backend.assets.blobs import LocalBlobStore
 from backend.config import REPO_ROOT, Settings
 from backend.db import Database
 from backend.ports.memory_bus import MemoryBus
@@ -48,7 +48,7 @@ def library() -> Library:
 @pytest.fixture
 def backend(db: Database, library: Library, tmp_path: Path) -> Iterator[Backend]:
     b = Backend(settings=Settings(data_dir=tmp_path, welcome_credits=100, login_backoff_seconds=600), db=db, bus=MemoryBus(),
-                registry=MemoryRegistry(), library=library, blobs=BlobStore(tmp_path / "assets", durable=False))
+                registry=MemoryRegistry(), library=library, blobs=LocalBlobStore(tmp_path / "assets", durable=False))
     yield b
     b.bus.close()
 
