@@ -73,6 +73,8 @@ class S3BlobStore:
         staging_dir: Path | None = None,
         connect_timeout: float = 5.0,
         read_timeout: float = 30.0,
+        multipart_threshold: int = MULTIPART_THRESHOLD,
+        part_size: int = PART_SIZE,
     ) -> None:
         import boto3
         from boto3.s3.transfer import TransferConfig
@@ -97,7 +99,8 @@ class S3BlobStore:
         )
         keys = {"aws_access_key_id": access_key, "aws_secret_access_key": secret_key} if access_key else {}
         self._client = boto3.client("s3", endpoint_url=endpoint or None, region_name=region or None, config=config, **keys)
-        self._transfer = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=PART_SIZE,
+        self._multipart_threshold = multipart_threshold
+        self._transfer = TransferConfig(multipart_threshold=multipart_threshold, multipart_chunksize=part_size,
                                         max_concurrency=4, use_threads=True)
 
     def __repr__(self) -> str:
@@ -131,7 +134,7 @@ class S3BlobStore:
             try:
                 if self._stored_size(key) == size:
                     return BlobRef(sha256, size)  # already there: the same bytes by name
-                if size < MULTIPART_THRESHOLD:
+                if size < self._multipart_threshold:
                     with open(temp, "rb") as fh, contextlib.suppress(_PreconditionFailed):
                         self._call(self._client.put_object, Bucket=self.bucket, Key=key, Body=fh,
                                    ContentLength=size, IfNoneMatch="*", ContentType="application/octet-stream")
