@@ -84,6 +84,10 @@ class Settings:
     s3_path_style: bool = False
     #: Prepended to every object key (the key is otherwise the SHA-256 itself).
     s3_prefix: str = ""
+    #: Put objects with the ``bucket-owner-full-control`` ACL, so the bucket's owner (the
+    #: studio) can read what an agent's own credential wrote. Off for stores that reject
+    #: ACL headers.
+    s3_bucket_owner_acl: bool = True
     #: Lifetime of the presigned URLs handed to agents for a job's inputs.
     s3_presign_seconds: int = 3600
 

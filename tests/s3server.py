@@ -52,6 +52,9 @@ class RGW:
     port: int
     access_key: str
     secret_key: str
+    #: Keys of the user "agent", who may only do what a bucket policy grants it.
+    agent_access_key: str = ""
+    agent_secret_key: str = ""
     started_in: float = 0.0
     buckets: list[str] = field(default_factory=list)
 
@@ -75,6 +78,16 @@ class RGW:
         self.client().create_bucket(Bucket=name)
         self.buckets.append(name)
         return name
+
+    def allow_agent_writes(self, bucket: str) -> None:
+        """The bucket policy of docs/deploy.md: the agent user may only put objects."""
+        import json
+
+        policy = {"Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Principal": {"AWS": ["arn:aws:iam:::user/agent"]},
+            "Action": ["s3:PutObject", "s3:AbortMultipartUpload"], "Resource": [f"arn:aws:s3:::{bucket}/*"],
+        }]}
+        self.client().put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
 
     def _pid(self, daemon: str) -> int | None:
         with contextlib.suppress(OSError, ValueError):
@@ -136,6 +149,7 @@ def rgw() -> Iterator[RGW]:
                 raise RuntimeError(f"start-rgw.sh failed ({done.returncode}): {done.stderr[-2000:]}{tails}")
             keys = dict(line.split("=", 1) for line in done.stdout.split() if "=" in line)
             server.access_key, server.secret_key = keys["access_key"], keys["secret_key"]
+            server.agent_access_key, server.agent_secret_key = keys["agent_access_key"], keys["agent_secret_key"]
             server.started_in = time.monotonic() - began
             private_servers.STARTUP.append(("ceph-rgw", server.started_in))
         yield server

@@ -95,5 +95,10 @@ done
 
 radosgw-admin -c "$conf" user create --uid studio --display-name studio \
   --access-key "$access_key" --secret "$secret_key" >/dev/null
+# A second user with no rights of its own: what a bucket policy grants agents (docs/deploy.md).
+radosgw-admin -c "$conf" user create --uid agent --display-name agent \
+  --access-key "$access_key-agent" --secret "$secret_key-agent" >/dev/null
 echo "access_key=$access_key"
 echo "secret_key=$secret_key"
+echo "agent_access_key=$access_key-agent"
+echo "agent_secret_key=$secret_key-agent"

@@ -75,6 +75,7 @@ class S3BlobStore:
         read_timeout: float = 30.0,
         multipart_threshold: int = MULTIPART_THRESHOLD,
         part_size: int = PART_SIZE,
+        owner_acl: bool = True,
     ) -> None:
         import boto3
         from boto3.s3.transfer import TransferConfig
@@ -100,6 +101,11 @@ class S3BlobStore:
         keys = {"aws_access_key_id": access_key, "aws_secret_access_key": secret_key} if access_key else {}
         self._client = boto3.client("s3", endpoint_url=endpoint or None, region_name=region or None, config=config, **keys)
         self._multipart_threshold = multipart_threshold
+        # An object belongs to whoever put it; the studio (the bucket's owner) must read
+        # what an agent's credential wrote.
+        self._put_args = {"ContentType": "application/octet-stream"}
+        if owner_acl:
+            self._put_args["ACL"] = "bucket-owner-full-control"
         self._transfer = TransferConfig(multipart_threshold=multipart_threshold, multipart_chunksize=part_size,
                                         max_concurrency=4, use_threads=True)
 
@@ -132,17 +138,17 @@ class S3BlobStore:
         delay = 0.5
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                if self._stored_size(key) == size:
+                if self._stored_size_if_allowed(key) == size:
                     return BlobRef(sha256, size)  # already there: the same bytes by name
                 if size < self._multipart_threshold:
                     with open(temp, "rb") as fh, contextlib.suppress(_PreconditionFailed):
                         self._call(self._client.put_object, Bucket=self.bucket, Key=key, Body=fh,
-                                   ContentLength=size, IfNoneMatch="*", ContentType="application/octet-stream")
+                                   ContentLength=size, IfNoneMatch="*", **self._put_args)
                 else:
                     self._client.upload_file(str(temp), self.bucket, key, Config=self._transfer,
-                                             ExtraArgs={"ContentType": "application/octet-stream"})
-                stored = self._stored_size(key)
-                if stored != size:
+                                             ExtraArgs=self._put_args)
+                stored = self._stored_size_if_allowed(key)
+                if stored not in (size, None):
                     raise AssetStoreError(f"The object store kept {stored} bytes of {sha256}, not {size}.")
                 return BlobRef(sha256, size)
             except AssetStoreUnavailable as exc:
@@ -219,6 +225,14 @@ class S3BlobStore:
         except _NoSuchKey:
             return None
 
+    def _stored_size_if_allowed(self, key: str) -> int | None:
+        """The size, or None when absent or when this credential may only write (an
+        agent's, docs/deploy.md): then the conditional PUT alone keeps objects unchanged."""
+        try:
+            return self._stored_size(key)
+        except _Forbidden:
+            return None
+
     def _call(self, method: Any, **kwargs: Any) -> Any:
         """One S3 request; errors become NotFound, a precondition, or AssetStoreUnavailable."""
         from botocore.exceptions import BotoCoreError, ClientError
@@ -232,6 +246,11 @@ class S3BlobStore:
                 raise _NoSuchKey() from None
             if code == "PreconditionFailed" or status == 412:
                 raise _PreconditionFailed() from None
+            if code in ("403", "AccessDenied", "Forbidden") or status == 403:
+                raise _Forbidden(
+                    "The object store refused access; check the credential and the bucket policy (docs/deploy.md).",
+                    zh="对象存储拒绝访问，请检查凭据和存储桶策略（docs/deploy.md）。",
+                ) from None
             raise _unavailable(exc) from exc
         except (BotoCoreError, OSError) as exc:
             raise _unavailable(exc) from exc
@@ -246,6 +265,10 @@ class _NoSuchKey(Exception):
 
 class _PreconditionFailed(Exception):
     pass
+
+
+class _Forbidden(AssetStoreError):
+    """This credential may not do that (an agent's write-only one may not read)."""
 
 
 def _transient(exc: BaseException) -> bool:

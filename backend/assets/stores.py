@@ -20,6 +20,7 @@ def open_blob_store(settings: Settings, *, durable: bool = True) -> BlobStore:
             secret_key=settings.s3_secret_key,
             path_style=settings.s3_path_style,
             prefix=settings.s3_prefix,
+            owner_acl=settings.s3_bucket_owner_acl,
             staging_dir=settings.data_dir / "s3-staging",
         )
     return LocalBlobStore(settings.assets_dir, durable=durable)
