@@ -21,7 +21,7 @@ from typing import Any
 import requests
 
 from backend.ports.blob_store import BlobStore
-from backend.errors import NotFound
+from backend.errors import AssetStoreError, AssetStoreUnavailable, NotFound
 from backend.messages import Upload
 
 from .comfy import ComfyClient
@@ -86,22 +86,29 @@ class Uploader:
 
 
     def _fetch(self, upload: Upload, *, job_id: str) -> bytes:
+        """The input's bytes. An object store that does not answer is ``AssetStoreUnavailable``
+        (the job goes back to the queue); a URL refused (expired) falls back to the store."""
         url = upload.get("url")
         if url:
             try:
                 response = requests.get(url, timeout=30)
-                if response.status_code == 200:
-                    return response.content
-                log.warning("job_id=%s node_id=%s presigned GET of %s answered %s; reading the store",
-                            job_id, self._node_id, upload["asset"], response.status_code)
             except requests.RequestException as exc:
-                log.warning("job_id=%s node_id=%s presigned GET of %s failed (%s); reading the store",
-                            job_id, self._node_id, upload["asset"], type(exc).__name__)
+                raise AssetStoreUnavailable(f"the object store did not answer ({type(exc).__name__})") from None
+            if response.status_code == 200:
+                return response.content
+            if response.status_code >= 500:
+                raise AssetStoreUnavailable(f"the object store answered {response.status_code}")
+            log.warning("job_id=%s node_id=%s presigned GET of %s answered %s; reading the store",
+                        job_id, self._node_id, upload["asset"], response.status_code)
         try:
             with self._blobs.open(upload["asset"]) as fh:
                 return fh.read()
         except NotFound:
             raise UploadFailed(f"input {upload['asset']} of job {job_id} is not in the asset store") from None
+        except AssetStoreUnavailable:
+            raise
+        except AssetStoreError as exc:  # e.g. a write-only credential and an expired URL
+            raise UploadFailed(f"input {upload['asset']} of job {job_id} cannot be read: {exc}") from None
 
 
 def rename_inputs(prompt: dict[str, Any], renames: dict[str, str]) -> dict[str, Any]:
