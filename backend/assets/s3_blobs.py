@@ -76,6 +76,7 @@ class S3BlobStore:
         multipart_threshold: int = MULTIPART_THRESHOLD,
         part_size: int = PART_SIZE,
         owner_acl: bool = True,
+        attempts: int = ATTEMPTS,
     ) -> None:
         import boto3
         from boto3.s3.transfer import TransferConfig
@@ -100,6 +101,7 @@ class S3BlobStore:
         )
         keys = {"aws_access_key_id": access_key, "aws_secret_access_key": secret_key} if access_key else {}
         self._client = boto3.client("s3", endpoint_url=endpoint or None, region_name=region or None, config=config, **keys)
+        self._attempts = attempts
         self._multipart_threshold = multipart_threshold
         # An object belongs to whoever put it; the studio (the bucket's owner) must read
         # what an agent's credential wrote.
@@ -136,7 +138,7 @@ class S3BlobStore:
     def _install(self, temp: Path, sha256: str, size: int) -> BlobRef:
         key = self._key(sha256)
         delay = 0.5
-        for attempt in range(1, ATTEMPTS + 1):
+        for attempt in range(1, self._attempts + 1):
             try:
                 if self._stored_size_if_allowed(key) == size:
                     return BlobRef(sha256, size)  # already there: the same bytes by name
@@ -152,15 +154,15 @@ class S3BlobStore:
                     raise AssetStoreError(f"The object store kept {stored} bytes of {sha256}, not {size}.")
                 return BlobRef(sha256, size)
             except AssetStoreUnavailable as exc:
-                if attempt == ATTEMPTS:
+                if attempt == self._attempts:
                     raise
-                log.warning("upload of %s failed (attempt %d of %d), retrying: %s", sha256, attempt, ATTEMPTS, exc)
+                log.warning("upload of %s failed (attempt %d of %d), retrying: %s", sha256, attempt, self._attempts, exc)
             except AssetStoreError:
                 raise
             except Exception as exc:  # boto3's transfer manager raises its own wrappers
-                if attempt == ATTEMPTS or not _transient(exc):
+                if attempt == self._attempts or not _transient(exc):
                     raise _unavailable(exc) from exc
-                log.warning("upload of %s failed (attempt %d of %d), retrying: %s", sha256, attempt, ATTEMPTS, exc)
+                log.warning("upload of %s failed (attempt %d of %d), retrying: %s", sha256, attempt, self._attempts, exc)
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
         raise AssertionError("unreachable")

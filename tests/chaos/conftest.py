@@ -80,11 +80,10 @@ def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
-def chaos_rgw() -> Iterator[s3server.RGW]:
-    """A Ceph RGW of the chaos suite alone (its gateway is stopped and started)."""
-    s3server.require()
-    with s3server.rgw() as server:
-        yield server
+def chaos_rgw(rgw: s3server.RGW) -> s3server.RGW:
+    """The session's private Ceph RGW (tests/s3server.py): the scenario stops and starts
+    its gateway and always leaves it running, in a bucket of its own."""
+    return rgw
 
 
 @contextlib.contextmanager

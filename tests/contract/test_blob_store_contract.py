@@ -224,3 +224,47 @@ def test_credentials_are_never_shown(rgw: s3server.RGW, rgw_bucket: str, tmp_pat
     for text in (repr(settings), repr(store), str(settings)):
         assert rgw.secret_key not in text and rgw.access_key not in text
     store.close()
+
+
+def _patient(rgw: s3server.RGW, bucket: str, prefix: str, tmp_path: Path, attempts: int) -> S3BlobStore:
+    return S3BlobStore(bucket=bucket, endpoint=rgw.endpoint, region="us-east-1", access_key=rgw.access_key,
+                       secret_key=rgw.secret_key, path_style=True, prefix=prefix, staging_dir=tmp_path / "patient",
+                       connect_timeout=1, read_timeout=5, attempts=attempts)
+
+
+def test_an_upload_interrupted_by_the_store_going_away_is_retried(s3: S3BlobStore, rgw: s3server.RGW, rgw_bucket: str,
+                                                                 tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    patient = _patient(rgw, rgw_bucket, s3.prefix, tmp_path, attempts=10)
+    rgw.stop_gateway()
+    back = threading.Timer(1.5, rgw.start_gateway)
+    back.start()
+    try:
+        data = os.urandom(2 * MiB)
+        with caplog.at_level("WARNING", logger="backend.assets.s3_blobs.S3BlobStore"):
+            ref = patient.write_bytes(data)  # fails while the gateway is away, then goes through
+    finally:
+        back.join()
+        if not rgw.answers():
+            rgw.start_gateway()
+    assert "retrying" in caplog.text
+    assert read_all(s3, ref.sha256) == data and ids(s3) == [ref.sha256]
+    assert list((tmp_path / "patient").iterdir()) == []
+    patient.close()
+
+
+def test_a_store_away_for_good_keeps_nothing_and_says_so(s3: S3BlobStore, rgw: s3server.RGW, rgw_bucket: str,
+                                                        tmp_path: Path) -> None:
+    from backend.errors import AssetStoreUnavailable, Unavailable
+
+    impatient = _patient(rgw, rgw_bucket, s3.prefix, tmp_path, attempts=2)
+    rgw.stop_gateway()
+    try:
+        with pytest.raises(AssetStoreUnavailable, match="not available") as caught:
+            impatient.write_bytes(b"nowhere to go")
+        assert isinstance(caught.value, Unavailable)  # callers retry later, like for the bus
+        with pytest.raises(AssetStoreUnavailable):
+            impatient.open("0" * 64)
+    finally:
+        rgw.start_gateway()
+    assert ids(s3) == [] and list((tmp_path / "patient").iterdir()) == []
+    impatient.close()
