@@ -11,9 +11,9 @@ import logging
 from dataclasses import dataclass, field
 
 from .assets.stores import open_blob_store
-from .ports.blob_store import BlobStore
 from .config import Settings
 from .db import Database, migrate
+from .ports.blob_store import BlobStore
 from .ports.bus import Bus
 from .ports.memory_bus import MemoryBus
 from .ports.memory_registry import MemoryRegistry

@@ -17,8 +17,8 @@ import fastapi
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from backend import assets
-from backend.ports.blob_store import is_sha256
 from backend.errors import NotFound
+from backend.ports.blob_store import is_sha256
 
 from .auth import SESSION_COOKIE
 from .context import Studio

@@ -151,7 +151,8 @@ class S3BlobStore:
                                              ExtraArgs=self._put_args)
                 stored = self._stored_size_if_allowed(key)
                 if stored not in (size, None):
-                    raise AssetStoreError(f"The object store kept {stored} bytes of {sha256}, not {size}.")
+                    raise AssetStoreError(f"The object store kept {stored} bytes of {sha256}, not {size}.",
+                                          zh=f"对象存储保存了 {sha256} 的 {stored} 字节，而不是 {size} 字节。")
                 return BlobRef(sha256, size)
             except AssetStoreUnavailable as exc:
                 if attempt == self._attempts:
@@ -283,7 +284,7 @@ def _transient(exc: BaseException) -> bool:
 
 def _unavailable(exc: BaseException) -> AssetStoreUnavailable:
     # The error's text names the endpoint and bucket at most; botocore never puts keys in it.
-    log.error("the object store failed: %s", exc)
+    log.warning("the object store failed: %s", exc)
     return AssetStoreUnavailable(
         f"The object store is not available ({type(exc).__name__}). Nothing was kept; please try again later.",
         zh="对象存储暂不可用，未保留任何内容，请稍后重试。",
