@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: studio test browser-deps clean
+.PHONY: studio test browser-deps s3-deps clean
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,7 +21,12 @@ browser-deps:
 	@command -v chromium >/dev/null && fc-list | grep -qi wqy || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-microhei >/dev/null)
 
-test: $(STAMP) browser-deps
+# Ceph's RADOS Gateway, the S3 server the object-store tests start (tests/start-rgw.sh).
+s3-deps:
+	@command -v radosgw >/dev/null && command -v ceph-mon >/dev/null && command -v ceph-osd >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq radosgw ceph-mon ceph-osd >/dev/null)
+
+test: $(STAMP) browser-deps s3-deps
 	GRADIO_ANALYTICS_ENABLED=False HF_HUB_DISABLE_TELEMETRY=1 $(PY) -m pytest $(ARGS)
 
 clean:

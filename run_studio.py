@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from backend.config import Settings
     from backend.errors import StudioError
-    from backend.images import return_pixel_memory_to_the_system
+    from backend.assets.images import return_pixel_memory_to_the_system
     from backend.runtime import build_backend
     from backend.jobs.worker import Worker
 

@@ -14,7 +14,8 @@ import sys
 import threading
 from pathlib import Path
 
-from backend.blobs import BlobStore
+from backend.assets.blobs import LocalBlobStore
+from backend.assets.stores import open_blob_store
 from backend.config import Settings
 from backend.errors import StudioError
 
@@ -78,7 +79,10 @@ def main(argv: list[str] | None = None) -> int:
 
         bus = RabbitBus(settings.amqp_url, prefix=args.bus_prefix or settings.bus_prefix)
         registry = RedisRegistry(settings.redis_url, prefix=args.registry_prefix or settings.registry_prefix)
-        agent = Agent(config, bus=bus, registry=registry, blobs=BlobStore(config.assets_dir))
+        # The S3 store needs no shared directory: the agent gets a credential of its own
+        # (docs/deploy.md) and presigned URLs for the inputs in each job.
+        blobs = open_blob_store(settings) if settings.asset_store == "s3" else LocalBlobStore(config.assets_dir)
+        agent = Agent(config, bus=bus, registry=registry, blobs=blobs)
     except (StudioError, ValueError) as exc:  # ValueError: a registry prefix it refuses
         print(f"agent: {exc}", file=sys.stderr)
         return 2

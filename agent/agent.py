@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from backend.blobs import BlobStore
+from backend.ports.blob_store import BlobStore
 from backend.errors import StudioError
 from backend.ports.bus import Bus, Subscription
 from backend.ports.registry import Registry

@@ -1,8 +1,9 @@
 """Bringing ComfyUI's files into the asset store: outputs through /view, previews from frames.
 
-Files stream from ComfyUI into the content-addressed store (hashed on the way, capped in
-size); images are then measured with the backend's own checks, so the studio learns
-their format and size without decoding them again.
+Files stream from ComfyUI into the content-addressed store through the blob-store port
+(a directory or an S3 bucket): staged locally (hashed on the way, capped in size), images
+measured there with the backend's own checks, so the studio learns their format and size
+without decoding them again, then committed under their hash.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from backend.blobs import BlobStore
+from backend.ports.blob_store import BlobStore
 from backend.errors import InvalidUpload
-from backend.images import inspect_image_file
+from backend.assets.images import inspect_image_file
 
 from .comfy import ComfyClient
 from .config import AgentConfig
@@ -51,19 +52,20 @@ class OutputStore:
 
     def fetch(self, ref: dict[str, Any], *, job_id: str) -> StoredFile:
         """Download one output file ref into the store."""
-        blob = self._blobs.write(self._client.download(ref), max_bytes=self._config.max_output_bytes)
         kind = output_kind(ref["filename"])
         fmt = ref["filename"].rsplit(".", 1)[-1].upper() if "." in ref["filename"] else None
         width = height = None
-        if kind == "image":
-            try:
-                info = inspect_image_file(
-                    blob.path, max_bytes=self._config.max_output_bytes, max_pixels=self._config.max_output_pixels
-                )
-                fmt, width, height = info.format, info.width, info.height
-            except InvalidUpload as exc:
-                # Still the job's result (ComfyUI made it); the studio just gets no size.
-                log.warning("job_id=%s output %s not measurable: %s", job_id, ref["filename"], exc)
+        with self._blobs.stage(self._client.download(ref), max_bytes=self._config.max_output_bytes) as staged:
+            if kind == "image":
+                try:
+                    info = inspect_image_file(
+                        staged.path, max_bytes=self._config.max_output_bytes, max_pixels=self._config.max_output_pixels
+                    )
+                    fmt, width, height = info.format, info.width, info.height
+                except InvalidUpload as exc:
+                    # Still the job's result (ComfyUI made it); the studio just gets no size.
+                    log.warning("job_id=%s output %s not measurable: %s", job_id, ref["filename"], exc)
+            blob = staged.commit()
         return StoredFile(blob.sha256, blob.size, kind, fmt, width, height)
 
     def store_preview(self, image: bytes) -> str:

@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from backend.errors import AssetStoreError, InvalidUpload, StudioError, Unavailable
+from backend.errors import AssetStoreError, AssetStoreUnavailable, InvalidUpload, StudioError, Unavailable
 from backend.jobs.messages import (
     JobMessage,
     LifecycleType,
@@ -355,6 +355,9 @@ class JobRunner:
         except InvalidUpload as exc:  # the asset store refused an output (over the size cap)
             log.error("job_id=%s node_id=%s output refused: %s", job.job_id, self._node, exc)
             self._end(job, "failed", error_type="OutputRejected", message=str(exc), **stage_fields({}, None))
+        except AssetStoreUnavailable as exc:  # the object store is away: the outputs wait on ComfyUI
+            log.warning("job_id=%s node_id=%s outputs not stored yet, will be re-checked: %s", job.job_id, self._node, exc)
+            job.recheck = True
         except AssetStoreError as exc:  # the disk is full (or broken): the result cannot be kept
             log.error("job_id=%s node_id=%s output not stored: %s", job.job_id, self._node, exc)
             self._end(job, "failed", error_type="OutputNotStored", message=str(exc), **stage_fields({}, None))

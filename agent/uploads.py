@@ -6,6 +6,10 @@ so a name the node has always holds the right bytes and is never uploaded again.
 the node has is remembered here, but only as long as the websocket session lasts: a
 reconnect may mean ComfyUI restarted with another disk, so the memory is dropped and
 each name is re-checked with one cheap request before it is trusted again.
+
+The bytes come from the asset store through the port, or, when the store is an object
+store, from the presigned URL in the job message (so the agent needs no read credential
+for inputs); an expired or failing URL falls back to the store.
 """
 
 from __future__ import annotations
@@ -14,9 +18,11 @@ import logging
 import threading
 from typing import Any
 
-from backend.blobs import BlobStore
-from backend.errors import NotFound
+import requests
+
+from backend.errors import AssetStoreError, AssetStoreUnavailable, NotFound
 from backend.jobs.messages import Upload
+from backend.ports.blob_store import BlobStore
 
 from .comfy import ComfyClient
 from .errors import UploadFailed
@@ -62,11 +68,7 @@ class Uploader:
             with self._lock:
                 self._present.add(name)
             return name
-        try:
-            with self._blobs.open(upload["asset"]) as fh:
-                data = fh.read()
-        except NotFound:
-            raise UploadFailed(f"input {upload['asset']} of job {job_id} is not in the asset store") from None
+        data = self._fetch(upload, job_id=job_id)
         mask_of = None
         if upload["kind"] == "mask":
             original = renames.get(upload.get("original", ""), upload.get("original", ""))
@@ -81,6 +83,32 @@ class Uploader:
             self.sent += 1
             self._present.add(stored)
         return stored
+
+
+    def _fetch(self, upload: Upload, *, job_id: str) -> bytes:
+        """The input's bytes. An object store that does not answer is ``AssetStoreUnavailable``
+        (the job goes back to the queue); a URL refused (expired) falls back to the store."""
+        url = upload.get("url")
+        if url:
+            try:
+                response = requests.get(url, timeout=30)
+            except requests.RequestException as exc:
+                raise AssetStoreUnavailable(f"the object store did not answer ({type(exc).__name__})") from None
+            if response.status_code == 200:
+                return response.content
+            if response.status_code >= 500:
+                raise AssetStoreUnavailable(f"the object store answered {response.status_code}")
+            log.warning("job_id=%s node_id=%s presigned GET of %s answered %s; reading the store",
+                        job_id, self._node_id, upload["asset"], response.status_code)
+        try:
+            with self._blobs.open(upload["asset"]) as fh:
+                return fh.read()
+        except NotFound:
+            raise UploadFailed(f"input {upload['asset']} of job {job_id} is not in the asset store") from None
+        except AssetStoreUnavailable:
+            raise
+        except AssetStoreError as exc:  # e.g. a write-only credential and an expired URL
+            raise UploadFailed(f"input {upload['asset']} of job {job_id} cannot be read: {exc}") from None
 
 
 def rename_inputs(prompt: dict[str, Any], renames: dict[str, str]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from .errors import ConfigError
@@ -19,6 +19,7 @@ from .errors import ConfigError
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 SIGNUP_MODES = ("open", "invite", "off")
+ASSET_STORES = ("local", "s3")
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,27 @@ class Settings:
     #: Seconds the jobs of a node whose agent went silent wait for it to come back (its
     #: ComfyUI may still run them) before they are requeued or failed (docs/agent.md).
     agent_lost_seconds: int = 120
+    #: Where uploads and outputs are kept: ``local`` (``data_dir/assets``, maybe a shared
+    #: mount) or ``s3`` (an S3-compatible bucket, settings ``s3_*``; docs/deploy.md).
+    asset_store: str = "local"
+    #: The S3 API's URL (MinIO, Ceph RGW, OSS, R2); empty: AWS S3 of ``s3_region``.
+    s3_endpoint: str = ""
+    s3_bucket: str = ""
+    s3_region: str = ""
+    #: Keys of the S3 user; empty: boto3's own chain (AWS_* variables, an instance role).
+    #: Never logged, never shown by ``repr``.
+    s3_access_key: str = field(default="", repr=False)
+    s3_secret_key: str = field(default="", repr=False)
+    #: ``http://host/bucket/key`` instead of ``http://bucket.host/key`` (MinIO, RGW).
+    s3_path_style: bool = False
+    #: Prepended to every object key (the key is otherwise the SHA-256 itself).
+    s3_prefix: str = ""
+    #: Put objects with the ``bucket-owner-full-control`` ACL, so the bucket's owner (the
+    #: studio) can read what an agent's own credential wrote. Off for stores that reject
+    #: ACL headers.
+    s3_bucket_owner_acl: bool = True
+    #: Lifetime of the presigned URLs handed to agents for a job's inputs.
+    s3_presign_seconds: int = 3600
 
     @property
     def assets_dir(self) -> Path:
@@ -114,7 +136,7 @@ class Settings:
             raise ConfigError(f"signup_mode must be one of {', '.join(SIGNUP_MODES)}, not {self.signup_mode!r}")
         for name in ("max_upload_bytes", "max_image_pixels", "redeem_max_failures", "redeem_window_seconds",
                      "login_failures_per_address", "signups_per_address", "login_backoff_seconds",
-                     "agent_lost_seconds"):
+                     "agent_lost_seconds", "s3_presign_seconds"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
         for proxy in self.trusted_proxies:
@@ -123,6 +145,10 @@ class Settings:
             except ValueError:
                 raise ConfigError(f"trusted_proxies: {proxy!r} is not an IP address or network "
                                   "(like 127.0.0.1 or 10.0.0.0/8)") from None
+        if self.asset_store not in ASSET_STORES:
+            raise ConfigError(f"asset_store must be one of {', '.join(ASSET_STORES)}, not {self.asset_store!r}")
+        if self.asset_store == "s3" and not self.s3_bucket:
+            raise ConfigError("asset_store = 's3' needs s3_bucket (and s3_endpoint unless the bucket is on AWS)")
         if self.welcome_credits < 0:
             raise ConfigError("welcome_credits must not be negative")
 

@@ -121,3 +121,7 @@ class RegistryError(Unavailable):
 class AssetStoreError(StudioError):
     """The asset store could not write a file (disk full, quota, read-only); nothing
     half-written is left behind."""
+
+
+class AssetStoreUnavailable(AssetStoreError, Unavailable):
+    """The object store (S3) cannot be reached or failed; nothing was kept, retry later."""

@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from .blobs import BlobStore
+from .assets.stores import open_blob_store
 from .config import Settings
 from .db import Database, migrate
+from .ports.blob_store import BlobStore
 from .ports.bus import Bus
 from .ports.memory_bus import MemoryBus
 from .ports.memory_registry import MemoryRegistry
@@ -75,5 +76,5 @@ def build_backend(settings: Settings, *, upgrade_schema: bool = True) -> Backend
         bus=build_bus(settings),
         registry=build_registry(settings),
         library=library,
-        blobs=BlobStore(settings.assets_dir),
+        blobs=open_blob_store(settings),
     )

@@ -221,8 +221,9 @@ class Stack:
             time.sleep(poll)
 
 
-def build_backend(db: Any, bus: Any, registry: Any, tmp: Path, library: Any) -> Any:
-    from backend.blobs import BlobStore
+def build_backend(db: Any, bus: Any, registry: Any, tmp: Path, library: Any, blobs: Any = None) -> Any:
+    """``blobs``: the asset store (default: a non-durable directory under ``tmp``)."""
+    from backend.assets.blobs import LocalBlobStore
     from backend.config import Settings
     from backend.runtime import Backend
 
@@ -232,7 +233,7 @@ def build_backend(db: Any, bus: Any, registry: Any, tmp: Path, library: Any) -> 
         bus=bus,
         registry=registry,
         library=library,
-        blobs=BlobStore(tmp / "assets", durable=False),
+        blobs=blobs if blobs is not None else LocalBlobStore(tmp / "assets", durable=False),
     )
 
 
@@ -255,12 +256,15 @@ def distributed_stack(
     registry_wrapper: Callable[[Any], Any] | None = None,
     before_agent_start: Callable[[Any], None] | None = None,
     bus_options: dict[str, Any] | None = None,
+    blobs: Callable[[Path], Any] | None = None,
 ) -> Iterator[Stack]:
     """PostgreSQL + RabbitMQ + Redis, a Worker, ``nodes`` comfysim nodes and their agents.
 
     ``registry_wrapper`` wraps the registry the *backend* sees (the agents keep the real
     one): the cluster benchmark plugs alternative placement policies in there.
     ``before_agent_start(agent)`` lets a benchmark attach its probes to an agent.
+    ``blobs(path)`` makes an asset store for the studio and for each agent (``path``: a
+    scratch directory of its own); default: one directory shared by all.
     """
     from agent.agent import Agent
     from agent.config import AgentConfig
@@ -272,7 +276,7 @@ def distributed_stack(
     try:
         with postgres_db() as db, rabbit_bus(**(bus_options or {})) as bus, redis_registry() as registry:
             seen = registry_wrapper(registry) if registry_wrapper else registry
-            backend = build_backend(db, bus, seen, tmp, workflows)
+            backend = build_backend(db, bus, seen, tmp, workflows, blobs(tmp / "studio") if blobs else None)
             worker = Worker(
                 backend,
                 dispatch_interval=dispatch_interval,
@@ -289,7 +293,8 @@ def distributed_stack(
                         node_id=f"sim-{i}", comfy_url=url, assets_dir=tmp / "assets", label=f"sim {i}",
                         depth=depth, previews=False, **AGENT_TIMING,
                     )
-                    agent = Agent(config, bus=bus, registry=registry, blobs=backend.blobs)
+                    store = blobs(tmp / f"agent-{i}") if blobs else backend.blobs
+                    agent = Agent(config, bus=bus, registry=registry, blobs=store)
                     if before_agent_start:
                         before_agent_start(agent)
                     agent.start()

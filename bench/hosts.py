@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from agent.agent import Agent
     from agent.config import AgentConfig
-    from backend.blobs import BlobStore
+    from backend.assets.blobs import LocalBlobStore
     from backend.ports.rabbitmq import RabbitBus
     from backend.ports.redis_registry import RedisRegistry
     from comfysim import DEMO_MODELS, SimConfig, start_sims
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     sims = start_sims(args.nodes, SimConfig(models=DEMO_MODELS, step_seconds=args.step_seconds))
     bus = RabbitBus(common.AMQP_URL, prefix=args.bus_prefix)
     registry = RedisRegistry(common.REDIS_URL, prefix=args.registry_prefix)
-    blobs = BlobStore(args.assets, durable=False)
+    blobs = LocalBlobStore(args.assets, durable=False)
     agents = []
     try:
         for i, url in enumerate(sims.urls, 1):

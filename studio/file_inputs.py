@@ -9,7 +9,7 @@ runs, so no check of ours could come first.
 These subclasses are the same components in the browser (same Svelte component, same
 value format), but their preprocessing only says where the bytes are: a path in
 Gradio's upload folder. The handler then checks that the path is an upload of the
-session (:class:`studio.uploads.Uploads`) and the bytes with :mod:`backend.images`
+session (:class:`studio.uploads.Uploads`) and the bytes with :mod:`backend.assets.images`
 before anything decodes them. Data URLs, which Gradio would decode itself, are ignored.
 """
 

@@ -17,8 +17,8 @@ import fastapi
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from backend import assets
-from backend.blobs import is_sha256
 from backend.errors import NotFound
+from backend.ports.blob_store import is_sha256
 
 from .auth import SESSION_COOKIE
 from .context import Studio
@@ -42,8 +42,10 @@ def _sniff(head: bytes) -> str:
     return "application/octet-stream"
 
 
-def _chunks(fh: BinaryIO) -> Iterator[bytes]:
+def _chunks(fh: BinaryIO, head: bytes = b"") -> Iterator[bytes]:
     try:
+        if head:
+            yield head
         while chunk := fh.read(256 * 1024):
             yield chunk
     finally:
@@ -72,9 +74,10 @@ def add_file_routes(app: fastapi.FastAPI, studio: Studio) -> None:
                 return missing
         except NotFound:
             return missing
+        head = b""
         if not media_type:
-            media_type = _sniff(fh.read(16))
-            fh.seek(0)
+            head = fh.read(16)  # an object store's stream cannot seek back
+            media_type = _sniff(head)
         filename = name or f"{asset_id[:16]}.{media_type.rsplit('/', 1)[-1]}"
         disposition = "attachment" if download else "inline"
         headers = {
@@ -84,4 +87,4 @@ def add_file_routes(app: fastapi.FastAPI, studio: Studio) -> None:
             "Content-Security-Policy": "default-src 'none'; sandbox",
             "Content-Disposition": f"{disposition}; filename*=UTF-8''{quote(filename)}",
         }
-        return StreamingResponse(_chunks(fh), media_type=media_type, headers=headers)
+        return StreamingResponse(_chunks(fh, head), media_type=media_type, headers=headers)

@@ -185,6 +185,8 @@ STRINGS: dict[str, tuple[str, str]] = {
     "col.account": ("Account", "账户状态"),
     "col.created": ("Created", "创建时间"),
     "col.last_login": ("Last sign-in", "最近登录"),
+    "col.storage": ("Storage", "存储"),
+    "admin.storage_of": ("{size} in {files} files", "{files} 个文件，共 {size}"),
     "col.batch": ("Batch", "批次"),
     "col.codes": ("Codes", "数量"),
     "col.redeemed": ("Redeemed", "已兑换"),

@@ -45,7 +45,7 @@ from gradio.utils import get_upload_folder
 from starlette.formparsers import MultiPartException
 
 from backend.accounts.sessions import Sessions
-from backend.blobs import check_size
+from backend.assets.blobs import check_size
 from backend.errors import InvalidUpload
 
 from .auth import SESSION_COOKIE

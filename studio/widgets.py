@@ -21,7 +21,7 @@ from typing import Any, Literal
 import gradio as gr
 from PIL import Image
 
-from backend.images import decoded, probe_image
+from backend.assets.images import decoded, probe_image
 from backend.workflows import Param, Preset, WorkflowSpec
 
 from .file_inputs import ImageUpload, MaskCanvas

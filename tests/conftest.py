@@ -19,7 +19,7 @@ from backend.config import Settings
 from backend.db import Database, migrate
 from backend.db.models import Base
 
-from . import services
+from . import s3server, services
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -94,3 +94,27 @@ def db(request: pytest.FixtureRequest) -> Database:
 def settings(tmp_path: Path) -> Settings:
     """Settings pointing at a fresh data directory (the SQL URL comes from ``db``)."""
     return Settings(data_dir=tmp_path / "data")
+
+
+# ---- the object store (Ceph RGW), started once per session when a test asks for it -------
+
+
+@pytest.fixture(scope="session")
+def rgw() -> Iterator["s3server.RGW"]:
+    """A private Ceph RADOS Gateway (S3) for the whole session (tests/s3server.py)."""
+    s3server.require()
+    with s3server.rgw() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def rgw_bucket(rgw: "s3server.RGW") -> str:
+    """One bucket for the session; each test takes its own key prefix in it."""
+    return rgw.new_bucket("studio")
+
+
+def s3_settings(rgw: "s3server.RGW", bucket: str, **values: object) -> Settings:
+    """Settings of an S3 asset store on ``rgw`` under a fresh key prefix."""
+    return Settings(asset_store="s3", s3_endpoint=rgw.endpoint, s3_bucket=bucket, s3_region="us-east-1",
+                    s3_access_key=rgw.access_key, s3_secret_key=rgw.secret_key, s3_path_style=True,
+                    s3_prefix=f"t-{uuid.uuid4().hex[:10]}/", **values)  # type: ignore[arg-type]

@@ -134,7 +134,7 @@ def _describe(event: dict[str, Any]) -> str:
 def _print_job(ctx: Context, backend: Backend, job_id: str) -> int:
     card = queries.job_card(backend.db, job_id)
     job = card.job
-    paths = [str(backend.blobs.path(o.asset_id)) for o in card.outputs]
+    paths = [backend.blobs.location(o.asset_id) for o in card.outputs]
     data = {
         "job_id": job.id, "state": job.state, "workflow": job.workflow, "cost": job.cost, "node_id": job.node_id,
         "attempts": job.attempts, "error_type": job.error_type, "error": job.error_message, "stage": job.error_stage,

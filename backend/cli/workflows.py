@@ -89,7 +89,7 @@ def import_workflow(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def quote_workflow(ctx: Context, args: argparse.Namespace) -> int:
-    from ..images import inspect_image_file  # the CLI's only use of Pillow
+    from ..assets.images import inspect_image_file  # the CLI's only use of Pillow
 
     spec = Library.load(ctx.settings.workflows_dir).get(args.name)
     raw: dict[str, Any] = dict(_split(item, "KEY=VALUE") for item in args.values)

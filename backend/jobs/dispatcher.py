@@ -74,6 +74,10 @@ def job_message(
             image = job.inputs[param.mask_of]
             names[param.name] = upload_name(asset, mask_on=image)
             uploads.append({"asset": asset, "name": names[param.name], "kind": "mask", "original": names[param.mask_of]})
+    for upload in uploads:
+        url = backend.blobs.presign_get(upload["asset"], expires=backend.settings.s3_presign_seconds)
+        if url is not None:
+            upload["url"] = url
     prompt = build_prompt(spec, job.params, uploads=names, filename_prefix=f"studio/{job.id}")
     return {
         "job_id": job.id,

@@ -29,6 +29,9 @@ class Upload(TypedDict):
     #: get the same name and a node that has them needs no upload.
     name: str
     kind: Literal["image", "mask"]
+    #: A presigned GET of the bytes when the asset store is an object store: the agent
+    #: fetches the input without a studio credential or a shared mount.
+    url: NotRequired[str]
     #: For masks: the name of the image whose alpha channel the mask replaces.
     original: NotRequired[str]
 

@@ -14,6 +14,8 @@ from typing import Any, cast
 import gradio as gr
 from backend import accounts
 from backend.accounts import app_settings, codes
+from backend.assets import maintenance
+from backend.assets.blobs import human_size
 from backend.errors import InvalidParameter, StudioError
 from backend.jobs import queries, stages
 from backend.jobs.messages import user_event
@@ -255,11 +257,19 @@ def speed_text(speed: float, lang: str) -> str:
 
 
 def users_table(studio: Studio, lang: str) -> str:
+    stored = {u.user_id: u for u in maintenance.usage(studio.backend.db)}
+
+    def storage(user_id: int) -> str:
+        usage = stored.get(user_id)
+        return esc(t("admin.storage_of", lang, size=human_size(usage.bytes), files=usage.assets)) if usage else "–"
+
     rows = [[esc(u.id), f"<b>{esc(u.name)}</b>", esc(u.role), esc(u.balance),
              pill("failed", t("user.disabled", lang)) if u.disabled else pill("succeeded", t("user.active", lang)),
-             esc(when(u.created_at)), esc(when(u.last_login_at))] for u in accounts.list_users(studio.backend.db)]
+             storage(u.id), esc(when(u.created_at)), esc(when(u.last_login_at))]
+            for u in accounts.list_users(studio.backend.db)]
     return table([t("col.id", lang), t("admin.user_name", lang), t("admin.role", lang), t("account.balance", lang),
-                  t("col.account", lang), t("col.created", lang), t("col.last_login", lang)], rows, elem_id="users-table")
+                  t("col.account", lang), t("col.storage", lang), t("col.created", lang), t("col.last_login", lang)],
+                 rows, elem_id="users-table")
 
 
 def batches_table(studio: Studio, lang: str) -> str:

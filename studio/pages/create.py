@@ -24,9 +24,9 @@ from typing import Any
 import gradio as gr
 
 from backend import assets, jobs
-from backend.blobs import read_chunks
+from backend.assets.blobs import read_chunks
 from backend.errors import NotFound, StudioError
-from backend.images import probe_image
+from backend.assets.images import probe_image
 from backend.jobs.submit import Accepted, NeedsConfirmation, cancel, submit
 from backend.workflows import InputFacts, Param, WorkflowSpec, quote, validate_params
 from backend.jobs.state import ACTIVE

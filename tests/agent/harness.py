@@ -17,7 +17,7 @@ from typing import Any
 from PIL import Image
 
 from agent import Agent, AgentConfig
-from backend.blobs import BlobStore
+from backend.assets.blobs import LocalBlobStore
 from backend.jobs.messages import prompt_id_of, upload_name
 from backend.ports.bus import Delivery
 from backend.ports.memory_bus import MemoryBus
@@ -49,7 +49,7 @@ class Harness:
     def __init__(self, comfy_url: str, tmp: Path, **config: Any) -> None:
         self.bus = MemoryBus()
         self.registry = MemoryRegistry()
-        self.blobs = BlobStore(tmp / "assets", durable=False)
+        self.blobs = LocalBlobStore(tmp / "assets", durable=False)
         self.config = AgentConfig(node_id=NODE, comfy_url=comfy_url, assets_dir=tmp / "assets", label="test-host", **{**FAST, **config})
         self.agent = Agent(self.config, bus=self.bus, registry=self.registry, blobs=self.blobs)
         self._cond = threading.Condition()

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from backend import assets
-from backend.blobs import BlobStore
+from backend.assets.blobs import LocalBlobStore
 from backend.cli import assets as assets_cli
 from backend.cli.context import Context
 from backend.config import Settings
@@ -25,8 +25,8 @@ LIMITS = {"max_bytes": CORPUS_MAX_BYTES, "max_pixels": CORPUS_MAX_PIXELS}
 
 
 @pytest.fixture
-def blobs(settings: Settings) -> BlobStore:
-    return BlobStore(settings.assets_dir)
+def blobs(settings: Settings) -> LocalBlobStore:
+    return LocalBlobStore(settings.assets_dir)
 
 
 def make_user(db: Database, name: str) -> int:
@@ -48,16 +48,16 @@ def count(db: Database, model: type) -> int:
         return s.scalar(select(func.count()).select_from(model)) or 0
 
 
-def blob_files(blobs: BlobStore) -> list[Path]:
+def blob_files(blobs: LocalBlobStore) -> list[Path]:
     return sorted(p for p in blobs.root.rglob("*") if p.is_file())
 
 
-def upload(db: Database, blobs: BlobStore, user_id: int, data: bytes, name: str = "photo.png") -> assets.AssetRecord:
+def upload(db: Database, blobs: LocalBlobStore, user_id: int, data: bytes, name: str = "photo.png") -> assets.AssetRecord:
     chunks = (data[i : i + 1000] for i in range(0, len(data), 1000))
     return assets.store_upload(db, blobs, user_id, chunks, name=name, **LIMITS)
 
 
-def test_upload_is_stored_and_described(db: Database, blobs: BlobStore) -> None:
+def test_upload_is_stored_and_described(db: Database, blobs: LocalBlobStore) -> None:
     alice = make_user(db, "alice")
     data = encode("WEBP", (80, 60))
     record = upload(db, blobs, alice, data, name="holiday.webp")
@@ -68,7 +68,7 @@ def test_upload_is_stored_and_described(db: Database, blobs: BlobStore) -> None:
     assert assets.list_uploads(db, alice) == [record]
 
 
-def test_two_users_same_bytes_one_blob_two_owners(db: Database, blobs: BlobStore) -> None:
+def test_two_users_same_bytes_one_blob_two_owners(db: Database, blobs: LocalBlobStore) -> None:
     alice, bob = make_user(db, "alice"), make_user(db, "bob")
     data = encode("PNG")
     a = upload(db, blobs, alice, data, name="a.png")
@@ -80,7 +80,7 @@ def test_two_users_same_bytes_one_blob_two_owners(db: Database, blobs: BlobStore
     assert (count(db, Asset), count(db, AssetOwner)) == (1, 2)
 
 
-def test_concurrent_uploads_of_the_same_bytes(db: Database, blobs: BlobStore) -> None:
+def test_concurrent_uploads_of_the_same_bytes(db: Database, blobs: LocalBlobStore) -> None:
     users = [make_user(db, f"user{i}") for i in range(6)]
     data = encode("JPEG", (300, 200))
     results, errors = [], []
@@ -101,7 +101,7 @@ def test_concurrent_uploads_of_the_same_bytes(db: Database, blobs: BlobStore) ->
     assert (count(db, Asset), count(db, AssetOwner), len(blob_files(blobs))) == (1, 6, 1)
 
 
-def test_other_users_asset_is_indistinguishable_from_a_missing_one(db: Database, blobs: BlobStore) -> None:
+def test_other_users_asset_is_indistinguishable_from_a_missing_one(db: Database, blobs: LocalBlobStore) -> None:
     alice, bob = make_user(db, "alice"), make_user(db, "bob")
     record = upload(db, blobs, alice, encode("PNG"))
     assert assets.user_can_read(db, alice, record.id)
@@ -122,7 +122,7 @@ def test_other_users_asset_is_indistinguishable_from_a_missing_one(db: Database,
 
 
 @pytest.mark.parametrize("asset_id", ["../../etc/passwd", "A" * 64, ""])
-def test_malformed_ids_are_simply_not_found(db: Database, blobs: BlobStore, asset_id: str) -> None:
+def test_malformed_ids_are_simply_not_found(db: Database, blobs: LocalBlobStore, asset_id: str) -> None:
     alice = make_user(db, "alice")
     assert not assets.user_can_read(db, alice, asset_id, is_admin=True)
     with pytest.raises(NotFound):
@@ -132,7 +132,7 @@ def test_malformed_ids_are_simply_not_found(db: Database, blobs: BlobStore, asse
 
 
 @pytest.mark.parametrize("bad", bad_corpus(), ids=lambda b: b.name)
-def test_rejected_upload_stores_nothing(db: Database, blobs: BlobStore, bad: BadFile) -> None:
+def test_rejected_upload_stores_nothing(db: Database, blobs: LocalBlobStore, bad: BadFile) -> None:
     alice = make_user(db, "alice")
     with pytest.raises(InvalidUpload) as caught:
         upload(db, blobs, alice, bad.data)
@@ -142,7 +142,7 @@ def test_rejected_upload_stores_nothing(db: Database, blobs: BlobStore, bad: Bad
     assert (count(db, Asset), count(db, AssetOwner)) == (0, 0)
 
 
-def test_rejected_upload_keeps_an_existing_blob_with_the_same_bytes(db: Database, blobs: BlobStore) -> None:
+def test_rejected_upload_keeps_an_existing_blob_with_the_same_bytes(db: Database, blobs: LocalBlobStore) -> None:
     # Same bytes, stricter limits: the rejection must not remove what is already stored.
     alice = make_user(db, "alice")
     data = encode("PNG", (100, 100))
@@ -152,13 +152,13 @@ def test_rejected_upload_keeps_an_existing_blob_with_the_same_bytes(db: Database
     assert blob_files(blobs) == [blobs.path(record.id)]
 
 
-def test_unknown_user_stores_nothing(db: Database, blobs: BlobStore) -> None:
+def test_unknown_user_stores_nothing(db: Database, blobs: LocalBlobStore) -> None:
     with pytest.raises(NotFound):
         upload(db, blobs, 424242, encode("PNG"))
     assert blob_files(blobs) == [] and count(db, Asset) == 0
 
 
-def test_client_file_name_is_only_a_display_name(db: Database, blobs: BlobStore) -> None:
+def test_client_file_name_is_only_a_display_name(db: Database, blobs: LocalBlobStore) -> None:
     alice = make_user(db, "alice")
     record = upload(db, blobs, alice, encode("PNG"), name="../../etc/\x00passwd\n")
     assert record.name == "passwd"
@@ -167,7 +167,7 @@ def test_client_file_name_is_only_a_display_name(db: Database, blobs: BlobStore)
     assert assets.display_name("x" * 300 + ".png") == "x" * 255
 
 
-def test_job_output_is_recorded_for_the_job_owner(db: Database, blobs: BlobStore) -> None:
+def test_job_output_is_recorded_for_the_job_owner(db: Database, blobs: LocalBlobStore) -> None:
     alice, bob = make_user(db, "alice"), make_user(db, "bob")
     job_id = make_job(db, alice)
     data = encode("PNG", (512, 512))
@@ -182,7 +182,7 @@ def test_job_output_is_recorded_for_the_job_owner(db: Database, blobs: BlobStore
     assert assets.list_uploads(db, alice) == []  # an output, not an upload
 
 
-def test_output_must_match_a_stored_blob(db: Database, blobs: BlobStore) -> None:
+def test_output_must_match_a_stored_blob(db: Database, blobs: LocalBlobStore) -> None:
     job_id = make_job(db, make_user(db, "alice"))
     ref = blobs.write_bytes(b"fake audio")
     fields = dict(job_id=job_id, node_id="9", position=0, kind="audio", format="FLAC")
@@ -195,7 +195,7 @@ def test_output_must_match_a_stored_blob(db: Database, blobs: BlobStore) -> None
     assert count(db, Asset) == 0
 
 
-def test_uploads_are_listed_newest_first(db: Database, blobs: BlobStore) -> None:
+def test_uploads_are_listed_newest_first(db: Database, blobs: LocalBlobStore) -> None:
     alice = make_user(db, "alice")
     first = upload(db, blobs, alice, encode("PNG", (10, 10)), name="first.png")
     second = upload(db, blobs, alice, encode("PNG", (20, 20)), name="second.png")
@@ -220,7 +220,7 @@ def test_cli_add_stores_the_file_for_the_user(
     assert run_cli(db, settings, ["assets", "add", str(path), "--user", "ALICE"], as_json=True) == 0
     out = json.loads(capsys.readouterr().out)
     assert (out["format"], out["width"], out["height"], out["size"], out["name"]) == ("JPEG", 64, 32, path.stat().st_size, "cat.jpg")
-    assert BlobStore(settings.assets_dir).exists(out["id"])
+    assert LocalBlobStore(settings.assets_dir).exists(out["id"])
     assert run_cli(db, settings, ["assets", "add", str(path), "--user", "alice"], as_json=False) == 0
     assert capsys.readouterr().out.strip() == f"{out['id']}  JPEG  {out['size']} bytes  64x32"
     with pytest.raises(NotFound):

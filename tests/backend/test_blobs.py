@@ -1,4 +1,4 @@
-"""backend.blobs on a real directory: layout, dedupe, size cap, no stray files."""
+"""backend.assets.blobs (the local store) on a real directory: layout, dedupe, size cap, no stray files."""
 
 from __future__ import annotations
 
@@ -11,20 +11,20 @@ from pathlib import Path
 
 import pytest
 
-from backend.blobs import CHUNK_SIZE, BlobStore, is_sha256, read_chunks
+from backend.assets.blobs import CHUNK_SIZE, LocalBlobStore, is_sha256, read_chunks
 from backend.errors import InvalidUpload, NotFound
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> BlobStore:
-    return BlobStore(tmp_path / "blobs")
+def store(tmp_path: Path) -> LocalBlobStore:
+    return LocalBlobStore(tmp_path / "blobs")
 
 
 def files_under(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file())
 
 
-def test_bytes_are_stored_under_their_hash(store: BlobStore) -> None:
+def test_bytes_are_stored_under_their_hash(store: LocalBlobStore) -> None:
     data = os.urandom(3 * CHUNK_SIZE + 17)
     sha = hashlib.sha256(data).hexdigest()
     ref = store.write_bytes(data)
@@ -37,21 +37,21 @@ def test_bytes_are_stored_under_their_hash(store: BlobStore) -> None:
     assert files_under(store.root) == [ref.path]
 
 
-def test_same_bytes_are_stored_once(store: BlobStore) -> None:
+def test_same_bytes_are_stored_once(store: LocalBlobStore) -> None:
     first = store.write_bytes(b"same bytes")
     second = store.write(iter([b"same ", b"bytes"]), max_bytes=100)
     assert first == second
     assert files_under(store.root) == [first.path]
 
 
-def test_stream_and_bytes_give_the_same_hash(store: BlobStore) -> None:
+def test_stream_and_bytes_give_the_same_hash(store: LocalBlobStore) -> None:
     data = os.urandom(2 * CHUNK_SIZE + 5)
     streamed = store.write(read_chunks(io.BytesIO(data)), max_bytes=len(data))
     assert streamed.sha256 == hashlib.sha256(data).hexdigest()
     assert [len(c) for c in read_chunks(io.BytesIO(data))] == [CHUNK_SIZE, CHUNK_SIZE, 5]
 
 
-def test_size_cap_stops_the_stream_and_leaves_nothing(store: BlobStore) -> None:
+def test_size_cap_stops_the_stream_and_leaves_nothing(store: LocalBlobStore) -> None:
     pulled = []
 
     def endless() -> Iterator[bytes]:
@@ -66,11 +66,11 @@ def test_size_cap_stops_the_stream_and_leaves_nothing(store: BlobStore) -> None:
     assert files_under(store.root) == []
 
 
-def test_exact_limit_is_allowed(store: BlobStore) -> None:
+def test_exact_limit_is_allowed(store: LocalBlobStore) -> None:
     assert store.write([b"12345"], max_bytes=5).size == 5
 
 
-def test_failing_stream_leaves_nothing(store: BlobStore) -> None:
+def test_failing_stream_leaves_nothing(store: LocalBlobStore) -> None:
     def broken() -> Iterator[bytes]:
         yield b"partial data"
         raise ConnectionResetError("client went away")
@@ -80,7 +80,7 @@ def test_failing_stream_leaves_nothing(store: BlobStore) -> None:
     assert files_under(store.root) == []
 
 
-def test_staged_blob_is_invisible_until_committed(store: BlobStore) -> None:
+def test_staged_blob_is_invisible_until_committed(store: LocalBlobStore) -> None:
     with store.stage([b"maybe"], max_bytes=100) as staged:
         assert staged.path.read_bytes() == b"maybe"
         assert not store.exists(staged.sha256)
@@ -92,7 +92,7 @@ def test_staged_blob_is_invisible_until_committed(store: BlobStore) -> None:
 
 
 @pytest.mark.parametrize("bad", ["../../etc/passwd", "A" * 64, "a" * 63, "g" * 64, "", "a" * 64 + "/x"])
-def test_only_lowercase_sha256_becomes_a_path(store: BlobStore, bad: str) -> None:
+def test_only_lowercase_sha256_becomes_a_path(store: LocalBlobStore, bad: str) -> None:
     assert not is_sha256(bad)
     assert not store.exists(bad)
     for call in (store.path, store.open, store.size):
@@ -100,14 +100,14 @@ def test_only_lowercase_sha256_becomes_a_path(store: BlobStore, bad: str) -> Non
             call(bad)
 
 
-def test_missing_blob_is_not_found(store: BlobStore) -> None:
+def test_missing_blob_is_not_found(store: LocalBlobStore) -> None:
     with pytest.raises(NotFound):
         store.open("0" * 64)
     with pytest.raises(NotFound):
         store.size("0" * 64)
 
 
-def test_concurrent_writers_of_the_same_bytes(store: BlobStore) -> None:
+def test_concurrent_writers_of_the_same_bytes(store: LocalBlobStore) -> None:
     data = os.urandom(CHUNK_SIZE + 1)
     refs = []
 
@@ -124,7 +124,7 @@ def test_concurrent_writers_of_the_same_bytes(store: BlobStore) -> None:
     assert refs[0].path.read_bytes() == data
 
 
-def test_damaged_copy_is_replaced(store: BlobStore) -> None:
+def test_damaged_copy_is_replaced(store: LocalBlobStore) -> None:
     ref = store.write_bytes(b"the real content")
     ref.path.write_bytes(b"short")  # e.g. left by a crash on a filesystem without fsync
     assert store.write_bytes(b"the real content") == ref
@@ -132,6 +132,6 @@ def test_damaged_copy_is_replaced(store: BlobStore) -> None:
 
 
 def test_non_durable_store_behaves_the_same(tmp_path: Path) -> None:
-    store = BlobStore(tmp_path / "fast", durable=False)
+    store = LocalBlobStore(tmp_path / "fast", durable=False)
     ref = store.write_bytes(b"quick")
     assert ref.path.read_bytes() == b"quick"

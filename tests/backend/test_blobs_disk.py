@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.blobs import BlobStore
+from backend.assets.blobs import LocalBlobStore
 from backend.errors import AssetStoreError
 
 from .. import private_servers
@@ -18,7 +18,7 @@ from .. import private_servers
 def test_a_full_disk_is_a_clear_error_and_leaves_nothing_half_written(tmp_path: Path) -> None:
     root = tmp_path / "store"
     with private_servers.small_disk(root, size_mb=2):
-        store = BlobStore(root)
+        store = LocalBlobStore(root)
         kept = store.write_bytes(b"x" * 100_000)
         with pytest.raises(AssetStoreError, match="could not save the file") as caught:
             store.write_bytes(os.urandom(3 * 1024 * 1024))  # more than the disk holds
@@ -31,13 +31,13 @@ def test_a_full_disk_is_a_clear_error_and_leaves_nothing_half_written(tmp_path: 
 
 def test_a_killed_writers_temp_file_is_removed_by_the_next_store_on_the_host(tmp_path: Path) -> None:
     root = tmp_path / "store"
-    BlobStore(root)
+    LocalBlobStore(root)
     # A writer that dies mid-write (SIGKILL) leaves its temp file behind.
-    script = ("import os, sys; from backend.blobs import BlobStore; s = BlobStore(sys.argv[1]);"
+    script = ("import os, sys; from backend.assets.blobs import LocalBlobStore; s = LocalBlobStore(sys.argv[1]);"
               "g = s.stage(iter([b'a' * 10, b'b' * 10]), max_bytes=100); g.__enter__(); os._exit(9)")
     subprocess.run([sys.executable, "-c", script, str(root)], check=False, cwd=Path(__file__).resolve().parents[2])
     [left] = list((root / "tmp").iterdir())
     live = root / "tmp" / left.name.replace(left.name.split("-")[1], str(os.getpid()), 1)
     live.write_bytes(b"a write still going on")  # a live process's part stays
-    BlobStore(root)
+    LocalBlobStore(root)
     assert sorted(p.name for p in (root / "tmp").iterdir()) == [live.name]

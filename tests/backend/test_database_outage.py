@@ -20,8 +20,8 @@ from sqlalchemy import func, select, text
 
 from backend import jobs
 from backend.accounts import ledger
+from backend.assets.blobs import LocalBlobStore
 from backend.jobs import messages
-from backend.blobs import BlobStore
 from backend.config import REPO_ROOT, Settings
 from backend.db import Database, migrate
 from backend.db.models import JobOutput
@@ -67,7 +67,7 @@ def backend(outage_db: Database, postgres: PrivatePostgres, tmp_path: Path) -> I
         postgres.start()
     empty_all_tables(outage_db)
     b = Backend(settings=Settings(data_dir=tmp_path), db=outage_db, bus=MemoryBus(), registry=MemoryRegistry(),
-                library=Library.load(REPO_ROOT / "workflows"), blobs=BlobStore(tmp_path / "assets", durable=False))
+                library=Library.load(REPO_ROOT / "workflows"), blobs=LocalBlobStore(tmp_path / "assets", durable=False))
     yield b
     b.bus.close()
     if not postgres.accepts():

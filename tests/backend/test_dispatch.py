@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from backend.jobs import backlog, messages
 from backend import jobs
 from backend.accounts import ledger
-from backend.blobs import BlobStore
+from backend.assets.blobs import LocalBlobStore
+from backend.jobs import backlog, messages
 from backend.config import REPO_ROOT, Settings
 from backend.db import Database
 from backend.db.models import Job, utcnow
@@ -54,7 +54,7 @@ def backend(db: Database, library: Library, tmp_path: Path) -> Iterator[Backend]
         bus=MemoryBus(),
         registry=MemoryRegistry(),
         library=library,
-        blobs=BlobStore(tmp_path / "assets"),
+        blobs=LocalBlobStore(tmp_path / "assets"),
     )
     yield b
     b.bus.close()

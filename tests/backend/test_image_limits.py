@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from backend.errors import InvalidUpload, RateLimited
-from backend.images import (MAX_JPEG_SCANS, DecodeBudget, ImageInfo, decode_cost, decoded, inspect_image,
+from backend.assets.images import (MAX_JPEG_SCANS, DecodeBudget, ImageInfo, decode_cost, decoded, inspect_image,
                             probe_image)
 
 from .image_bombs import jpeg_segments, scan_bomb
@@ -80,7 +80,7 @@ def test_error_texts_name_no_library_internals(caplog: pytest.LogCaptureFixture)
     payload = good[start : start + 2] + bytes(b ^ 0x5A for b in good[start + 2 : start + length])
     chunk = b"IDAT" + payload
     scrambled = good[: start - 4] + chunk + struct.pack(">I", zlib.crc32(chunk)) + good[start + length + 4 :]
-    with caplog.at_level("INFO", logger="backend.images"):
+    with caplog.at_level("INFO", logger="backend.assets.images"):
         with pytest.raises(InvalidUpload, match="could not be decoded") as refused:
             inspect_image(scrambled, **LIMITS)
     text = str(refused.value) + refused.value.zh

@@ -1,4 +1,4 @@
-"""backend.images against real Pillow: good images pass, the bad-image corpus is refused."""
+"""backend.assets.images against real Pillow: good images pass, the bad-image corpus is refused."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from backend.errors import InvalidUpload
-from backend.images import ImageInfo, inspect_image, inspect_image_file
+from backend.assets.images import ImageInfo, inspect_image, inspect_image_file
 
 from .fixtures.images import CORPUS_MAX_BYTES, CORPUS_MAX_PIXELS, BadFile, bad_corpus, encode
 

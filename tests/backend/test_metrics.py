@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from backend import jobs, metrics
-from backend.blobs import BlobStore
+from backend.assets.blobs import LocalBlobStore
 from backend.config import REPO_ROOT, Settings
 from backend.db import Database
 from backend.ports.memory_bus import MemoryBus
@@ -22,7 +22,7 @@ SAMPLE = re.compile(r'^[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? -?[0-9.e
 
 def test_metrics_count_jobs_nodes_and_money(db: Database, tmp_path: Path) -> None:
     library = Library.load(REPO_ROOT / "workflows")
-    backend = Backend(Settings(data_dir=tmp_path), db, MemoryBus(), MemoryRegistry(), library, BlobStore(tmp_path))
+    backend = Backend(Settings(data_dir=tmp_path), db, MemoryBus(), MemoryRegistry(), library, LocalBlobStore(tmp_path))
     user = make_user(db, "mia", credits=100)
     done, failed, _waiting = (charged_job(db, user, 5) for _ in range(3))
     with db.write() as s:

@@ -9,7 +9,7 @@ import pytest
 
 from bench import cluster, common, event_path, recovery, submit_path, uploads
 
-from .. import services
+from .. import s3server, services
 
 
 @pytest.fixture(autouse=True)
@@ -40,9 +40,11 @@ def test_cluster_runs(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_uploads_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    s3server.require()
     figures = uploads.main(["--mb", "0.3", "--repeats", "1", "--no-write"])
     assert figures["again"] == 0 and figures["ratio"] > 0
-    assert "draw again" in capsys.readouterr().out
+    assert figures["again_s3"] == 0 and figures["s3_mb_s"] > 0
+    assert "s3 draw again" in capsys.readouterr().out
 
 
 def test_a_section_is_replaced_and_the_others_kept(tmp_path: Path) -> None:

@@ -33,12 +33,35 @@ from sqlalchemy import func, select
 from backend.accounts import ledger
 from backend.db import Database
 from backend.db.models import Job, JobOutput, LedgerEntry
-from backend.errors import Unavailable
-from backend.jobs.state import TERMINAL as TERMINAL_STATES
+from backend.errors import NotFound, Unavailable
 from backend.jobs.messages import job_of_prompt
+from backend.jobs.state import TERMINAL as TERMINAL_STATES
 
 #: Slots of every chaos node (one running plus one waiting in its ComfyUI).
 SLOTS = 2
+
+
+def _object_hash(cluster: Any, asset: str) -> str:
+    """The SHA-256 of the object named ``asset`` in the cluster's bucket ("" if missing)."""
+    try:
+        with cluster.blobs.open(asset) as fh:
+            digest = hashlib.sha256()
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+            return digest.hexdigest()
+    except NotFound:
+        return ""
+
+
+def _bucket_problems(cluster: Any) -> list[str]:
+    """Every object in the bucket is whole (its bytes hash to its name), and no multipart
+    upload is left pending."""
+    problems = [f"object {blob.asset_id} in the bucket is not whole"
+                for blob in cluster.blobs.listing() if _object_hash(cluster, blob.asset_id) != blob.asset_id]
+    pending = cluster.rgw.client().list_multipart_uploads(Bucket=cluster.blobs.bucket).get("Uploads", [])
+    if pending:
+        problems.append(f"multipart uploads left pending: {[u['Key'] for u in pending][:5]}")
+    return problems
 
 
 class Observed(Protocol):
@@ -250,15 +273,26 @@ def check(cluster: Observed, row: Row, job_ids: list[str], rows: dict[str, Job],
     row.failed = sum(1 for j in rows.values() if j.state == "failed")
 
     # Every output's file is whole, and nothing half-written is left behind.
+    rgw = getattr(cluster, "rgw", None)
     for job_id, assets in outputs.items():
         for asset in assets:
+            if rgw is not None:
+                found = _object_hash(cluster, asset)
+                if found != asset:
+                    outputs_lost.add(job_id)
+                    problems.append(f"job {job_id}: output {asset} is {'not whole' if found else 'missing'} in the bucket")
+                continue
             path = cluster.assets_dir / asset[:2] / asset[2:4] / asset
             if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != asset:
                 outputs_lost.add(job_id)
                 problems.append(f"job {job_id}: output {asset} is {'not whole' if path.is_file() else 'missing'} in the store")
-    leftovers = sorted(p.name for p in (cluster.assets_dir / "tmp").glob("*")) if (cluster.assets_dir / "tmp").is_dir() else []
-    if leftovers:
-        problems.append(f"half-written files left in the asset store: {leftovers[:5]}")
+    if rgw is not None:
+        problems.extend(_bucket_problems(cluster))
+    else:
+        tmp = cluster.assets_dir / "tmp"
+        leftovers = sorted(p.name for p in tmp.glob("*")) if tmp.is_dir() else []
+        if leftovers:
+            problems.append(f"half-written files left in the asset store: {leftovers[:5]}")
     row.outputs_lost = len(outputs_lost)
 
     # No node was given more jobs than its slots: as the database saw it (a restarted studio

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 import requests
 from sqlalchemy import select
 
-from backend.config import REPO_ROOT
+from backend.config import REPO_ROOT, Settings
 from backend.db import Database
 from backend.db.models import Job, User
 from backend.errors import Unavailable
@@ -146,7 +146,7 @@ class AgentProcess(_Process):
     URLs may lead through a :class:`~tests.chaos.proxy.Proxy` that can cut it off)."""
 
     def __init__(self, node_id: str, sim: SimProcess, data_dir: Path, *, amqp_url: str, redis_url: str, bus_prefix: str,
-                 registry_prefix: str) -> None:
+                 registry_prefix: str, s3: Settings | None = None) -> None:
         args = [
             sys.executable, "-m", "agent", "--comfy-url", sim.url, "--node-id", node_id, "--label", node_id,
             "--bus-prefix", bus_prefix, "--registry-prefix", registry_prefix,
@@ -157,6 +157,11 @@ class AgentProcess(_Process):
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("STUDIO_")}
         env.update(STUDIO_AMQP_URL=amqp_url, STUDIO_REDIS_URL=redis_url, STUDIO_DATA_DIR=str(data_dir))
+        if s3 is not None:  # the bucket, with the agents' write-only key; a data dir of its own
+            env["STUDIO_DATA_DIR"] = str(data_dir / f"agent-{node_id}")
+            env.update({f"STUDIO_{name.upper()}": str(getattr(s3, name)) for name in (
+                "asset_store", "s3_endpoint", "s3_bucket", "s3_region", "s3_access_key", "s3_secret_key", "s3_path_style",
+                "s3_prefix")})
         super().__init__(f"agent {node_id}", args, data_dir / f"agent-{node_id}.log", env)
 
 
@@ -197,6 +202,12 @@ class Cluster:
     images: dict[int, str] = field(default_factory=dict)  # user id -> uploaded asset id
     #: Per node, the proxy its agent reaches RabbitMQ and Redis through (partitions).
     proxies: dict[str, Any] = field(default_factory=dict)
+    #: The private Ceph RGW when the assets are kept in S3 (tests/s3server.RGW), else None.
+    rgw: Any = None
+
+    @property
+    def blobs(self) -> Any:
+        return self.stack.backend.blobs
 
     @property
     def db(self) -> Database:
@@ -271,10 +282,12 @@ class Cluster:
 
 @contextlib.contextmanager
 def running_cluster(db: Database, bus: Any, registry: Any, data_dir: Path, servers: PrivateServers, *, nodes: int = 3,
-                    users: int = 4, proxied: bool = False) -> Iterator[Cluster]:
+                    users: int = 4, proxied: bool = False, rgw: Any = None, s3: Settings | None = None,
+                    agent_s3: Settings | None = None) -> Iterator[Cluster]:
     """``proxied``: each agent reaches RabbitMQ and Redis through its own proxy, which the
-    partition fault cuts."""
-    backend = build_backend(db, bus, registry, data_dir)
+    partition fault cuts. ``s3``/``agent_s3``: keep the assets in that bucket of ``rgw``
+    (the studio's and the agents' settings); agents then share no directory."""
+    backend = build_backend(db, bus, registry, data_dir, s3)
     # The worker's log beside the processes' logs, for a failure's post-mortem.
     worker_log = logging.FileHandler(data_dir / "worker.log")
     worker_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -286,7 +299,7 @@ def running_cluster(db: Database, bus: Any, registry: Any, data_dir: Path, serve
     stack = Stack(backend=backend, worker=worker, sims=None)
     subscription = bus.subscribe_user_events(stack.events.put)
     registry_prefix = registry.key_prefix[1:-2]  # "{prefix}:" -> prefix
-    cluster = Cluster(stack=stack, nodes={}, data_dir=data_dir, servers=servers)
+    cluster = Cluster(stack=stack, nodes={}, data_dir=data_dir, servers=servers, rgw=rgw)
     try:
         assert servers.rabbitmq is not None and servers.redis is not None
         for i in range(1, nodes + 1):
@@ -300,7 +313,7 @@ def running_cluster(db: Database, bus: Any, registry: Any, data_dir: Path, serve
                 amqp_url = amqp_url.replace(f":{servers.rabbitmq.port}/", f":{proxy.port('amqp')}/")
                 redis_url = redis_url.replace(f":{servers.redis.port}/", f":{proxy.port('redis')}/")
             agent = AgentProcess(node_id, sim, data_dir, amqp_url=amqp_url, redis_url=redis_url,
-                                 bus_prefix=bus.prefix, registry_prefix=registry_prefix)
+                                 bus_prefix=bus.prefix, registry_prefix=registry_prefix, s3=agent_s3)
             cluster.nodes[node_id] = Node(node_id, sim, agent)
         for node in cluster.nodes.values():
             node.sim.start()

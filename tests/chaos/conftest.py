@@ -9,6 +9,7 @@ empty tables on them.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import random
 import uuid
@@ -22,8 +23,8 @@ from backend.db import Database, migrate
 from backend.ports.rabbitmq import RabbitBus
 from backend.ports.redis_registry import RedisRegistry
 
-from .. import private_servers
-from ..conftest import empty_all_tables
+from .. import private_servers, s3server
+from ..conftest import empty_all_tables, s3_settings
 from ..private_servers import PrivateServers
 from . import faults
 from .checks import TABLE, format_table
@@ -74,11 +75,20 @@ def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     with contextlib.ExitStack() as stack:
         if kind == "small disk":
             stack.enter_context(private_servers.small_disk(tmp_path / "assets"))
-        yield stack.enter_context(_distributed(servers, chaos_db, tmp_path, proxied=kind == "proxied"))
+        rgw = request.getfixturevalue("chaos_rgw") if kind == "s3" else None
+        yield stack.enter_context(_distributed(servers, chaos_db, tmp_path, proxied=kind == "proxied", rgw=rgw))
+
+
+@pytest.fixture(scope="session")
+def chaos_rgw(rgw: s3server.RGW) -> s3server.RGW:
+    """The session's private Ceph RGW (tests/s3server.py): the scenario stops and starts
+    its gateway and always leaves it running, in a bucket of its own."""
+    return rgw
 
 
 @contextlib.contextmanager
-def _distributed(servers: PrivateServers, chaos_db: Database, tmp_path: Path, *, proxied: bool) -> Iterator[Cluster]:
+def _distributed(servers: PrivateServers, chaos_db: Database, tmp_path: Path, *, proxied: bool,
+                 rgw: s3server.RGW | None = None) -> Iterator[Cluster]:
     """Three nodes (comfysim + agent processes), the worker in-process, on the private servers."""
     assert servers.rabbitmq is not None and servers.redis is not None
     faults.ensure_servers_up(servers)  # whatever the scenario before did
@@ -88,7 +98,16 @@ def _distributed(servers: PrivateServers, chaos_db: Database, tmp_path: Path, *,
     bus = RabbitBus(servers.rabbitmq.url, prefix=name, publish_timeout=10, max_reconnect_delay=0.5)
     registry = RedisRegistry(servers.redis.url, prefix=name)
     try:
-        with running_cluster(chaos_db, bus, registry, tmp_path, servers, proxied=proxied) as c:
+        s3 = agent_s3 = None
+        if rgw is not None:
+            if not rgw.answers():
+                rgw.start_gateway()
+            bucket = rgw.new_bucket("chaos")
+            rgw.allow_agent_writes(bucket)
+            s3 = s3_settings(rgw, bucket)
+            agent_s3 = dataclasses.replace(s3, s3_access_key=rgw.agent_access_key, s3_secret_key=rgw.agent_secret_key)
+        with running_cluster(chaos_db, bus, registry, tmp_path, servers, proxied=proxied, rgw=rgw, s3=s3,
+                             agent_s3=agent_s3) as c:
             yield c
     finally:
         faults.ensure_servers_up(servers)  # so the bus and registry close cleanly

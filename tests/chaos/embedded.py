@@ -32,7 +32,7 @@ from sqlalchemy import select
 from agent.capabilities import read_capabilities
 from agent.comfy import ComfyClient
 from backend import assets
-from backend.blobs import BlobStore
+from backend.assets.blobs import LocalBlobStore
 from backend.config import REPO_ROOT, Settings
 from backend.db import Database, migrate
 from backend.db.models import Job, User
@@ -158,7 +158,7 @@ def running_embedded(data_dir: Path, *, nodes: int = 2, users: int = 3) -> Itera
     migrate.upgrade(db)
     library = Library.load(REPO_ROOT / "workflows")
     submitter = Backend(settings=Settings(data_dir=data_dir), db=db, bus=MemoryBus(), registry=MemoryRegistry(),
-                        library=library, blobs=BlobStore(data_dir / "assets"))
+                        library=library, blobs=LocalBlobStore(data_dir / "assets"))
     studio = StudioProcess(data_dir, [sim.url for sim in sims.values()])
     cluster = EmbeddedCluster(studio=studio, sims=sims, db=db, data_dir=data_dir, submitter=submitter)
     try:

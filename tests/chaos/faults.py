@@ -190,3 +190,16 @@ def fill_asset_store(cluster: Cluster, rng: random.Random, load: Load) -> None:
     finally:
         os.close(fd)
         filler.unlink(missing_ok=True)
+
+
+def stop_object_store(cluster: Cluster, rng: random.Random, load: Load) -> None:
+    """The object store's gateway (Ceph RGW) stops for a few seconds: inputs cannot be
+    fetched (the job goes back to the queue) and outputs cannot be uploaded (they wait on
+    ComfyUI and are fetched again when the watchdog re-checks the job); no object is left
+    half-written, and once the store is back jobs succeed as before."""
+    assert cluster.rgw is not None
+    try:
+        cluster.rgw.stop_gateway()
+        time.sleep(rng.uniform(1.0, 4.0))
+    finally:
+        cluster.rgw.start_gateway()

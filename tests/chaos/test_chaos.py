@@ -39,7 +39,9 @@ class Scenario:
     #: The cluster it attacks: "distributed" (the worker in the test process, agents and
     #: comfysims as processes, on the private servers), "proxied" (the same, each agent
     #: reaching the servers through a proxy that can cut it off), "small disk" (the asset
-    #: store on a small disk of its own), or "embedded" (run_studio.py as a process).
+    #: store on a small disk of its own), "s3" (the assets in a bucket of a private Ceph
+    #: RGW, agents with a write-only key and no shared directory), or "embedded"
+    #: (run_studio.py as a process).
     cluster: str = "distributed"
     #: How a job whose prompt ran to success may still fail under this fault (its output
     #: could not be fetched or kept); any other failure of such a job is a lost output.
@@ -59,6 +61,7 @@ SCENARIOS = {
     "agent partitioned > TTL": Scenario(faults.partition_agent, 2, cluster="proxied", settle=60.0),
     "asset store disk full": Scenario(faults.fill_asset_store, 3, gap=(2.0, 4.0), cluster="small disk",
                                       excused=frozenset({"OutputNotStored"})),
+    "object store stopped and started": Scenario(faults.stop_object_store, 3, gap=(2.0, 4.0), cluster="s3"),
     "embedded studio SIGKILL": Scenario(embedded.kill_studio, 2, gap=(3.0, 6.0), cluster="embedded", settle=120.0),
 }
 

@@ -10,6 +10,7 @@ events — is here, so the tests read as scenarios.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import queue
 import time
@@ -25,7 +26,8 @@ from agent.agent import Agent
 from agent.config import AgentConfig
 from backend import assets, jobs
 from backend.accounts import ledger
-from backend.blobs import BlobStore
+from backend.assets.blobs import LocalBlobStore
+from backend.assets.stores import open_blob_store
 from backend.config import REPO_ROOT, Settings
 from backend.db import Database
 from backend.db.models import Job, User
@@ -138,23 +140,27 @@ class Stack:
         return jobs.get(self.db, job_id)
 
 
-def build_backend(db: Database, bus: Bus, registry: Registry, tmp: Path) -> Backend:
+def build_backend(db: Database, bus: Bus, registry: Registry, tmp: Path, s3: Settings | None = None) -> Backend:
+    """``s3``: settings of an S3 asset store (its ``data_dir`` is replaced by ``tmp``)."""
+    settings = Settings(data_dir=tmp) if s3 is None else dataclasses.replace(s3, data_dir=tmp)
     return Backend(
-        settings=Settings(data_dir=tmp),
+        settings=settings,
         db=db,
         bus=bus,
         registry=registry,
         library=Library.load(REPO_ROOT / "workflows"),
-        blobs=BlobStore(tmp / "assets", durable=False),
+        blobs=LocalBlobStore(tmp / "assets", durable=False) if s3 is None else open_blob_store(settings),
     )
 
 
 @contextlib.contextmanager
 def running_stack(
     db: Database, bus: Bus, registry: Registry, tmp: Path, *, nodes: int = 2, sim: SimConfig | None = None,
-    agent_threads: bool = True,
+    agent_threads: bool = True, s3: Settings | None = None, agent_s3: Settings | None = None,
 ) -> Iterator[Stack]:
-    backend = build_backend(db, bus, registry, tmp)
+    """``s3``: keep assets in that S3 store; then each agent has a data directory of its own
+    (no shared mount) and its own client of the store, with ``agent_s3``'s credential."""
+    backend = build_backend(db, bus, registry, tmp, s3)
     worker = Worker(backend, dispatch_interval=0.2, sweep_interval=0.5, sweep_policy=FAST_SWEEP).start()
     sims = start_sims(nodes, sim or SimConfig(models=DEMO_MODELS, step_seconds=0.01))
     stack = Stack(backend=backend, worker=worker, sims=sims)
@@ -162,8 +168,12 @@ def running_stack(
     try:
         if agent_threads:
             for i, url in enumerate(sims.urls, 1):
-                config = AgentConfig(node_id=f"sim-{i}", comfy_url=url, assets_dir=tmp / "assets", label=f"sim {i}", **FAST_AGENT)
-                agent = Agent(config, bus=bus, registry=registry, blobs=backend.blobs)
+                own = tmp / f"agent-{i}"  # with S3, nothing on disk is shared with the studio
+                assets_dir = tmp / "assets" if s3 is None else own / "assets"
+                config = AgentConfig(node_id=f"sim-{i}", comfy_url=url, assets_dir=assets_dir,
+                                     label=f"sim {i}", **FAST_AGENT)
+                blobs = backend.blobs if s3 is None else open_blob_store(dataclasses.replace(agent_s3 or s3, data_dir=own))
+                agent = Agent(config, bus=bus, registry=registry, blobs=blobs)
                 agent.start()
                 stack.agents[config.node_id] = agent
             stack.wait_nodes(nodes)

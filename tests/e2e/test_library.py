@@ -4,6 +4,8 @@ The model-free tools also run on a node with no model files at all, like a bare 
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import io
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,12 +16,14 @@ from PIL import Image, ImageDraw
 from backend.config import REPO_ROOT
 from backend.db import Database, migrate
 from backend.db.models import JobOutput
+from backend.errors import AssetStoreError
 from backend.ports.memory_bus import MemoryBus
 from backend.ports.memory_registry import MemoryRegistry
 from backend.workflows import Library
 from comfysim import SimConfig
 
-from ..conftest import empty_all_tables
+from .. import services
+from ..conftest import empty_all_tables, s3_settings
 from .stack import Stack, png_bytes, running_stack
 
 LIBRARY = Library.load(REPO_ROOT / "workflows")
@@ -99,4 +103,52 @@ def run(stack: Stack, name: str) -> None:
     assert outputs and {o.kind for o in outputs} <= {"image", "video", "audio"}
     for output in outputs:
         assert stack.backend.blobs.exists(output.asset_id)
+    stack.check_books()
+
+
+# ---- the distributed stack with the object store: no directory shared with any agent -----
+
+
+@pytest.fixture(scope="module")
+def s3_stack(tmp_path_factory: pytest.TempPathFactory, _postgres_db: Database, rgw, rgw_bucket: str) -> Iterator[Stack]:  # type: ignore[no-untyped-def]
+    empty_all_tables(_postgres_db)
+    tmp = tmp_path_factory.mktemp("s3-library")
+    studio = s3_settings(rgw, rgw_bucket)
+    # The agents' credential may only put objects (the bucket policy of docs/deploy.md):
+    # inputs reach them by presigned URL alone.
+    rgw.allow_agent_writes(rgw_bucket)
+    agents = dataclasses.replace(studio, s3_access_key=rgw.agent_access_key, s3_secret_key=rgw.agent_secret_key)
+    with services.rabbit_bus() as bus, services.redis_registry() as registry, \
+            running_stack(_postgres_db, bus, registry, tmp, nodes=3, s3=studio, agent_s3=agents) as stack:
+        yield stack
+
+
+def test_every_workflow_runs_on_the_distributed_stack_with_s3(s3_stack: Stack) -> None:
+    """PostgreSQL, RabbitMQ, Redis and Ceph RGW; agents fetch inputs by presigned URL and
+    upload outputs to the bucket; nothing is written to the studio's assets directory."""
+    stack = s3_stack
+    agent_store = stack.agents["sim-1"].uploader._blobs
+    with pytest.raises(AssetStoreError, match="refused"):  # the agents' credential cannot read
+        agent_store.size(stack.upload(stack.user("probe"), png_bytes(9, 9)))
+    user = stack.user("s3-library", 1_000_000)
+    job_ids = {stack.accepted(user, name, params_for(stack, user, LIBRARY.get(name)), queue_if_busy=True).id: name
+               for name in LIBRARY.names()}
+    ended = stack.wait_ended(list(job_ids), timeout=300)
+    failed = {job_ids[j.id]: (j.error_type, j.error_message) for j in ended.values() if j.state != "succeeded"}
+    assert failed == {}
+    with stack.db.read() as s:
+        outputs = s.query(JobOutput).filter(JobOutput.job_id.in_(list(job_ids))).all()
+    assert {o.job_id for o in outputs} == set(job_ids)
+    stored = {blob.asset_id: blob.size for blob in stack.backend.blobs.listing()}
+    for output in outputs:
+        assert output.asset_id in stored
+        with stack.backend.blobs.open(output.asset_id) as fh:
+            assert hashlib.sha256(fh.read()).hexdigest() == output.asset_id
+    assert not (stack.backend.settings.data_dir / "assets").exists()
+    assert all(not (stack.backend.settings.data_dir / f"agent-{i}" / "assets").exists() for i in (1, 2, 3))
+    # "Draw again": the same input on a node that has it is not sent again.
+    sent = sum(agent.uploader.sent for agent in stack.agents.values())
+    again = stack.accepted(user, "invert-scale", params_for(stack, user, LIBRARY.get("invert-scale")), queue_if_busy=True)
+    assert stack.wait_ended([again.id], timeout=60)[again.id].state == "succeeded"
+    assert sum(agent.uploader.sent for agent in stack.agents.values()) <= sent + 1
     stack.check_books()

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import subprocess
@@ -23,7 +24,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from backend.blobs import BlobStore
+from backend.assets.blobs import LocalBlobStore
+from backend.assets.stores import open_blob_store
 from backend.config import REPO_ROOT, Settings
 from backend.db import Database
 from backend.ports.memory_bus import MemoryBus
@@ -47,9 +49,19 @@ def library() -> Library:
 
 
 @pytest.fixture
-def backend(db: Database, library: Library, tmp_path: Path) -> Iterator[Backend]:
-    b = Backend(settings=Settings(data_dir=tmp_path, welcome_credits=100, login_backoff_seconds=600), db=db, bus=MemoryBus(),
-                registry=MemoryRegistry(), library=library, blobs=BlobStore(tmp_path / "assets", durable=False))
+def backend(db: Database, library: Library, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Backend]:
+    """The backend of the pages' tests; ``parametrize("backend", ["s3"], indirect=True)``
+    keeps its files in the session's Ceph RGW instead of a directory."""
+    settings = Settings(data_dir=tmp_path, welcome_credits=100, login_backoff_seconds=600)
+    if getattr(request, "param", "local") == "s3":
+        from ..conftest import s3_settings
+
+        s3 = s3_settings(request.getfixturevalue("rgw"), request.getfixturevalue("rgw_bucket"), data_dir=tmp_path)
+        settings = dataclasses.replace(s3, welcome_credits=100, login_backoff_seconds=600)
+        blobs = open_blob_store(settings)
+    else:
+        blobs = LocalBlobStore(tmp_path / "assets", durable=False)
+    b = Backend(settings=settings, db=db, bus=MemoryBus(), registry=MemoryRegistry(), library=library, blobs=blobs)
     yield b
     b.bus.close()
 

@@ -142,6 +142,7 @@ def test_pages_redirect_to_sign_in_and_login_sets_an_httponly_cookie(backend: Ba
     assert client.get("/studio/").status_code == 303
 
 
+@pytest.mark.parametrize("backend", ["local", "s3"], indirect=True)
 def test_outputs_only_to_their_owner_and_admins(backend: Backend, client: TestClient) -> None:
     owner, other = make_user(backend.db, "hal"), make_user(backend.db, "ivy")
     make_user(backend.db, "root", role="admin")
@@ -162,6 +163,7 @@ def test_outputs_only_to_their_owner_and_admins(backend: Backend, client: TestCl
     assert client.get(f"/files/{ivy_upload.id}").status_code == 404  # and the other way round
 
 
+@pytest.mark.parametrize("backend", ["local", "s3"], indirect=True)
 def test_previews_are_served_to_the_user_whose_event_named_them(backend: Backend, client: TestClient) -> None:
     for name in ("jo", "kim"):
         make_user(backend.db, name)
@@ -173,7 +175,10 @@ def test_previews_are_served_to_the_user_whose_event_named_them(backend: Backend
     assert feed.snapshot(user_id(backend, "kim"), "j1") is None and feed.snapshot(jo, "j1").preview == named.sha256
     for name, status in (("jo", 200), ("kim", 404), ("boss", 200)):
         login(client, name)
-        assert client.get(f"/files/{named.sha256}").status_code == status, name
+        r = client.get(f"/files/{named.sha256}")
+        assert r.status_code == status, name
+        if status == 200:  # streamed whole, the type sniffed from its first bytes
+            assert r.content == png((9, 9, 9)) and r.headers["content-type"] == "image/png"
         assert client.get(f"/files/{unnamed.sha256}").status_code == 404, name  # no event named it
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import gradio as gr
 import pytest
 
-from backend.blobs import BlobStore
+from backend.assets.blobs import LocalBlobStore
 from backend.config import Settings
 from backend.db import Database
 from backend.ports.bus import Delivery
@@ -30,7 +30,7 @@ def admin_backend(_sqlite_db: Database, library: Library, tmp_path: Path) -> Ite
     """The page does not care which database: SQLite only (building the page takes seconds)."""
     empty_all_tables(_sqlite_db)
     backend = Backend(settings=Settings(data_dir=tmp_path), db=_sqlite_db, bus=MemoryBus(), registry=MemoryRegistry(),
-                      library=library, blobs=BlobStore(tmp_path / "assets", durable=False))
+                      library=library, blobs=LocalBlobStore(tmp_path / "assets", durable=False))
     make_user(backend.db, "root", role="admin")
     make_user(backend.db, "cora")
     yield backend

@@ -20,7 +20,7 @@ from studio.app import build_blocks, create_app
 from studio.pages import admin, history
 from studio.widgets import mask_png
 from tests.backend.helpers import CHEAP_HASHER, make_user
-from tests.e2e.stack import Stack, memory_ports, running_stack
+from tests.e2e.stack import Stack, memory_ports, png_bytes, running_stack
 
 from .helpers import Pages, studio_of
 
@@ -80,6 +80,16 @@ def test_admin_tables_speak_chinese(stack: Stack) -> None:
     assert "过期时间" in admin.batches_table(studio, "zh")
     assert "阶段别名" in admin.workflows_table(studio, "zh")
     assert "last" not in admin.users_table(studio, "zh").lower()
+
+
+def test_admin_sees_storage_per_user(stack: Stack) -> None:
+    studio = studio_of(stack.backend)
+    owner, idle = stack.user("keeper"), stack.user("idle")
+    stack.upload(owner, png_bytes(40, 30))
+    stack.upload(owner, png_bytes(41, 30))
+    rows = {row.split("</td>")[1]: row for row in admin.users_table(studio, "en").split("<tr>")[2:]}
+    assert "in 2 files" in rows["<td><b>keeper</b>"] and "files" not in rows["<td><b>idle</b>"]
+    assert "2 个文件" in admin.users_table(studio, "zh")
 
 
 def test_only_intended_endpoints_are_public_and_admin_ones_check_the_role(stack: Stack) -> None:

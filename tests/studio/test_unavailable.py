@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from backend.blobs import BlobStore
+from backend.assets.blobs import LocalBlobStore
 from backend.config import Settings
 from backend.db import Database, migrate
 from backend.ports.memory_bus import MemoryBus
@@ -38,7 +38,7 @@ def client(postgres: PrivatePostgres, library: Library, tmp_path: Path) -> Itera
     db = Database(postgres.url)
     migrate.upgrade(db)
     backend = Backend(settings=Settings(data_dir=tmp_path), db=db, bus=MemoryBus(), registry=MemoryRegistry(),
-                      library=library, blobs=BlobStore(tmp_path / "assets", durable=False))
+                      library=library, blobs=LocalBlobStore(tmp_path / "assets", durable=False))
     make_user(db, "uma")
     app = create_app(backend, wake=lambda: None, password_hasher=CHEAP_HASHER)
     try:

@@ -53,7 +53,7 @@ from pathlib import Path
 from PIL import Image
 
 from .blobs import check_size, human_size
-from .errors import InvalidUpload, RateLimited
+from ..errors import InvalidUpload, RateLimited
 
 log = logging.getLogger(__name__)
 

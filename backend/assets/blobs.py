@@ -1,4 +1,5 @@
-"""The content-addressed file store: bytes named by their SHA-256, files only, no database.
+"""The local adapter of the blob-store port (:mod:`backend.ports.blob_store`): bytes named
+by their SHA-256 in a directory, files only, no database.
 
 Layout: ``root/ab/cd/<sha256>`` for a hash starting ``abcd``, and ``root/tmp/`` for files
 being written. A write streams into a temp file on the same filesystem (so the final
@@ -9,8 +10,9 @@ removes its temp file; one whose process was killed leaves it, named after its h
 process id, and the next store opened on that host removes it (any host removes temp
 files older than :data:`STALE_PART_SECONDS`: the store may be shared by several hosts).
 
-The agent uses this module to store outputs and never opens the SQL database; the
-backend records ownership separately (``backend.assets``).
+The agent stores outputs through the port and never opens the SQL database; the
+backend records ownership separately (``backend.assets.records``). The S3 adapter
+(``backend.assets.s3_blobs``) stages its writes with :func:`write_hashed` too.
 
 Throughput matters (uploads and outputs pass through here): data moves in 1 MiB chunks,
 each chunk is hashed on the caller's thread while a writer thread writes it, without
@@ -23,8 +25,8 @@ import concurrent.futures
 import contextlib
 import hashlib
 import logging
+import datetime as dt
 import os
-import re
 import queue
 import secrets
 import socket
@@ -35,30 +37,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import AssetStoreError, InvalidUpload, NotFound
+from ..errors import AssetStoreError, InvalidUpload, NotFound
+from ..ports.blob_store import BlobRef, StoredBlob, is_sha256
+
+__all__ = ["CHUNK_SIZE", "BlobRef", "LocalBlobRef", "LocalBlobStore", "StagedBlob", "check_size", "human_size",
+           "is_sha256", "read_chunks", "write_hashed"]
 
 CHUNK_SIZE = 1024 * 1024
 #: A temp file untouched for this long belongs to a write that died (whatever host).
 STALE_PART_SECONDS = 3600.0
 _HOST = socket.gethostname().replace("-", "_")
 
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-
-log = logging.getLogger("backend.blobs.BlobStore")
+log = logging.getLogger("backend.assets.blobs.LocalBlobStore")
 
 
 @dataclass(frozen=True)
-class BlobRef:
-    """A stored blob: its hash, its size in bytes and where it lives."""
+class LocalBlobRef(BlobRef):
+    """A blob of the local store, with the file it lives in."""
 
-    sha256: str
-    size: int
     path: Path
-
-
-def is_sha256(value: str) -> bool:
-    """True for 64 lowercase hex digits, the only strings ever turned into blob paths."""
-    return isinstance(value, str) and _SHA256.fullmatch(value) is not None
 
 
 def human_size(size: int) -> str:
@@ -100,22 +97,22 @@ class StagedBlob:
     else stored under the same hash meanwhile.
     """
 
-    def __init__(self, store: BlobStore, *, path: Path, sha256: str, size: int) -> None:
+    def __init__(self, store: LocalBlobStore, *, path: Path, sha256: str, size: int) -> None:
         self._store = store
         self.path = path
         self.sha256 = sha256
         self.size = size
-        self.committed: BlobRef | None = None
+        self.committed: LocalBlobRef | None = None
 
-    def commit(self) -> BlobRef:
+    def commit(self) -> LocalBlobRef:
         """Move the file to its hash name (or drop it if that blob is already stored)."""
         if self.committed is None:
-            with _edge():
+            with edge():
                 self.committed = self._store._install(self.path, self.sha256, self.size)
         return self.committed
 
 
-class BlobStore:
+class LocalBlobStore:
     """Files under ``root`` named by SHA-256. Safe for several threads and processes.
 
     ``durable=False`` skips the fsyncs; only for stores that may be lost (tests, demos).
@@ -143,8 +140,9 @@ class BlobStore:
                     log.info("removed %s, left by a write that never finished", part.name)
             except OSError:
                 pass  # gone meanwhile, or not ours to remove
+
     @contextlib.contextmanager
-    def stage(self, chunks: Iterable[bytes], *, max_bytes: int) -> Iterator[StagedBlob]:
+    def stage(self, chunks: Iterable[bytes | memoryview], *, max_bytes: int) -> Iterator[StagedBlob]:
         """Stream ``chunks`` into a temp file; yield it, removing it unless committed.
 
         Raises :class:`InvalidUpload` (and leaves nothing behind) once more than
@@ -152,7 +150,7 @@ class BlobStore:
         """
         path = self._tmp / f"{_HOST}-{os.getpid()}-{secrets.token_hex(12)}.part"
         try:
-            sha256, size = _write_hashed(path, chunks, max_bytes, durable=self.durable)
+            sha256, size = write_hashed(path, chunks, max_bytes, durable=self.durable)
             staged = StagedBlob(self, path=path, sha256=sha256, size=size)
             yield staged
         finally:
@@ -160,12 +158,12 @@ class BlobStore:
             # failed write (a full disk) this removes the part that was written.
             path.unlink(missing_ok=True)
 
-    def write(self, chunks: Iterable[bytes], *, max_bytes: int) -> BlobRef:
+    def write(self, chunks: Iterable[bytes | memoryview], *, max_bytes: int) -> LocalBlobRef:
         """Store a stream of bytes; raises :class:`InvalidUpload` over ``max_bytes``."""
         with self.stage(chunks, max_bytes=max_bytes) as staged:
             return staged.commit()
 
-    def write_bytes(self, data: bytes, *, max_bytes: int | None = None) -> BlobRef:
+    def write_bytes(self, data: bytes, *, max_bytes: int | None = None) -> LocalBlobRef:
         """Store ``data`` (limited to ``max_bytes`` if given)."""
         view = memoryview(data)
         # Slices of a memoryview share the buffer: 1 MiB pieces without copying, so
@@ -196,15 +194,38 @@ class BlobStore:
         except FileNotFoundError:
             raise self._missing(sha256) from None
 
+    def delete(self, asset_id: str) -> None:
+        if is_sha256(asset_id):
+            self.path(asset_id).unlink(missing_ok=True)
+
+    def listing(self) -> Iterator[StoredBlob]:
+        for top in self.root.iterdir():
+            if len(top.name) != 2 or not top.is_dir():
+                continue  # tmp/ and anything not ours
+            for path in top.glob("*/*"):
+                if is_sha256(path.name):
+                    with contextlib.suppress(FileNotFoundError):
+                        st = path.stat()
+                        yield StoredBlob(path.name, st.st_size, dt.datetime.fromtimestamp(st.st_mtime, dt.timezone.utc))
+
+    def presign_get(self, asset_id: str, *, expires: int = 3600) -> str | None:
+        return None  # whoever reads this store reads the directory itself
+
+    def location(self, asset_id: str) -> str:
+        return str(self.path(asset_id))
+
+    def close(self) -> None:
+        pass
+
     def _missing(self, sha256: str) -> NotFound:
         return NotFound(f"No stored file for asset {sha256}.", zh=f"找不到资源 {sha256} 的文件。")
 
-    def _install(self, temp: Path, sha256: str, size: int) -> BlobRef:
+    def _install(self, temp: Path, sha256: str, size: int) -> LocalBlobRef:
         final = self.path(sha256)
         try:
             if final.stat().st_size == size:
                 temp.unlink()
-                return BlobRef(sha256, size, final)
+                return LocalBlobRef(sha256, size, final)
             # Same name, wrong size: cannot be our bytes (a damaged copy); replace it.
             log.warning("Replacing blob %s: stored size differs from its content", sha256)
         except FileNotFoundError:
@@ -213,11 +234,11 @@ class BlobStore:
         os.replace(temp, final)
         if self.durable:
             _fsync_dir(final.parent)
-        return BlobRef(sha256, size, final)
+        return LocalBlobRef(sha256, size, final)
 
 
 @contextlib.contextmanager
-def _edge() -> Iterator[None]:
+def edge() -> Iterator[None]:
     """A failing disk (full, over quota, read-only, broken) is an :class:`AssetStoreError`
     that says so; the caller's ``finally`` removes what was written."""
     try:
@@ -232,21 +253,22 @@ def _edge() -> Iterator[None]:
         ) from exc
 
 
-def _write_hashed(path: Path, chunks: Iterable[bytes], max_bytes: int, *, durable: bool) -> tuple[str, int]:
+def write_hashed(path: Path, chunks: Iterable[bytes | memoryview], max_bytes: int, *, durable: bool) -> tuple[str, int]:
+    """Write ``chunks`` to the new file ``path`` (hashing on the way); its hash and size."""
     digest = hashlib.sha256()
     size = 0
     # O_EXCL: a fresh name, never an existing file or a planted symlink.
-    with _edge():
+    with edge():
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
     with _FileWriter(fd) as writer:
         for chunk in chunks:  # a failing source (a dropped upload) raises its own error
             size += len(chunk)
             if size > max_bytes:
                 raise _too_large(max_bytes)
-            with _edge():
+            with edge():
                 writer.put(chunk)  # written by the writer thread while this thread hashes it
             digest.update(chunk)
-        with _edge():
+        with edge():
             writer.finish(durable=durable)
     return digest.hexdigest(), size
 

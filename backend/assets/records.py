@@ -1,4 +1,4 @@
-"""Assets: who owns which stored bytes, on top of the file-only :mod:`backend.blobs`.
+"""Assets: who owns which stored bytes, on top of the blob-store port (:mod:`backend.ports.blob_store`).
 
 An ``Asset`` row describes one blob (by SHA-256); an ``AssetOwner`` row lets one user see
 it, for uploads and for job outputs alike. The same bytes uploaded by two users are one
@@ -30,10 +30,10 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from .blobs import BlobStore, is_sha256
-from .db import Database
-from .db.models import Asset, AssetOwner, Job, JobOutput, User
-from .errors import InvalidUpload, NotFound
+from ..ports.blob_store import BlobStore, is_sha256
+from ..db import Database
+from ..db.models import Asset, AssetOwner, Job, JobOutput, User
+from ..errors import InvalidUpload, NotFound
 from .images import inspect_image_file
 
 KINDS = ("image", "audio", "video", "other")
