@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from . import assets, jobs
+from . import assets, jobs, limits, webhooks
 from .db.models import Job
 from .errors import InvalidParameter, StudioError
 from .messages import prompt_id, user_event
@@ -62,13 +62,16 @@ def submit(
     idempotency_key: str,
     expert: bool = False,
     queue_if_busy: bool = False,
+    webhook_url: str | None = None,
     on_queued: Callable[[], None] = lambda: None,
 ) -> SubmitResult:
     """Submit ``workflow`` with ``params`` for ``user_id``.
 
     File parameters (images, masks) take the id of an asset the user owns (uploaded
     before, or an output of one of their jobs). ``queue_if_busy`` is the confirmed
-    resubmit after a :class:`NeedsConfirmation`. ``on_queued`` wakes the dispatcher.
+    resubmit after a :class:`NeedsConfirmation`. ``webhook_url`` is told when the job
+    ends (:mod:`backend.webhooks`). Per-user limits (:mod:`backend.limits`) are checked
+    before anything is charged. ``on_queued`` wakes the dispatcher.
     """
     try:
         replay = _replay(backend, user_id, idempotency_key)
@@ -76,35 +79,50 @@ def submit(
             return Accepted(job=replay, created=False)
         spec = backend.library.get(workflow)
         values = validate_params(spec, params, expert=expert)
+        if webhook_url:
+            webhooks.check_url(backend.settings, webhook_url)
         inputs, facts = _inputs(backend, spec, values, user_id)
         priced = quote(spec, values, facts)
         priced.check()
-        needs = Needs.of(spec, values, priced.memory_mib)
-        wait = wait_if_busy(backend, needs)
-        if wait is not None and not queue_if_busy:
-            seconds = round(wait)
-            return NeedsConfirmation(
-                wait_seconds=wait,
-                message={
-                    "en": f"All nodes are busy, about {seconds} s wait. Queue anyway?",
-                    "zh": f"所有节点都在忙，预计等待约 {seconds} 秒。仍要排队吗？",
-                },
+        counted = limits.check_submit(backend.db, backend.settings, user_id, priced.cost)
+        try:
+            needs = Needs.of(spec, values, priced.memory_mib)
+            wait = wait_if_busy(backend, needs)
+            if wait is not None and not queue_if_busy:
+                limits.release_submit(backend.db, counted)  # asked, not submitted
+                seconds = round(wait)
+                return NeedsConfirmation(
+                    wait_seconds=wait,
+                    message={
+                        "en": f"All nodes are busy, about {seconds} s wait. Queue anyway?",
+                        "zh": f"所有节点都在忙，预计等待约 {seconds} 秒。仍要排队吗？",
+                    },
+                )
+            job, created = jobs.create(
+                backend.db,
+                jobs.NewJob(
+                    user_id=user_id,
+                    workflow=spec.name,
+                    params=values,
+                    inputs=inputs,
+                    cost=priced.cost,
+                    idempotency_key=idempotency_key,
+                    memory_mb=priced.memory_mib,
+                    estimate_seconds=priced.seconds,
+                ),
             )
-        job, created = jobs.create(
-            backend.db,
-            jobs.NewJob(
-                user_id=user_id,
-                workflow=spec.name,
-                params=values,
-                inputs=inputs,
-                cost=priced.cost,
-                idempotency_key=idempotency_key,
-                memory_mb=priced.memory_mib,
-                estimate_seconds=priced.seconds,
-            ),
-        )
+        except StudioError:
+            limits.release_submit(backend.db, counted)  # nothing was made: the submit does not count
+            raise
+        if not created:
+            limits.release_submit(backend.db, counted)
     except StudioError as exc:
         return Rejected(error=exc)
+    if created and webhook_url:
+        try:
+            webhooks.attach(backend.db, job.id, webhook_url)
+        except StudioError as exc:  # the job is made and charged; only its webhook is lost
+            log.error("job %s: webhook not recorded: %s", job.id, exc)
     if created:
         log.info("job %s queued: %s for user %s, %d credits", job.id, spec.name, user_id, job.cost)
         try:

@@ -227,3 +227,4 @@ class StageAlias(Base):
     zh: Mapped[str] = mapped_column(String(128))
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 from . import studio_models  # noqa: E402,F401
+from . import api_models  # noqa: E402,F401
