@@ -124,9 +124,12 @@ def balance(s: Session, user_id: int) -> int:
     return value
 
 
-def entries(s: Session, user_id: int, *, limit: int = 100) -> list[LedgerEntry]:
-    """The newest ``limit`` ledger rows of a user, newest first."""
-    stmt = select(LedgerEntry).where(LedgerEntry.user_id == user_id).order_by(LedgerEntry.id.desc()).limit(limit)
+def entries(s: Session, user_id: int, *, limit: int = 100, before: int | None = None) -> list[LedgerEntry]:
+    """The newest ``limit`` ledger rows of a user (older than row ``before``), newest first."""
+    stmt = select(LedgerEntry).where(LedgerEntry.user_id == user_id)
+    if before is not None:
+        stmt = stmt.where(LedgerEntry.id < before)
+    stmt = stmt.order_by(LedgerEntry.id.desc()).limit(limit)
     return list(s.scalars(stmt))
 
 

@@ -23,7 +23,7 @@ from .messages import prompt_id, user_event
 from .placement import Needs
 from .runtime import Backend
 from .waiting import wait_if_busy
-from .workflows import InputFacts, WorkflowSpec, quote, validate_params
+from .workflows import InputFacts, Quote, WorkflowSpec, quote, validate_params
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,29 @@ class Rejected:
 SubmitResult = Accepted | NeedsConfirmation | Rejected
 
 
+@dataclass(frozen=True)
+class Priced:
+    """A job before it is made: its checked values, its inputs and its quote."""
+
+    spec: WorkflowSpec
+    values: dict[str, Any]
+    inputs: dict[str, str]
+    quote: Quote
+
+    @property
+    def needs(self) -> Needs:
+        return Needs.of(self.spec, self.values, self.quote.memory_mib)
+
+
+def price(backend: Backend, user_id: int, workflow: str, params: Mapping[str, Any], *, expert: bool = False) -> Priced:
+    """Validate ``params`` and quote the job (raises InvalidParameter, NotFound); the
+    guard's verdict is in the quote, not raised."""
+    spec = backend.library.get(workflow)
+    values = validate_params(spec, params, expert=expert)
+    inputs, facts = _inputs(backend, spec, values, user_id)
+    return Priced(spec=spec, values=values, inputs=inputs, quote=quote(spec, values, facts))
+
+
 def submit(
     backend: Backend,
     user_id: int,
@@ -77,12 +100,10 @@ def submit(
         replay = _replay(backend, user_id, idempotency_key)
         if replay is not None:
             return Accepted(job=replay, created=False)
-        spec = backend.library.get(workflow)
-        values = validate_params(spec, params, expert=expert)
         if webhook_url:
             webhooks.check_url(backend.settings, webhook_url)
-        inputs, facts = _inputs(backend, spec, values, user_id)
-        priced = quote(spec, values, facts)
+        job_price = price(backend, user_id, workflow, params, expert=expert)
+        spec, values, inputs, priced = job_price.spec, job_price.values, job_price.inputs, job_price.quote
         priced.check()
         counted = limits.check_submit(backend.db, backend.settings, user_id, priced.cost)
         try:
@@ -180,4 +201,4 @@ def cancel(backend: Backend, job_id: str, *, user_id: int | None, on_freed: Call
     return moved
 
 
-__all__ = ["Accepted", "NeedsConfirmation", "Rejected", "SubmitResult", "cancel", "submit"]
+__all__ = ["Accepted", "NeedsConfirmation", "Priced", "Rejected", "SubmitResult", "cancel", "price", "submit"]

@@ -23,7 +23,7 @@ from typing import Any
 
 import gradio as gr
 
-from backend import assets, jobs
+from backend import assets, jobs, limits
 from backend.blobs import read_chunks
 from backend.errors import NotFound, StudioError
 from backend.images import probe_image
@@ -340,6 +340,7 @@ def _wire_form(studio: Studio, form: Form, key_state: gr.State, job_state: gr.St
                 return (None, "") + ((gr.skip(), gr.skip(), gr.skip()) if mask else ())
             try:
                 source = studio.uploads.path(path, session_token(request))  # before anything opens it
+                limits.check_storage(db, settings, user.id, source.stat().st_size)
                 with open(source, "rb") as fh:
                     record = assets.store_upload(db, studio.backend.blobs, user.id, read_chunks(fh),
                                                  name=source.name, max_bytes=settings.max_upload_bytes,

@@ -1,0 +1,47 @@
+"""The integrators' REST API (docs/api.md), a FastAPI app mounted at ``/api`` of the
+studio: ``/api/v1/...`` endpoints, the OpenAPI document at ``/api/openapi.json`` and
+Swagger UI at ``/api/docs``, whose files come from the ``swagger-ui-bundle`` package
+(nothing is loaded from a CDN). It imports the backend and the studio's context only;
+every rule is the backend's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import swagger_ui_bundle
+from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+
+from ..context import Studio
+from . import admin, errors, routes
+
+API_PATH = "/api"
+SWAGGER_DIR = Path(swagger_ui_bundle.swagger_ui_path)
+
+DESCRIPTION = """JSON API of AIGC Studio. Authenticate with a personal access token
+(`Authorization: Bearer sk_…`) made on the Account page or with
+`python -m backend tokens create USER`. Errors have one shape:
+`{"error": {"code", "message", "message_zh", "field"}}`. See docs/api.md."""
+
+
+def build_api(studio: Studio) -> FastAPI:
+    """The API app; mount it at :data:`API_PATH`."""
+    api = FastAPI(title="AIGC Studio API", version="1", description=DESCRIPTION, docs_url=None, redoc_url=None,
+                  openapi_url="/openapi.json")
+    api.state.studio = studio
+    errors.install(api)
+    api.include_router(routes.router)
+    api.include_router(admin.router)
+    api.mount("/docs-assets", StaticFiles(directory=SWAGGER_DIR), name="swagger-assets")
+
+    @api.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=API_PATH + "/openapi.json", title="AIGC Studio API",
+                                   swagger_js_url=API_PATH + "/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url=API_PATH + "/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url="/favicon.ico")
+
+    return api
