@@ -17,6 +17,7 @@ import http.server
 import io
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ class Api:
 
     url: str
     token: str
+    name: str = ""
 
     def request(self, method: str, path: str, **kw: Any) -> requests.Response:
         headers = {"Authorization": f"Bearer {self.token}", **kw.pop("headers", {})}
@@ -83,6 +85,22 @@ class Api:
         return found
 
 
+def fill_slots(api: Api, asset: str) -> tuple[list[dict[str, Any]], requests.Response]:
+    """Submit jobs (that the simulator holds with ``hang_in_node``) until every slot is
+    taken; the jobs on the node, and the first refusal (409 busy)."""
+    from tests.waiting import wait_for
+
+    running: list[dict[str, Any]] = []
+    for _ in range(10):
+        r = api.submit({"workflow": "invert-scale", "params": {"image": asset}})
+        if r.status_code == 409:
+            return running, r
+        assert r.status_code == 201, r.text
+        running.append(r.json())
+        wait_for(lambda: api.get(f"/v1/jobs/{running[-1]['id']}").json()["state"] != "queued", 60, "the job on the node")
+    raise AssertionError("the node never got busy")
+
+
 @dataclass
 class Studio:
     server: StudioServer
@@ -97,13 +115,13 @@ class Studio:
         name = f"u{uuid.uuid4().hex[:10]}"
         user = accounts.create_user(self.db, name, PASSWORD, role=role, welcome_credits=credits, hasher=CHEAP_HASHER)
         secret, _ = tokens.create(self.db, user.id, "tests", scope=scope)
-        return Api(self.url, secret)
+        return Api(self.url, secret, name)
 
     def token(self, api: Api, scope: str) -> Api:
         """Another token of the same user as ``api``."""
         who = tokens.resolve(self.db, api.token)
         secret, _ = tokens.create(self.db, who.user_id, f"tests {scope}", scope=scope)
-        return Api(self.url, secret)
+        return Api(self.url, secret, who.name)
 
     def check_books(self) -> None:
         assert ledger.verify(self.db) == []
@@ -112,7 +130,7 @@ class Studio:
 @dataclass
 class Receiver:
     """A webhook target on 127.0.0.1: records each POST, answers ``statuses`` in turn
-    (then 200)."""
+    (then 200); a status of 0 answers nothing for longer than the studio waits."""
 
     statuses: list[int] = field(default_factory=list)
     received: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
@@ -128,6 +146,9 @@ class Receiver:
                 with receiver.lock:
                     receiver.received.append((dict(self.headers), body))
                     status = receiver.statuses.pop(0) if receiver.statuses else 200
+                if status == 0:
+                    time.sleep(float(STUDIO_ENV["STUDIO_WEBHOOK_TIMEOUT_SECONDS"]) + 1)
+                    status = 200  # too late: the studio has counted a timeout
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()

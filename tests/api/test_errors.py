@@ -14,7 +14,7 @@ from backend import tokens
 from backend.db.api_models import ApiToken
 from tests.waiting import wait_for
 
-from .conftest import MAX_UPLOAD, Api, Studio, png_bytes
+from .conftest import MAX_UPLOAD, Api, Studio, fill_slots, png_bytes
 
 
 def error(r: requests.Response, status: int, code: str | None = None) -> dict[str, Any]:
@@ -114,19 +114,9 @@ def held(embedded: Studio) -> Any:
     embedded.server.faults(hang_in_node="ImageInvert")
     api = embedded.user()
     asset = api.upload(png_bytes(70, 70, (7, 77, 177)))  # bytes no other test runs: ComfyUI's cache skips nothing
-    running: list[dict[str, Any]] = []
     try:
-        for _ in range(10):
-            r = api.submit({"workflow": "invert-scale", "params": {"image": asset}})
-            if r.status_code == 409:
-                yield api, asset, running, r
-                break
-            assert r.status_code == 201, r.text
-            running.append(r.json())
-            wait_for(lambda: api.get(f"/v1/jobs/{running[-1]['id']}").json()["state"] != "queued", 60,
-                     "the held job on the node")
-        else:
-            pytest.fail("the node never got busy")
+        running, refusal = fill_slots(api, asset)
+        yield api, asset, running, refusal
     finally:
         embedded.server.reset_faults()
 
