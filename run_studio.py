@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     from backend.errors import StudioError
     from backend.images import return_pixel_memory_to_the_system
     from backend.runtime import build_backend
-    from backend.worker import Worker
+    from backend.jobs.worker import Worker
 
     return_pixel_memory_to_the_system()  # before anything decodes a picture
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from backend.messages import JobMessage
+from backend.jobs.messages import JobMessage
 
 from .translate import Progress, nodes_to_run
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from backend.messages import JobMessage
+from backend.jobs.messages import JobMessage
 
 log = logging.getLogger("agent.journal.Journal")
 

@@ -38,7 +38,7 @@ from collections.abc import Callable
 from typing import Any
 
 from backend.errors import AssetStoreError, InvalidUpload, StudioError, Unavailable
-from backend.messages import (
+from backend.jobs.messages import (
     JobMessage,
     LifecycleType,
     job_of_prompt,

@@ -13,7 +13,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-from backend.messages import StageAlias
+from backend.jobs.messages import StageAlias
 
 #: Longest failure message sent on; the rest of ComfyUI's text is in the node's log.
 MAX_MESSAGE = 300

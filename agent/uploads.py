@@ -1,7 +1,7 @@
 """Putting a job's inputs on the node, each once (design §2: "uploads missing inputs by
 content hash").
 
-An input's node-side name is derived from its sha256 (``backend.messages.upload_name``),
+An input's node-side name is derived from its sha256 (``backend.jobs.messages.upload_name``),
 so a name the node has always holds the right bytes and is never uploaded again. What
 the node has is remembered here, but only as long as the websocket session lasts: a
 reconnect may mean ComfyUI restarted with another disk, so the memory is dropped and
@@ -16,7 +16,7 @@ from typing import Any
 
 from backend.blobs import BlobStore
 from backend.errors import NotFound
-from backend.messages import Upload
+from backend.jobs.messages import Upload
 
 from .comfy import ComfyClient
 from .errors import UploadFailed

@@ -80,7 +80,7 @@ class Settings:
     webhook_give_up_seconds: int = 86_400
     webhook_timeout_seconds: float = 10.0
     #: Per-user limits for creators (administrators have none unless set per user with
-    #: the admin API or ``python -m backend limits``); 0 means no limit (backend/limits.py).
+    #: the admin API or ``python -m backend limits``); 0 means no limit (backend/jobs/limits.py).
     max_waiting_jobs: int = 0
     max_running_jobs: int = 0
     submits_per_minute: int = 0

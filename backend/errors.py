@@ -61,7 +61,7 @@ class RateLimited(StudioError):
 
 
 class LimitReached(RateLimited):
-    """A per-user limit (``backend.limits``) refuses this; ``limit`` names it and
+    """A per-user limit (``backend.jobs.limits``) refuses this; ``limit`` names it and
     ``retry_after`` says when it frees up (0: not by waiting, e.g. the storage quota)."""
 
     def __init__(self, message: str, *, zh: str | None = None, limit: str, retry_after: float = 0.0) -> None:

@@ -120,7 +120,7 @@ def workload(jobs: int, *, seed: int, alpha: float, minimum: float, cap: float,
 
 
 def run_policy(policy: str, jobs: list[tuple[float, int, int]], *, nodes: int, clients: int) -> dict[str, Any]:
-    from backend.submit import Accepted, submit
+    from backend.jobs.submit import Accepted, submit
     from comfysim import DEMO_MODELS, SimConfig
 
     _, wrapper, depth = POLICIES[policy]

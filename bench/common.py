@@ -281,8 +281,8 @@ def distributed_stack(
     """
     from agent.agent import Agent
     from agent.config import AgentConfig
-    from backend.sweeper import SweepPolicy
-    from backend.worker import Worker
+    from backend.jobs.sweeper import SweepPolicy
+    from backend.jobs.worker import Worker
     from comfysim import start_sims
 
     tmp = Path(tempfile.mkdtemp(prefix="studio-bench-"))

@@ -53,7 +53,7 @@ class EventProbe:
 
 
 def run_once(*, rate: float, seconds: float, nodes: int, step_scale: float, separate: bool) -> dict[str, Any]:
-    from backend.submit import Accepted, submit
+    from backend.jobs.submit import Accepted, submit
     from comfysim import DEMO_MODELS, SimConfig
 
     per_node = rate / nodes

@@ -57,7 +57,7 @@ def _state(stack: common.Stack, job_id: str) -> tuple[str, str | None]:
 def _jobs_on(stack: common.Stack, doomed: str) -> tuple[str, str]:
     """A started and a waiting job on ``doomed`` (every node is held by a fault, and has
     two slots: one job runs, one waits in its ComfyUI queue)."""
-    from backend.submit import Accepted, submit
+    from backend.jobs.submit import Accepted, submit
 
     user = stack.user(f"u{uuid.uuid4().hex[:8]}")
     ids = []

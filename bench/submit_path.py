@@ -134,7 +134,7 @@ class Bare:
 # ---- one run -----------------------------------------------------------------------------
 
 def _submit(stack: common.Stack, user: Any, **kw: Any) -> tuple[str, float]:
-    from backend.submit import Accepted, submit
+    from backend.jobs.submit import Accepted, submit
 
     t = time.perf_counter()
     kw.setdefault("queue_if_busy", True)  # nodes have deep queues; never ask "queue anyway?"

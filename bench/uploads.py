@@ -44,7 +44,7 @@ def noise_png(megabytes: float, seed: int = 1) -> bytes:
 
 def draw_again(data: bytes) -> dict[str, Any]:
     from backend import assets
-    from backend.submit import Accepted, submit
+    from backend.jobs.submit import Accepted, submit
     from comfysim import DEMO_MODELS, SimConfig
 
     sent: list[int] = []

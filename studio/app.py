@@ -44,14 +44,17 @@ from fastapi.responses import FileResponse, PlainTextResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from backend import metrics, throttle
+from backend import metrics
+from backend.accounts import throttle
 from backend.config import Settings
 from backend.errors import Unavailable
-from backend.passwords import DEFAULT_HASHER
+from backend.accounts.passwords import DEFAULT_HASHER
 from backend.runtime import Backend
 
+from backend.accounts.sessions import Sessions
+
 from .api import API_PATH, build_api
-from .auth import SESSION_COOKIE, Sessions
+from .auth import SESSION_COOKIE
 from .context import Studio
 from .errors import Blocks
 from .feed import Feed
@@ -279,7 +282,7 @@ def create_app(
     )
     # Middleware added later runs earlier: the proxy headers, "try again later" while a
     # service is away, the guard, then the page language (for requests the guard let through).
-    app.add_middleware(LanguageMiddleware, sessions=sessions, db=backend.db,
+    app.add_middleware(LanguageMiddleware, sessions=sessions, backend=backend,
                        paths=frozenset(STUDIO_PATH + page for page in PAGES), default=lang_default)
     # ``Blocks.launch()`` marks the app launched; ``mount_gradio_app`` does not, and while
     # ``has_launched`` is False Gradio's ``_check_allowed`` returns at once: an event

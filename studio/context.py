@@ -9,9 +9,9 @@ import gradio as gr
 from argon2 import PasswordHasher
 
 from backend.errors import PermissionDenied, StudioError
+from backend.accounts.sessions import SessionUser, Sessions, user_by_name
 from backend.runtime import Backend
 
-from .auth import SessionUser, Sessions, user_by_name
 from .errors import UserError
 from .feed import Feed
 from .i18n import lang_of

@@ -34,7 +34,9 @@ from urllib.parse import parse_qs, quote, urlsplit
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse, RedirectResponse
 
-from .auth import SESSION_COOKIE, Sessions
+from backend.accounts.sessions import Sessions
+
+from .auth import SESSION_COOKIE
 
 log = logging.getLogger(__name__)
 

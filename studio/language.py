@@ -20,10 +20,11 @@ from typing import Any
 
 import anyio
 
-from backend.db import Database
+from backend.accounts import preferences
+from backend.accounts.sessions import Sessions
+from backend.runtime import Backend
 
-from . import preferences
-from .auth import SESSION_COOKIE, Sessions
+from .auth import SESSION_COOKIE
 from .i18n import LANG_COOKIE, from_headers
 
 LANG_SCRIPT = """<script>
@@ -50,17 +51,17 @@ def lang_cookie(lang: str) -> str:
 class LanguageMiddleware:
     """Pure ASGI around the Gradio pages in ``paths`` (GET only; event streams pass)."""
 
-    def __init__(self, app: Any, *, sessions: Sessions, db: Database, paths: frozenset[str],
+    def __init__(self, app: Any, *, sessions: Sessions, backend: Backend, paths: frozenset[str],
                  default: str = "en") -> None:
         self.app = app
         self.sessions = sessions
-        self.db = db
+        self.backend = backend
         self.paths = paths
         self.default = default
 
     def _choose(self, cookie: str | None, accept: str | None, token: str | None) -> str:
         user = self.sessions.resolve(token)
-        saved = preferences.lang(self.db, user.id) if user is not None else None
+        saved = preferences.lang(self.backend.db, user.id) if user is not None else None
         if saved:
             return saved
         return from_headers(cookie, accept) if (cookie or accept) else self.default

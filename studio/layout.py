@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from backend import jobs, ledger
+from backend import jobs
+from backend.accounts import ledger
 from backend.errors import NotFound
 
 from .context import Studio
@@ -48,8 +49,7 @@ def nav_html(current: str, *, name: str, balance: int, role: str, lang: str) -> 
 
 def nav_for(studio: Studio, current: str, *, user_id: int, name: str, role: str, lang: str) -> str:
     """The header bar with the user's balance as the database has it now."""
-    with studio.backend.db.read() as s:
-        balance = ledger.balance(s, user_id)
+    balance = ledger.balance_of(studio.backend.db, user_id)
     return nav_html(current, name=name, balance=balance, role=role, lang=lang)
 
 

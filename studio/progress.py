@@ -20,13 +20,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
-from sqlalchemy import select
-
-from backend import jobs, ledger
-from backend.db.models import Job, JobOutput
+from backend import jobs
 from backend.errors import NotFound
-from backend.messages import failure_reason
-from backend.waiting import QueueWait, queue_wait
+from backend.jobs import queries
+from backend.jobs.messages import failure_reason
+from backend.jobs.store import JobRecord
+from backend.jobs.waiting import QueueWait, queue_wait
 
 from .context import Studio
 from .feed import TERMINAL, Feed, JobSnapshot
@@ -55,14 +54,7 @@ class Pace:
     at: float = 0.0
 
 
-def outputs_of(studio: Studio, job_id: str) -> list[tuple[str, str]]:
-    with studio.backend.db.read() as s:
-        rows = s.execute(select(JobOutput.asset_id, JobOutput.kind).where(JobOutput.job_id == job_id)
-                         .order_by(JobOutput.id))
-        return [(asset, kind) for asset, kind in rows]
-
-
-def reason_of(job: Job, lang: str, snap: JobSnapshot | None) -> str:
+def reason_of(job: JobRecord, lang: str, snap: JobSnapshot | None) -> str:
     if snap is not None and snap.reason:
         return pick(snap.reason, lang)
     if job.state == "failed":
@@ -70,7 +62,7 @@ def reason_of(job: Job, lang: str, snap: JobSnapshot | None) -> str:
     return ""
 
 
-def pace_of(studio: Studio, job: Job) -> Pace:
+def pace_of(studio: Studio, job: JobRecord) -> Pace:
     backend = studio.backend
     if job.state == "queued":
         return Pace(wait=queue_wait(backend, job), at=time.time())
@@ -92,7 +84,7 @@ def remaining_seconds(predicted: float, elapsed: float, fraction: float) -> floa
     return (1 - fraction) * planned + fraction * paced
 
 
-def view_of(studio: Studio, job: Job, snap: JobSnapshot, lang: str, pace: Pace | None = None) -> ProgressView:
+def view_of(studio: Studio, job: JobRecord, snap: JobSnapshot, lang: str, pace: Pace | None = None) -> ProgressView:
     """The card for ``job``: its state from the database, the live details from the feed."""
     state = job.state if job.state in TERMINAL or snap.state not in TERMINAL else snap.state
     if state not in TERMINAL and snap.state == "running":
@@ -105,8 +97,9 @@ def view_of(studio: Studio, job: Job, snap: JobSnapshot, lang: str, pace: Pace |
                         stage=pick(snap.stage, lang), value=snap.value, max=snap.max, fraction=fraction,
                         preview=snap.preview, outputs=[(a, snap.kinds.get(a, "image")) for a in snap.outputs])
     if state in TERMINAL:
-        view.outputs = outputs_of(studio, job.id) or view.outputs
-        view.refunded = ledger.refunded(studio.backend.db, job.id)
+        card = queries.job_card(studio.backend.db, job.id)
+        view.outputs = [(o.asset_id, o.kind) for o in card.outputs] or view.outputs
+        view.refunded = card.refunded
         view.reason = reason_of(job, lang, snap)
         view.fraction = 1.0 if state == "succeeded" else view.fraction
         return view
@@ -190,7 +183,7 @@ class Watcher:
         finally:
             self._release(session, token)
 
-    def _follow(self, job: Job, snap: JobSnapshot, events: queue.Queue[dict[str, Any]], lang: str,
+    def _follow(self, job: JobRecord, snap: JobSnapshot, events: queue.Queue[dict[str, Any]], lang: str,
                 session: str, token: object) -> Iterator[tuple[str | None, bool]]:
         db = self.studio.backend.db
         pace = pace_of(self.studio, job) if job.state not in TERMINAL else None

@@ -44,10 +44,11 @@ from gradio.routes import file_upload_statuses
 from gradio.utils import get_upload_folder
 from starlette.formparsers import MultiPartException
 
+from backend.accounts.sessions import Sessions
 from backend.blobs import check_size
 from backend.errors import InvalidUpload
 
-from .auth import SESSION_COOKIE, Sessions
+from .auth import SESSION_COOKIE
 
 log = logging.getLogger(__name__)
 

@@ -108,7 +108,7 @@ def form_value(param: Param, value: Any) -> Any:
 
 def collect(spec: WorkflowSpec, *, values: Mapping[str, Any], presets: Mapping[str, Any],
             files: Mapping[str, str | None]) -> dict[str, Any]:
-    """The raw parameters for :func:`backend.submit.submit` (expert mode) from the form.
+    """The raw parameters for :func:`backend.jobs.submit.submit` (expert mode) from the form.
 
     Every field is sent as shown, so explicit values win over presets; the chosen preset
     options go along so the job records them (and "draw again" shows them chosen). File

@@ -53,8 +53,7 @@ def list_assets(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def _user_id(ctx: Context, name: str) -> int:
-    with ctx.db.read() as s:
-        return accounts.find_user(s, name).id
+    return accounts.user_named(ctx.db, name).id
 
 
 def _row(record: assets.AssetRecord) -> dict[str, object]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from .. import accounts, codes
+from backend import accounts
+from backend.accounts import codes
 from .context import Context
 
 
@@ -33,8 +34,7 @@ def create_codes(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def redeem_code(ctx: Context, args: argparse.Namespace) -> int:
-    with ctx.db.read() as s:
-        user = accounts.find_user(s, args.name)
+    user = accounts.user_named(ctx.db, args.name)
     added = codes.redeem(
         ctx.db, user.id, args.code,
         max_failures=ctx.settings.redeem_max_failures, window_seconds=ctx.settings.redeem_window_seconds,

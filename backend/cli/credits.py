@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from .. import accounts, ledger
+from backend import accounts
+from backend.accounts import ledger
 from .context import Context
 
 
@@ -30,20 +31,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def move(ctx: Context, args: argparse.Namespace, kind: str) -> int:
-    with ctx.db.write() as s:
-        user = accounts.find_user(s, args.name)
-        entry = ledger.credit(s, user.id, args.amount, kind=kind, note=args.note, actor="cli")
+    user = accounts.grant(ctx.db, args.name, args.amount, kind=kind, note=args.note, actor="cli")
     ctx.emit(
-        {"name": user.name, "kind": kind, "amount": entry.amount, "balance": entry.balance_after},
-        f"{kind} {entry.amount:+d} → {user.name} now has {entry.balance_after} credits",
+        {"name": user.name, "kind": kind, "amount": args.amount, "balance": user.balance},
+        f"{kind} {args.amount:+d} → {user.name} now has {user.balance} credits",
     )
     return 0
 
 
 def show_credits(ctx: Context, args: argparse.Namespace) -> int:
-    with ctx.db.read() as s:
-        user = accounts.find_user(s, args.name)
-        rows = ledger.entries(s, user.id, limit=args.limit)
+    user = accounts.user_named(ctx.db, args.name)
+    rows = ledger.ledger_page(ctx.db, user.id, limit=args.limit).lines
     data = {
         "name": user.name,
         "balance": user.balance,

@@ -8,13 +8,11 @@ import queue
 import uuid
 from typing import Any
 
-from sqlalchemy import select
-
 from .. import accounts, assets, jobs
-from ..db.models import Job, JobOutput
 from ..errors import InvalidParameter, StudioError
+from ..jobs import queries
+from ..jobs.submit import Accepted, NeedsConfirmation, Rejected, cancel, submit
 from ..runtime import Backend, build_backend
-from ..submit import Accepted, NeedsConfirmation, Rejected, cancel, submit
 from .context import Context
 
 TERMINAL_EVENTS = ("succeeded", "failed", "cancelled")
@@ -68,8 +66,7 @@ def _distributed(ctx: Context) -> Backend:
 def submit_job(ctx: Context, args: argparse.Namespace) -> int:
     backend = _distributed(ctx)
     try:
-        with backend.db.read() as s:
-            user = accounts.find_user(s, args.user)
+        user = accounts.user_named(backend.db, args.user)
         params: dict[str, Any] = parse_pairs(args.values)
         for param, path in parse_pairs(args.image).items():
             with open(path, "rb") as fh:
@@ -136,11 +133,8 @@ def _describe(event: dict[str, Any]) -> str:
 
 
 def _print_job(ctx: Context, backend: Backend, job_id: str) -> int:
-    with backend.db.read() as s:
-        job = s.get(Job, job_id)
-        if job is None:
-            raise StudioError(f"No job {job_id}.")
-        outputs = list(s.scalars(select(JobOutput.asset_id).where(JobOutput.job_id == job_id).order_by(JobOutput.id)))
+    card = queries.job_card(backend.db, job_id)
+    job, outputs = card.job, [o.asset_id for o in card.outputs]
     data = {
         "job_id": job.id, "state": job.state, "workflow": job.workflow, "cost": job.cost, "node_id": job.node_id,
         "attempts": job.attempts, "error_type": job.error_type, "error": job.error_message, "stage": job.error_stage,

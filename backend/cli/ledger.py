@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .. import ledger
+from backend.accounts import ledger
 from .context import Context
 
 

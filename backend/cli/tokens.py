@@ -6,7 +6,9 @@ import argparse
 import datetime as dt
 from dataclasses import asdict
 
-from .. import accounts, limits, tokens
+from .. import accounts
+from ..accounts import tokens
+from ..jobs import limits
 from ..db.api_models import TOKEN_SCOPES
 from ..db.models import utcnow
 from .context import Context
@@ -41,8 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _user_id(ctx: Context, name: str) -> int:
-    with ctx.db.read() as s:
-        return accounts.find_user(s, name).id
+    return accounts.user_named(ctx.db, name).id
 
 
 def create_token(ctx: Context, args: argparse.Namespace) -> int:

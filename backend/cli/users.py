@@ -72,8 +72,7 @@ def set_disabled(ctx: Context, args: argparse.Namespace, disabled: bool) -> int:
 
 
 def set_password(ctx: Context, args: argparse.Namespace) -> int:
-    with ctx.db.read() as s:
-        user = accounts.find_user(s, args.name)
+    user = accounts.user_named(ctx.db, args.name)
     ended = accounts.set_password(ctx.db, user.id, _read_password(args.password_stdin))
     ctx.emit({"name": user.name, "sessions_ended": ended},
              f"password of {user.name} changed; {ended} session(s) signed out")

@@ -7,7 +7,7 @@ import signal
 import threading
 
 from ..runtime import build_backend
-from ..worker import Worker
+from backend.jobs.worker import Worker
 from .context import Context
 
 

@@ -33,7 +33,7 @@ class ApiToken(Base):
 
 
 class UserLimit(Base):
-    """An administrator's override of one per-user limit (``backend.limits``)."""
+    """An administrator's override of one per-user limit (``backend.jobs.limits``)."""
 
     __tablename__ = "user_limits"
 

@@ -2,7 +2,7 @@
 
 Money is integer credits. ``users.balance`` is a cached sum of the user's ledger rows,
 changed only in the same transaction that appends the row, and checked by
-``backend.ledger.verify``.
+``backend.accounts.ledger.verify``.
 """
 
 from __future__ import annotations
@@ -205,7 +205,7 @@ class RedeemCode(Base):
 
 class Throttle(Base):
     """Recent attempts of one kind by one party (a name and address signing in, a user
-    redeeming codes, ...): see :mod:`backend.throttle`."""
+    redeeming codes, ...): see :mod:`backend.accounts.throttle`."""
 
     __tablename__ = "throttles"
 
@@ -226,5 +226,3 @@ class StageAlias(Base):
     en: Mapped[str] = mapped_column(String(128))
     zh: Mapped[str] = mapped_column(String(128))
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
-from . import studio_models  # noqa: E402,F401
-from . import api_models  # noqa: E402,F401

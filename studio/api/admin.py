@@ -7,8 +7,10 @@ from dataclasses import asdict
 
 from fastapi import APIRouter, Depends, Request
 
-from backend import accounts, codes, ledger, limits
-from backend.tokens import TokenUser
+from backend import accounts
+from backend.accounts import codes
+from backend.accounts.tokens import TokenUser
+from backend.jobs import limits
 
 from .auth import admin
 from .routes import ERRORS
@@ -17,12 +19,11 @@ from .schemas import BalanceOut, CodesIn, CodesOut, GrantIn, LimitsIn, NodeList,
 router = APIRouter(prefix="/v1/admin", tags=["admin"], responses=ERRORS)
 
 
-def _user_out(request: Request, user: object) -> UserOut:
+def _user_out(request: Request, user: accounts.UserRecord) -> UserOut:
     backend = request.app.state.studio.backend
-    uid = user.id  # type: ignore[attr-defined]
-    return UserOut(name=user.name, role=user.role, disabled=user.disabled, balance=user.balance,  # type: ignore[attr-defined]
-                   limits=limits.effective(backend.db, backend.settings, uid),
-                   usage=asdict(limits.usage(backend.db, uid)))
+    return UserOut(name=user.name, role=user.role, disabled=user.disabled, balance=user.balance,
+                   limits=limits.effective(backend.db, backend.settings, user.id),
+                   usage=asdict(limits.usage(backend.db, user.id)))
 
 
 @router.get("/users", response_model=UserList, summary="Every user with balance, limits and usage")
@@ -33,22 +34,17 @@ def users(request: Request, _admin: TokenUser = Depends(admin)) -> UserList:
 
 @router.post("/users/{name}/grant", response_model=BalanceOut, summary="Grant credits to a user")
 def grant(name: str, body: GrantIn, request: Request, caller: TokenUser = Depends(admin)) -> BalanceOut:
-    db = request.app.state.studio.backend.db
-    with db.write() as s:
-        user = accounts.find_user(s, name)
-        entry = ledger.credit(s, user.id, body.amount, kind="grant", note=body.note, actor=caller.name)
-    return BalanceOut(balance=entry.balance_after)
+    user = accounts.grant(request.app.state.studio.backend.db, name, body.amount, note=body.note, actor=caller.name)
+    return BalanceOut(balance=user.balance)
 
 
 @router.put("/users/{name}/limits", response_model=UserOut, summary="Override a user's limits (null: role default)")
 def set_limits(name: str, body: LimitsIn, request: Request, _admin: TokenUser = Depends(admin)) -> UserOut:
     db = request.app.state.studio.backend.db
-    with db.read() as s:
-        user = accounts.find_user(s, name)
+    user = accounts.user_named(db, name)
     for limit, value in body.limits.items():
         limits.set_override(db, user.id, limit, value)
-    with db.read() as s:
-        return _user_out(request, accounts.find_user(s, name))
+    return _user_out(request, accounts.user_named(db, name))
 
 
 @router.post("/codes", response_model=CodesOut, status_code=201, summary="Make a batch of redeem codes (shown once)")

@@ -4,7 +4,7 @@ Cookies never authenticate the API, so a page on another site that makes the bro
 send a request with the studio's cookie gets nowhere (no CSRF), and no CORS headers are
 sent, so another site's script cannot read an answer or add an ``Authorization`` header.
 
-Scopes (:mod:`backend.tokens`): ``read`` tokens may only read, ``jobs`` tokens may also
+Scopes (:mod:`backend.accounts.tokens`): ``read`` tokens may only read, ``jobs`` tokens may also
 upload, submit and cancel, and only ``admin`` tokens reach ``/v1/admin`` — which no other
 token reaches.
 """
@@ -15,8 +15,8 @@ from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from backend import tokens
-from backend.tokens import TokenUser
+from backend.accounts import tokens
+from backend.accounts.tokens import TokenUser
 
 from .errors import ApiError
 

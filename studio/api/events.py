@@ -23,7 +23,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from backend import jobs
-from backend.job_records import from_job
+from backend.jobs.payload import job_payload
+from backend.jobs.queries import job_card
 
 from ..context import Studio
 
@@ -56,7 +57,7 @@ def event_stream(studio: Studio, user_id: int, job_id: str) -> Iterator[bytes]:
     db = studio.backend.db
     with studio.feed.watch(user_id, job_id) as q:  # before reading the job: no event lost in between
         job = jobs.get(db, job_id, user_id=user_id)
-        yield _message("state", from_job(db, job).to_json())
+        yield _message("state", job_payload(job_card(db, job_id)))
         state = job.state
         started = last_check = last_sent = time.monotonic()
         ending: float | None = None
@@ -80,11 +81,11 @@ def event_stream(studio: Studio, user_id: int, job_id: str) -> Iterator[bytes]:
                 if job.state != state:
                     state = job.state
                     if state not in jobs.TERMINAL_STATES:
-                        yield _message("state", from_job(db, job).to_json())
+                        yield _message("state", job_payload(job_card(db, job_id)))
                         last_sent = now
             if ending is not None and now - ending > SETTLE_SECONDS:
                 break  # the database has not recorded the end; the final record says where it stands
             if now - last_sent >= KEEPALIVE_SECONDS:
                 yield b": keep-alive\n\n"
                 last_sent = now
-        yield _message("end", from_job(db, jobs.get(db, job_id)).to_json())
+        yield _message("end", job_payload(job_card(db, job_id)))

@@ -13,13 +13,15 @@ from fastapi import APIRouter, Depends, File, Header, Query, Request, Response, 
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from backend import assets, jobs, ledger, limits, webhooks
+from backend import assets, jobs
+from backend.accounts import ledger
+from backend.accounts.tokens import TokenUser
 from backend.blobs import is_sha256, read_chunks
 from backend.errors import NodeUnavailable, NotFound
-from backend.job_records import from_job
-from backend.submit import Accepted, NeedsConfirmation, cancel, price, submit
-from backend.tokens import TokenUser
-from backend.waiting import queue_wait, wait_if_busy
+from backend.jobs import limits, queries, webhooks
+from backend.jobs.payload import job_payload
+from backend.jobs.submit import Accepted, NeedsConfirmation, cancel, price, submit
+from backend.jobs.waiting import queue_wait, wait_if_busy
 from backend.workflows import WorkflowSpec
 
 from ..context import Studio
@@ -56,11 +58,10 @@ def _summary(spec: WorkflowSpec) -> WorkflowSummary:
                            category=spec.category)
 
 
-def _job_out(studio: Studio, job: Any) -> JobOut:
-    data = from_job(studio.backend.db, job).to_json()
-    out = JobOut.model_validate(data)
-    if job.state == "queued":
-        wait = queue_wait(studio.backend, job)
+def _job_out(studio: Studio, card: queries.JobCard) -> JobOut:
+    out = JobOut.model_validate(job_payload(card))
+    if card.job.state == "queued":
+        wait = queue_wait(studio.backend, card.job)
         out.ahead, out.wait_seconds = wait.ahead, round(wait.seconds, 1)
     return out
 
@@ -167,7 +168,7 @@ def create_job(body: JobIn, request: Request, response: Response, user: TokenUse
                            "send a new key for a new request.", "该幂等键已用于其他工作流；新的请求请使用新的键。",
                            field="Idempotency-Key")
         response.status_code = 200
-    return _job_out(studio, result.job)
+    return _job_out(studio, queries.job_card(studio.backend.db, result.job.id))
 
 
 @router.get("/jobs", response_model=JobPage, tags=["jobs"], summary="Your jobs, newest first (paged)")
@@ -176,16 +177,16 @@ def history(request: Request, user: TokenUser = Depends(reader), limit: int = Qu
     studio = _studio(request)
     if before is not None and before.tzinfo is None:
         before = before.replace(tzinfo=dt.timezone.utc)
-    rows = jobs.list_for_user(studio.backend.db, user.user_id, limit=limit + 1, before=before)
-    page = [_job_out(studio, job) for job in rows[:limit]]
-    more = len(rows) > limit
-    return JobPage(jobs=page, next_before=rows[limit - 1].created_at.isoformat() if more else None)
+    page = queries.history_page(studio.backend.db, user.user_id, before=before, size=limit)
+    cards = [queries.JobCard(job=row.job, outputs=row.outputs, refunded=row.refund) for row in page.rows]
+    return JobPage(jobs=[_job_out(studio, card) for card in cards],
+                   next_before=page.next_cursor.isoformat() if page.next_cursor else None)
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut, tags=["jobs"], summary="A job's state")
 def job_status(job_id: str, request: Request, user: TokenUser = Depends(reader)) -> JobOut:
     studio = _studio(request)
-    return _job_out(studio, jobs.get(studio.backend.db, job_id, user_id=user.user_id))
+    return _job_out(studio, queries.job_card(studio.backend.db, job_id, user_id=user.user_id))
 
 
 @router.get("/jobs/{job_id}/events", tags=["jobs"], response_class=StreamingResponse,
@@ -205,7 +206,7 @@ def job_events(job_id: str, request: Request, user: TokenUser = Depends(reader))
 def cancel_job(job_id: str, request: Request, user: TokenUser = Depends(writer)) -> JobOut:
     studio = _studio(request)
     cancel(studio.backend, job_id, user_id=user.user_id, on_freed=studio.wake)
-    return _job_out(studio, jobs.get(studio.backend.db, job_id, user_id=user.user_id))
+    return _job_out(studio, queries.job_card(studio.backend.db, job_id, user_id=user.user_id))
 
 
 @router.get("/jobs/{job_id}/webhook", response_model=WebhookOut, tags=["jobs"],
@@ -223,15 +224,13 @@ def job_webhook(job_id: str, request: Request, user: TokenUser = Depends(reader)
 
 @router.get("/balance", response_model=BalanceOut, tags=["credits"], summary="Your balance")
 def balance(request: Request, user: TokenUser = Depends(reader)) -> BalanceOut:
-    with _studio(request).backend.db.read() as s:
-        return BalanceOut(balance=ledger.balance(s, user.user_id))
+    return BalanceOut(balance=ledger.balance_of(_studio(request).backend.db, user.user_id))
 
 
 @router.get("/ledger", response_model=LedgerPage, tags=["credits"], summary="Your credit movements, newest first (paged)")
 def ledger_page(request: Request, user: TokenUser = Depends(reader), limit: int = Query(50, ge=1, le=MAX_PAGE),
                 before: int | None = Query(None, description="`next_before` of the previous page")) -> LedgerPage:
-    with _studio(request).backend.db.read() as s:
-        rows = ledger.entries(s, user.user_id, limit=limit + 1, before=before)
+    rows = ledger.ledger_page(_studio(request).backend.db, user.user_id, limit=limit + 1, before=before).lines
     entries = [LedgerEntryOut(id=e.id, at=e.created_at, kind=e.kind, amount=e.amount, balance_after=e.balance_after,
-                              job_id=e.job_id, note=e.note) for e in rows[:limit]]
+                              job_id=e.job_id, workflow=e.workflow, note=e.note) for e in rows[:limit]]
     return LedgerPage(entries=entries, next_before=rows[limit - 1].id if len(rows) > limit else None)

@@ -123,6 +123,7 @@ class LedgerEntryOut(BaseModel):
     amount: int
     balance_after: int
     job_id: str | None = None
+    workflow: str | None = None
     note: str | None = None
 
 

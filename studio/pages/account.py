@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import gradio as gr
-from sqlalchemy import select
-
-from backend import accounts, codes, ledger
-from backend.db.models import Job, LedgerEntry
+from backend import accounts
+from backend.accounts import codes, ledger
 from backend.errors import StudioError
 
 from ..context import Studio
@@ -101,27 +99,23 @@ def password_section(studio: Studio, demo: gr.Blocks) -> None:
 
 def account_html(studio: Studio, user_id: int, lang: str) -> tuple[str, str]:
     """(balance, ledger table) for a user."""
-    with studio.backend.db.read() as s:
-        amount = ledger.balance(s, user_id)
-        entries = ledger.entries(s, user_id, limit=LEDGER_ROWS)
-        ids = {e.job_id for e in entries if e.job_id}
-        workflows = dict(s.execute(select(Job.id, Job.workflow).where(Job.id.in_(ids))).all()) if ids else {}
-    top = f'<div class="big-balance" id="balance-amount">{amount}</div><div>{esc(t("credits", lang))}</div>'
+    page = ledger.ledger_page(studio.backend.db, user_id, limit=LEDGER_ROWS)
+    top = f'<div class="big-balance" id="balance-amount">{page.balance}</div><div>{esc(t("credits", lang))}</div>'
     rows = [[esc(when(e.created_at)), esc(t(f"kind.{e.kind}", lang)),
              f'<b style="color:{"#166534" if e.amount > 0 else "#991b1b"}">{"+" if e.amount > 0 else ""}{e.amount}</b>',
-             esc(e.balance_after), esc(describe(studio, e, workflows.get(e.job_id or ""), lang))] for e in entries]
+             esc(e.balance_after), esc(describe(studio, e, lang))] for e in page.lines]
     headers = [t("history.when", lang), t("ledger.kind", lang), t("ledger.amount", lang), t("ledger.balance", lang),
                t("ledger.note", lang)]
     return top, table(headers, rows, elem_id="ledger-table")
 
 
-def describe(studio: Studio, entry: LedgerEntry, workflow: str | None, lang: str) -> str:
+def describe(studio: Studio, entry: ledger.LedgerLine, lang: str) -> str:
     """What a ledger row was for, in the user's language: the job's workflow and id for
     charges and refunds (and why it was refunded), the code, the welcome grant, or the
     administrator's own note."""
     note = entry.note or ""
     if entry.job_id:
-        library = studio.backend.library
+        library, workflow = studio.backend.library, entry.workflow
         title = library.get(workflow).title.get(lang) if workflow and workflow in library else (workflow or "")
         text = t("ledger.job", lang, title=title, job=entry.job_id[:8])
         if entry.kind == "refund" and note in ("failed", "cancelled"):

@@ -11,14 +11,12 @@ import logging
 from typing import Any
 
 import gradio as gr
-from sqlalchemy import select
-
-from backend import accounts, codes, ledger, stages
-from backend.db.models import Job, User
+from backend import accounts
+from backend.accounts import app_settings, codes
 from backend.errors import InvalidParameter, StudioError
-from backend.messages import user_event
+from backend.jobs import queries, stages
+from backend.jobs.messages import user_event
 
-from .. import app_settings
 from ..context import Studio, fail
 from . import dead_letters
 from ..i18n import lang_of, t
@@ -121,10 +119,7 @@ def build(studio: Studio, demo: gr.Blocks) -> None:
         try:
             if kind == "grant":
                 credits_given = int(amount or 0)
-                with db.write() as s:
-                    target = accounts.find_user(s, name)
-                    ledger.credit(s, target.id, credits_given, kind="grant", note=text or None, actor=admin.name)
-                    target_id = target.id
+                target_id = accounts.grant(db, name, credits_given, note=text or None, actor=admin.name).id
                 # Their pages (header balance, a toast) learn of it from the notice.
                 notice = {"en": f"{admin.name} gave you {credits_given} credits.",
                           "zh": f"{admin.name} 为您增加了 {credits_given} 积分。"}
@@ -274,11 +269,8 @@ def batches_table(studio: Studio, lang: str) -> str:
 
 
 def jobs_table(studio: Studio, lang: str, *, failed_only: bool) -> str:
-    stmt = select(Job, User.name).join(User, User.id == Job.user_id).order_by(Job.created_at.desc()).limit(JOB_ROWS)
-    if failed_only:
-        stmt = stmt.where(Job.state == "failed")
-    with studio.backend.db.read() as s:
-        found = s.execute(stmt).all()
+    found = [(row.job, row.user_name) for row in queries.admin_jobs(studio.backend.db, failed_only=failed_only,
+                                                                      limit=JOB_ROWS)]
     rows = [[esc(when(job.created_at)), f"<code>{esc(job.id[:8])}</code>", esc(name), esc(job.workflow),
              pill(job.state, t(f"state.{job.state}", lang)), esc(job.cost), esc(job.node_id or "–"),
              f'<span class="err">{esc(job.error_type or "")} {esc((job.error_message or "")[:160])}</span>']

@@ -23,11 +23,12 @@ from typing import Any
 
 import gradio as gr
 
-from backend import assets, jobs, limits
+from backend import assets, jobs
+from backend.jobs import limits as user_limits
 from backend.blobs import read_chunks
 from backend.errors import NotFound, StudioError
 from backend.images import probe_image
-from backend.submit import Accepted, NeedsConfirmation, cancel, submit
+from backend.jobs.submit import Accepted, NeedsConfirmation, cancel, submit
 from backend.workflows import InputFacts, Param, WorkflowSpec, quote, validate_params
 
 from ..context import Studio, fail
@@ -340,7 +341,7 @@ def _wire_form(studio: Studio, form: Form, key_state: gr.State, job_state: gr.St
                 return (None, "") + ((gr.skip(), gr.skip(), gr.skip()) if mask else ())
             try:
                 source = studio.uploads.path(path, session_token(request))  # before anything opens it
-                limits.check_storage(db, settings, user.id, source.stat().st_size)
+                user_limits.check_storage(db, settings, user.id, source.stat().st_size)
                 with open(source, "rb") as fh:
                     record = assets.store_upload(db, studio.backend.blobs, user.id, read_chunks(fh),
                                                  name=source.name, max_bytes=settings.max_upload_bytes,

@@ -2,7 +2,7 @@
 
 An event lands here when applying it failed for its own reasons (it names an output file
 the asset store does not have, a size that does not match, or it kept crashing the
-consumer), never because a service was away (``backend.lifecycle``). The administrator
+consumer), never because a service was away (``backend.jobs.lifecycle``). The administrator
 sees why, fixes the cause, and replays it (or discards it); the same actions exist on the
 command line (``python -m backend events``). Every handler checks the role on the server.
 """

@@ -13,12 +13,10 @@ import datetime as dt
 from typing import Any
 
 import gradio as gr
-from sqlalchemy import select
-
-from backend import jobs
-from backend.db.models import Job, JobOutput, LedgerEntry
 from backend.errors import NotFound
-from backend.messages import failure_reason
+from backend.jobs import queries
+from backend.jobs.messages import failure_reason
+from backend.jobs.store import JobRecord
 from backend.workflows import Library
 
 from ..context import Studio
@@ -86,26 +84,14 @@ def history_page(studio: Studio, user_id: int, lang: str, *, before: dt.datetime
                  size: int = PAGE_SIZE) -> tuple[str, str | None]:
     """(table of the user's jobs created before ``before``, the cursor of the next older
     page or None when there is none)."""
-    db, library = studio.backend.db, studio.backend.library
-    rows = jobs.list_for_user(db, user_id, limit=size + 1, before=before)
-    more = len(rows) > size
-    rows = rows[:size]
-    next_cursor = rows[-1].created_at.isoformat() if more and rows else None
-    if not rows:
+    library = studio.backend.library
+    page = queries.history_page(studio.backend.db, user_id, before=before, size=size)
+    next_cursor = page.next_cursor.isoformat() if page.next_cursor is not None else None
+    if not page.rows:
         return message("info", t("history.empty", lang), elem_id="history-empty"), None
-    ids = [job.id for job in rows]
-    with db.read() as s:
-        outputs: dict[str, list[tuple[str, str]]] = {}
-        for job_id, asset_id, kind in s.execute(
-            select(JobOutput.job_id, JobOutput.asset_id, JobOutput.kind).where(JobOutput.job_id.in_(ids))
-            .order_by(JobOutput.id)
-        ):
-            outputs.setdefault(job_id, []).append((asset_id, kind))
-        refunds = dict(s.execute(
-            select(LedgerEntry.job_id, LedgerEntry.amount).where(LedgerEntry.job_id.in_(ids), LedgerEntry.kind == "refund")
-        ).all())
     cells = []
-    for job in rows:
+    for row in page.rows:
+        job = row.job
         try:
             title = library.get(job.workflow).title.get(lang)
         except NotFound:
@@ -114,12 +100,12 @@ def history_page(studio: Studio, user_id: int, lang: str, *, before: dt.datetime
         if job.state == "failed":
             reason = pick(failure_reason(job.error_stage, job.error_type or "Error", job.error_message or ""), lang)
             status += f'<div class="err">{esc(reason)}</div>'
-        refund = refunds.get(job.id)
+        refund = row.refund
         opened = (f'<a class="open-job" href="/studio/history?job={esc(job.id)}" id="open-{esc(job.id)}">'
                   f'{esc(prompt_of(library, job) or t("history.open", lang))}</a>')
         cells.append([
             esc(when(job.created_at)), f"{esc(title)}<div class='prompt'>{opened}</div>", status, esc(job.cost),
-            esc(f"+{refund}" if refund else ""), thumbs(outputs.get(job.id, [])), again_link(library, job, lang),
+            esc(f"+{refund}" if refund else ""), thumbs([(o.asset_id, o.kind) for o in row.outputs]), again_link(library, job, lang),
         ])
     headers = [t(k, lang) for k in ("history.when", "history.job", "history.status", "history.cost",
                                     "history.refund", "history.outputs")] + [""]
@@ -130,7 +116,7 @@ def history_page(studio: Studio, user_id: int, lang: str, *, before: dt.datetime
 PROMPT_CHARS = 90
 
 
-def prompt_of(library: Library, job: Job, *, limit: int | None = PROMPT_CHARS) -> str:
+def prompt_of(library: Library, job: JobRecord, *, limit: int | None = PROMPT_CHARS) -> str:
     """The job's main text: the first text parameter of its workflow that was filled in."""
     if job.workflow not in library:
         return ""
@@ -143,7 +129,7 @@ def prompt_of(library: Library, job: Job, *, limit: int | None = PROMPT_CHARS) -
     return ""
 
 
-def again_link(library: Library, job: Job, lang: str) -> str:
+def again_link(library: Library, job: JobRecord, lang: str) -> str:
     if job.workflow not in library:
         return ""
     return (f'<a class="again" href="/studio/?again={esc(job.id)}" id="again-{esc(job.id)}">'
@@ -152,15 +138,13 @@ def again_link(library: Library, job: Job, lang: str) -> str:
 
 def job_view(studio: Studio, user_id: int, job_id: str, lang: str) -> str:
     """One job in full: prompt, parameters, results at full size, download, draw again."""
-    db, library = studio.backend.db, studio.backend.library
+    library = studio.backend.library
     try:
-        job = jobs.get(db, job_id, user_id=user_id)
+        detail = queries.job_detail(studio.backend.db, job_id, user_id=user_id)
     except NotFound as exc:
         return message("error", exc.text(lang), elem_id="job-missing")
+    job, outputs = detail.job, detail.outputs
     spec = library.get(job.workflow) if job.workflow in library else None
-    with db.read() as s:
-        outputs = [(a, k) for a, k in s.execute(select(JobOutput.asset_id, JobOutput.kind)
-                                                .where(JobOutput.job_id == job.id).order_by(JobOutput.id))]
     rows = []
     for name, value in job.params.items():
         param = spec.param(name) if spec is not None else None

@@ -16,10 +16,12 @@ import fastapi
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse
 
+from backend.accounts import app_settings, preferences
+from backend.accounts.sessions import SESSION_DAYS
+from backend.accounts.signin import sign_in, sign_in_delay, sign_up
 from backend.errors import AuthError, RateLimited, StudioError
 
-from .. import app_settings, preferences
-from ..auth import SESSION_COOKIE, SESSION_DAYS, sign_in, sign_in_delay, sign_up
+from ..auth import SESSION_COOKIE
 from ..context import Studio
 from ..guard import STUDIO_PATH
 from ..i18n import LANG_COOKIE, from_headers, normalize
@@ -200,5 +202,5 @@ def add_signin_routes(app: fastapi.FastAPI, studio: Studio, *, lang_default: str
         response.set_cookie(LANG_COOKIE, normalize(code), max_age=365 * 86400, samesite="lax", path="/")
         user = studio.sessions.resolve(request.cookies.get(SESSION_COOKIE))
         if user is not None:  # the choice follows the account to other browsers
-            preferences.set_lang(db, user.id, code)
+            preferences.set_lang(db, user.id, normalize(code))
         return response

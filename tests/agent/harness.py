@@ -18,7 +18,7 @@ from PIL import Image
 
 from agent import Agent, AgentConfig
 from backend.blobs import BlobStore
-from backend.messages import prompt_id, upload_name
+from backend.jobs.messages import prompt_id, upload_name
 from backend.ports.bus import Delivery
 from backend.ports.memory_bus import MemoryBus
 from backend.ports.memory_registry import MemoryRegistry

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import requests
 
-from backend.messages import upload_name
+from backend.jobs.messages import upload_name
 from comfysim import SimHandle
 
 from .harness import NODE, STAGES, Harness, image_upload, invert_scale, job_message

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import requests
 
-from backend.messages import upload_name
+from backend.jobs.messages import upload_name
 from comfysim import SimConfig, SimHandle, start_sim
 
 from .harness import NODE, STAGES, Harness, image_upload, invert_scale, job_message

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import requests
 from PIL import Image
 
-from backend.messages import upload_name
+from backend.jobs.messages import upload_name
 from comfysim import SimConfig, SimHandle, start_sim
 
 from .harness import CKPT, NODE, STAGES, Harness, alpha_of_rgb, image_upload, invert_scale, job_message, txt2img

@@ -11,7 +11,7 @@ from typing import Any
 import requests
 
 from agent.journal import Journal
-from backend.messages import upload_name
+from backend.jobs.messages import upload_name
 from comfysim import SimHandle
 
 from .harness import NODE, STAGES, Harness, image_upload, invert_scale, job_message

@@ -28,7 +28,8 @@ import requests
 from PIL import Image
 from sqlalchemy import text
 
-from backend import accounts, ledger, tokens
+from backend import accounts
+from backend.accounts import ledger, tokens
 from backend.db import Database
 from tests import services
 from tests.backend.helpers import CHEAP_HASHER, PASSWORD

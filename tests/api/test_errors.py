@@ -10,7 +10,7 @@ import pytest
 import requests
 from sqlalchemy import update
 
-from backend import tokens
+from backend.accounts import tokens
 from backend.db.api_models import ApiToken
 from tests.waiting import wait_for
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import uuid
 
-from backend import webhooks
+from backend.jobs import webhooks
 from tests.waiting import wait_for
 
 from .conftest import WEBHOOK_SECRET, Receiver, Studio, png_bytes

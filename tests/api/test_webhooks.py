@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from backend import webhooks
+from backend.jobs import webhooks
 from backend.config import Settings
 from backend.errors import InvalidParameter
 from tests.waiting import wait_for

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from sqlalchemy import select, update
 
-from backend import codes, ledger
+from backend.accounts import codes, ledger
 from backend.db import Database
 from backend.db.models import RedeemCode, Throttle, User
 from backend.errors import RateLimited, RedeemError

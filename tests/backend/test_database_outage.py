@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, text
 
-from backend import jobs, ledger, messages
+from backend import jobs
+from backend.accounts import ledger
+from backend.jobs import messages
 from backend.blobs import BlobStore
 from backend.config import REPO_ROOT, Settings
 from backend.db import Database, migrate
@@ -27,8 +29,8 @@ from backend.errors import DatabaseUnavailable
 from backend.ports.memory_bus import MemoryBus
 from backend.ports.memory_registry import MemoryRegistry
 from backend.runtime import Backend
-from backend.submit import Accepted, submit
-from backend.worker import Worker
+from backend.jobs.submit import Accepted, submit
+from backend.jobs.worker import Worker
 from backend.workflows import Library
 
 from .. import private_servers

@@ -19,20 +19,22 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from backend import backlog, jobs, ledger, messages
+from backend.jobs import backlog, messages
+from backend import jobs
+from backend.accounts import ledger
 from backend.blobs import BlobStore
 from backend.config import REPO_ROOT, Settings
 from backend.db import Database
 from backend.db.models import Job, utcnow
-from backend.dispatcher import Dispatcher
-from backend.lifecycle import LifecycleConsumer
+from backend.jobs.dispatcher import Dispatcher
+from backend.jobs.lifecycle import LifecycleConsumer
 from backend.ports.bus import Delivery
 from backend.ports.memory_bus import MemoryBus
 from backend.ports.memory_registry import MemoryRegistry
 from backend.ports.registry import Candidate
 from backend.runtime import Backend
-from backend.submit import Accepted, NeedsConfirmation, Rejected, cancel, submit
-from backend.sweeper import SweepPolicy, Sweeper
+from backend.jobs.submit import Accepted, NeedsConfirmation, Rejected, cancel, submit
+from backend.jobs.sweeper import SweepPolicy, Sweeper
 from backend.workflows import Library
 
 from .helpers import make_user

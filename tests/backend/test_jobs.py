@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import update
 
-from backend import accounts, jobs, ledger
+from backend import accounts, jobs
+from backend.accounts import ledger
 from backend.db import Database
 from backend.db.models import Job
 from backend.errors import JobStateError, NotFound, PermissionDenied

@@ -11,7 +11,8 @@ import pytest
 from sqlalchemy import select, text, update
 from sqlalchemy.exc import IntegrityError
 
-from backend import jobs, ledger
+from backend import jobs
+from backend.accounts import ledger
 from backend.db import Database
 from backend.db.models import Job, LedgerEntry, User
 from backend.errors import InsufficientCredits, InvalidParameter, JobStateError

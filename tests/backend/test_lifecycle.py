@@ -9,10 +9,12 @@ import hashlib
 
 from sqlalchemy import func, select
 
-from backend import jobs, ledger, messages
+from backend import jobs
+from backend.accounts import ledger
+from backend.jobs import messages
 from backend.db.models import JobOutput
-from backend.dispatcher import Dispatcher
-from backend.lifecycle import MAX_EVENT_ATTEMPTS, LifecycleConsumer
+from backend.jobs.dispatcher import Dispatcher
+from backend.jobs.lifecycle import MAX_EVENT_ATTEMPTS, LifecycleConsumer
 from backend.runtime import Backend
 
 from ..e2e.stack import png_bytes, wait_for

@@ -8,7 +8,7 @@ from backend import accounts
 from backend.db import Database
 from backend.db.studio_models import StudioSession
 from backend.errors import AuthError, InvalidParameter, RateLimited
-from studio.auth import Sessions
+from backend.accounts.sessions import Sessions
 
 from .helpers import CHEAP_HASHER, PASSWORD, make_user
 

@@ -5,12 +5,13 @@ events were lost (with an in-process bus) is sent to its agent again for adoptio
 
 from __future__ import annotations
 
-from backend import jobs, messages
-from backend.dispatcher import Dispatcher
-from backend.lifecycle import LifecycleConsumer
+from backend import jobs
+from backend.jobs import messages
+from backend.jobs.dispatcher import Dispatcher
+from backend.jobs.lifecycle import LifecycleConsumer
 from backend.ports.registry import NodeState
 from backend.runtime import Backend
-from backend.sweeper import SweepPolicy, Sweeper
+from backend.jobs.sweeper import SweepPolicy, Sweeper
 
 from .helpers import make_user
 from .nodes import library_capabilities, register

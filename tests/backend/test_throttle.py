@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from backend import accounts, codes, ledger, throttle
+from backend import accounts
+from backend.accounts import codes, ledger, throttle
 from backend.config import Settings
 from backend.db import Database
 from backend.errors import AuthError, RateLimited, RedeemError
-from studio.auth import FREE_FAILURES, NAME_CEILING, sign_in, sign_in_delay, sign_up
+from backend.accounts.signin import FREE_FAILURES, NAME_CEILING, sign_in, sign_in_delay, sign_up
 
 from .helpers import CHEAP_HASHER, PASSWORD, make_user
 
@@ -149,7 +150,7 @@ def test_a_refused_sign_up_does_not_count(db: Database, settings: Settings) -> N
 
 
 def test_invite_codes_are_guesses_too(db: Database, settings: Settings) -> None:
-    from studio import app_settings
+    from backend.accounts import app_settings
 
     app_settings.set_signup(db, mode="invite", welcome=0)
     limit = codes.ADDRESS_FACTOR * settings.redeem_max_failures

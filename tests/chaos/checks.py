@@ -30,12 +30,12 @@ from typing import Any, Protocol
 
 from sqlalchemy import func, select
 
-from backend import ledger
+from backend.accounts import ledger
 from backend.db import Database
 from backend.db.models import Job, JobOutput, LedgerEntry
 from backend.errors import Unavailable
 from backend.jobs import TERMINAL_STATES
-from backend.messages import job_of_prompt
+from backend.jobs.messages import job_of_prompt
 
 #: Slots of every chaos node (one running plus one waiting in its ComfyUI).
 SLOTS = 2

@@ -39,8 +39,8 @@ from backend.db.models import Job, User
 from backend.errors import Unavailable
 from backend.jobs import ACTIVE_STATES
 from backend.ports.bus import DeadLetter
-from backend.submit import Accepted, NeedsConfirmation, Rejected, SubmitResult, submit
-from backend.worker import Worker
+from backend.jobs.submit import Accepted, NeedsConfirmation, Rejected, SubmitResult, submit
+from backend.jobs.worker import Worker
 
 from ..e2e.stack import FAST_AGENT, FAST_SWEEP, Stack, build_backend, png_bytes, wait_for
 from ..private_servers import PrivateServers, free_port

@@ -41,7 +41,7 @@ from backend.ports.memory_bus import MemoryBus
 from backend.ports.memory_registry import MemoryRegistry
 from backend.ports.registry import NodeState
 from backend.runtime import Backend
-from backend.submit import SubmitResult, submit
+from backend.jobs.submit import SubmitResult, submit
 from backend.workflows import Library
 
 from ..backend.helpers import make_user

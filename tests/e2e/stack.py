@@ -23,7 +23,8 @@ from PIL import Image
 
 from agent.agent import Agent
 from agent.config import AgentConfig
-from backend import assets, jobs, ledger
+from backend import assets, jobs
+from backend.accounts import ledger
 from backend.blobs import BlobStore
 from backend.config import REPO_ROOT, Settings
 from backend.db import Database
@@ -34,9 +35,9 @@ from backend.ports.memory_bus import MemoryBus
 from backend.ports.memory_registry import MemoryRegistry
 from backend.ports.registry import Registry
 from backend.runtime import Backend
-from backend.submit import Accepted, submit
-from backend.sweeper import SweepPolicy
-from backend.worker import Worker
+from backend.jobs.submit import Accepted, submit
+from backend.jobs.sweeper import SweepPolicy
+from backend.jobs.worker import Worker
 from backend.workflows import Library
 from comfysim import DEMO_MODELS, SimConfig, start_sims
 from tests.backend.helpers import make_user

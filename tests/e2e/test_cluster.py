@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import collections
 
-from backend import assets, ledger
+from backend import assets
+from backend.accounts import ledger
 from backend.db.models import JobOutput
-from backend.submit import Accepted, NeedsConfirmation, cancel
+from backend.jobs.submit import Accepted, NeedsConfirmation, cancel
 
 from .stack import Stack, png_bytes, wait_for
 

@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from agent import Agent, AgentConfig
-from backend import ledger
+from backend.accounts import ledger
 from backend.config import REPO_ROOT
 from backend.db import Database
 from backend.db.models import Job

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from backend.config import REPO_ROOT
-from studio.auth import FREE_FAILURES, NAME_CEILING, SLOW_SECONDS
+from backend.accounts.signin import FREE_FAILURES, NAME_CEILING, SLOW_SECONDS
 from tests.e2e.stack import wait_for
 from tests.studio.conftest import StudioServer
 

@@ -11,11 +11,11 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from backend import throttle
+from backend.accounts import throttle
 from backend.config import Settings
 from backend.errors import ConfigError
 from backend.runtime import Backend
-from studio.auth import FREE_FAILURES, name_address_limit
+from backend.accounts.signin import FREE_FAILURES, name_address_limit
 from tests.backend.helpers import CHEAP_HASHER, PASSWORD, make_user
 
 PROXY, CLIENT = "10.0.0.5", "203.0.113.77"

@@ -10,7 +10,7 @@ import gradio as gr
 
 from backend.runtime import Backend
 from studio.app import build_blocks
-from studio.auth import Sessions
+from backend.accounts.sessions import Sessions
 from studio.context import Studio
 from studio.feed import Feed
 from studio.i18n import build_i18n

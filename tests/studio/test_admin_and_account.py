@@ -10,12 +10,13 @@ import gradio as gr
 import pytest
 from sqlalchemy import select
 
-from backend import accounts, codes, ledger
+from backend import accounts
+from backend.accounts import codes, ledger
 from backend.db.models import LedgerEntry
 from backend.errors import AuthError, InvalidParameter
 from backend.runtime import Backend
-from studio import app_settings
-from studio.auth import sign_up
+from backend.accounts import app_settings
+from backend.accounts.signin import sign_up
 from tests.backend.helpers import CHEAP_HASHER, PASSWORD, make_user
 
 from .helpers import Pages, studio_of

@@ -10,13 +10,16 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
-from backend import accounts, assets, codes, ledger
+from backend import accounts, assets
+from backend.accounts import codes, ledger
 from backend.db.models import RedeemCode, utcnow
 from backend.db.studio_models import StudioSession
 from backend.errors import AuthError, InvalidParameter, PermissionDenied, RateLimited, RedeemError
 from backend.runtime import Backend
-from studio import app_settings
-from studio.auth import FREE_FAILURES, SESSION_COOKIE, Sessions, _digest, sign_in, sign_up
+from backend.accounts import app_settings
+from backend.accounts.sessions import Sessions, _digest
+from backend.accounts.signin import FREE_FAILURES, sign_in, sign_up
+from studio.auth import SESSION_COOKIE
 from studio.feed import Feed
 from tests.backend.helpers import CHEAP_HASHER, PASSWORD, make_user
 from tests.e2e.stack import png_bytes

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from .db import Database
-from .db.models import StageAlias, utcnow
-from .errors import InvalidParameter
-from .messages import StageAlias as AliasMessage
-from .workflows import WorkflowSpec
+from backend.db import Database
+from backend.db.models import StageAlias, utcnow
+from backend.errors import InvalidParameter
+from backend.jobs.messages import StageAlias as AliasMessage
+from backend.workflows import WorkflowSpec
 
 MAX_ALIAS = 128
 

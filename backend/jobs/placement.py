@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .ports.registry import Candidate, Capabilities, NodeView, Registry
-from .workflows import WorkflowSpec
+from backend.ports.registry import Candidate, Capabilities, NodeView, Registry
+from backend.workflows import WorkflowSpec
 
 #: Seconds a node is assumed to need to switch checkpoints, so a node that has the job's
 #: checkpoint loaded wins unless the other is clearly less busy.

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 
 from sqlalchemy import select, update
 
-from . import ledger, throttle
-from .db import Database
-from .db.models import RedeemCode, User, utcnow
-from .errors import InvalidParameter, NotFound, RateLimited, RedeemError
+from backend.accounts import ledger, throttle
+from backend.db import Database
+from backend.db.models import RedeemCode, User, utcnow
+from backend.errors import InvalidParameter, NotFound, RateLimited, RedeemError
 
 # No 0/O, 1/I/L: codes are read from screens and typed by hand.
 ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"

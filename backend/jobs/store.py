@@ -10,17 +10,17 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from . import ledger
-from .db import Database
-from .db.models import Job, User, utcnow
-from .errors import InvalidParameter, JobStateError, NotFound, PermissionDenied
+from backend.accounts import ledger
+from backend.db import Database
+from backend.db.models import Job, User, utcnow
+from backend.errors import InvalidParameter, JobStateError, NotFound, PermissionDenied
 
 ACTIVE_STATES = ("queued", "dispatched", "submitted", "running")
 TERMINAL_STATES = ("succeeded", "failed", "cancelled")
@@ -44,6 +44,39 @@ MAX_IDEMPOTENCY_KEY = 64
 
 
 @dataclass(frozen=True)
+class JobRecord:
+    """A job as the front ends see it: a plain copy of its row, detached from any session."""
+
+    id: str
+    user_id: int
+    workflow: str
+    params: dict[str, Any]
+    inputs: dict[str, str]
+    idempotency_key: str
+    state: str
+    cost: int
+    memory_mb: float
+    estimate_seconds: float
+    node_id: str | None
+    prompt_id: str | None
+    attempts: int
+    progress: float
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    dispatched_at: dt.datetime | None
+    submitted_at: dt.datetime | None
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    error_type: str | None
+    error_message: str | None
+    error_stage: str | None
+
+    @classmethod
+    def of(cls, job: Job) -> JobRecord:
+        return cls(**{f.name: getattr(job, f.name) for f in fields(cls)})
+
+
+@dataclass(frozen=True)
 class NewJob:
     """What submit decided for a job before it is stored and charged."""
 
@@ -57,7 +90,7 @@ class NewJob:
     estimate_seconds: float = 0.0
 
 
-def create(db: Database, new: NewJob) -> tuple[Job, bool]:
+def create(db: Database, new: NewJob) -> tuple[JobRecord, bool]:
     """Store and charge a job in one transaction; ``(job, created)``.
 
     A replayed idempotency key returns the first job with ``created=False`` and charges
@@ -66,7 +99,7 @@ def create(db: Database, new: NewJob) -> tuple[Job, bool]:
     key = new.idempotency_key
     if not key or len(key) > MAX_IDEMPOTENCY_KEY:
         raise InvalidParameter(f"An idempotency key has 1–{MAX_IDEMPOTENCY_KEY} characters.", param="idempotency_key")
-    existing = _by_key(db, new.user_id, key)
+    existing = find_by_key(db, new.user_id, key)
     if existing is not None:
         return _same_request(existing, new), False
     try:
@@ -88,21 +121,24 @@ def create(db: Database, new: NewJob) -> tuple[Job, bool]:
             s.add(job)
             s.flush()  # the job row must exist before the ledger row refers to it
             ledger.charge(s, new.user_id, job.id, new.cost)
-        return job, True
+            record = JobRecord.of(job)
+        return record, True
     except IntegrityError:
         # Another request with the same key committed first; its job is the answer.
-        existing = _by_key(db, new.user_id, key)
+        existing = find_by_key(db, new.user_id, key)
         if existing is None:
             raise
         return _same_request(existing, new), False
 
 
-def _by_key(db: Database, user_id: int, key: str) -> Job | None:
+def find_by_key(db: Database, user_id: int, key: str) -> JobRecord | None:
+    """The user's job created with idempotency key ``key``, if any."""
     with db.read() as s:
-        return s.scalar(select(Job).where(Job.user_id == user_id, Job.idempotency_key == key))
+        job = s.scalar(select(Job).where(Job.user_id == user_id, Job.idempotency_key == key))
+        return JobRecord.of(job) if job is not None else None
 
 
-def _same_request(job: Job, new: NewJob) -> Job:
+def _same_request(job: JobRecord, new: NewJob) -> JobRecord:
     if job.workflow != new.workflow:
         raise InvalidParameter(
             "This idempotency key was already used for another workflow; send a new key for a new request.",
@@ -170,21 +206,23 @@ def cancel(db: Database, job_id: str, *, by_user: int | None = None) -> bool:
         return transition(s, job_id, "cancelled", error_type="Cancelled", error_message="cancelled")
 
 
-def get(db: Database, job_id: str, *, user_id: int | None = None) -> Job:
+def get(db: Database, job_id: str, *, user_id: int | None = None) -> JobRecord:
     """The job; with ``user_id``, only if that user owns it (else NotFound, never 'forbidden')."""
     with db.read() as s:
-        job = s.get(Job, job_id)
+        row = s.get(Job, job_id)
+        job = JobRecord.of(row) if row is not None else None
     if job is None or (user_id is not None and job.user_id != user_id):
         raise NotFound(f"No job {job_id}.", zh=f"没有任务 {job_id}。")
     return job
 
 
-def list_for_user(db: Database, user_id: int, *, limit: int = 50, before: dt.datetime | None = None) -> list[Job]:
+def list_for_user(db: Database, user_id: int, *, limit: int = 50, before: dt.datetime | None = None) -> list[JobRecord]:
+    """The user's jobs created before ``before`` (all if None), newest first."""
     with db.read() as s:
         stmt = select(Job).where(Job.user_id == user_id)
         if before is not None:
             stmt = stmt.where(Job.created_at < before)
-        return list(s.scalars(stmt.order_by(Job.created_at.desc()).limit(limit)))
+        return [JobRecord.of(job) for job in s.scalars(stmt.order_by(Job.created_at.desc()).limit(limit))]
 
 
 def most_used_workflows(db: Database, user_id: int, *, limit: int = 5) -> list[str]:

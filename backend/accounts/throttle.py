@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from .db import Database
-from .db.models import Throttle, utcnow
-from .errors import RateLimited
+from backend.db import Database
+from backend.db.models import Throttle, utcnow
+from backend.errors import RateLimited
 
 
 @dataclass(frozen=True)

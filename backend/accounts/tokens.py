@@ -20,10 +20,10 @@ from dataclasses import dataclass
 
 from sqlalchemy import select, update
 
-from .db import Database
-from .db.api_models import TOKEN_SCOPES, ApiToken
-from .db.models import User, utcnow
-from .errors import AuthError, InvalidParameter, NotFound, PermissionDenied
+from backend.db import Database
+from backend.db.api_models import TOKEN_SCOPES, ApiToken
+from backend.db.models import User, utcnow
+from backend.errors import AuthError, InvalidParameter, NotFound, PermissionDenied
 
 PREFIX = "sk_"
 SHOWN_PREFIX = 10

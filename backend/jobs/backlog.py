@@ -13,8 +13,8 @@ from collections import deque
 
 from sqlalchemy import func, select
 
-from .db import Database
-from .db.models import Job, User
+from backend.db import Database
+from backend.db.models import Job, User
 
 #: Jobs read per user per pass; more than one pass can usually place.
 PER_USER = 4

@@ -15,11 +15,11 @@ from __future__ import annotations
 import logging
 import threading
 
-from .dispatcher import Dispatcher
-from .lifecycle import LifecycleConsumer
-from .runtime import Backend
-from .sweeper import SweepPolicy, Sweeper
-from .webhooks import Deliverer
+from backend.jobs.dispatcher import Dispatcher
+from backend.jobs.lifecycle import LifecycleConsumer
+from backend.runtime import Backend
+from backend.jobs.sweeper import SweepPolicy, Sweeper
+from backend.jobs.webhooks import Deliverer
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class Worker:
         self.lifecycle = LifecycleConsumer(backend, on_slot_freed=self.dispatcher.wake)
         self.sweeper = Sweeper(backend, policy=sweep_policy, on_change=self.dispatcher.wake)
         self.dispatcher.restore = self.sweeper.restore_reservations
-        #: Tells webhooks the end of their jobs (backend/webhooks.py).
+        #: Tells webhooks the end of their jobs (backend/jobs/webhooks.py).
         self.webhooks = Deliverer(backend.db, backend.settings)
         self.sweep_interval = sweep_interval
         self._stop = threading.Event()

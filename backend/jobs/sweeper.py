@@ -35,13 +35,13 @@ from dataclasses import dataclass
 
 from sqlalchemy import select, update
 
-from . import jobs
-from .db.models import Job, utcnow
-from .dispatcher import job_message
-from .errors import StudioError, Unavailable
-from .ledger import refunded
-from .messages import failure_reason, prompt_id, user_event
-from .runtime import Backend
+from backend import jobs
+from backend.db.models import Job, utcnow
+from backend.jobs.dispatcher import job_message
+from backend.errors import StudioError, Unavailable
+from backend.accounts.ledger import refunded
+from backend.jobs.messages import failure_reason, prompt_id, user_event
+from backend.runtime import Backend
 
 log = logging.getLogger(__name__)
 

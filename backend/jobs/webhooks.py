@@ -1,7 +1,7 @@
 """Webhooks: a job may name a URL that is told when it ends (docs/api.md).
 
 When the job succeeds, fails (and is refunded) or is cancelled, :class:`Deliverer`
-POSTs its record (:mod:`backend.job_records`) as JSON, signed::
+POSTs its record (:func:`backend.jobs.payload.job_payload`) as JSON, signed::
 
     X-Studio-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>." + body)>
 
@@ -37,12 +37,13 @@ from urllib.parse import urlsplit
 import requests
 from sqlalchemy import select, update
 
-from .config import Settings
-from .db import Database
-from .db.api_models import JobWebhook, WebhookAttempt
-from .db.models import Job, utcnow
-from .errors import InvalidParameter, StudioError, Unavailable
-from .job_records import from_job
+from backend.config import Settings
+from backend.db import Database
+from backend.db.api_models import JobWebhook, WebhookAttempt
+from backend.db.models import Job, utcnow
+from backend.errors import InvalidParameter, StudioError, Unavailable
+from backend.jobs.payload import job_payload
+from backend.jobs.queries import job_card
 
 log = logging.getLogger(__name__)
 
@@ -178,9 +179,10 @@ class Deliverer:
 
     def _deliver(self, job_id: str, now: dt.datetime) -> None:
         with self.db.read() as s:
-            job = s.get(Job, job_id)
             hook = s.get(JobWebhook, job_id)
-        body = json.dumps({"event": "job.ended", "job": from_job(self.db, job).to_json()},
+        card = job_card(self.db, job_id)
+        job = card.job
+        body = json.dumps({"event": "job.ended", "job": job_payload(card)},
                           separators=(",", ":"), ensure_ascii=False).encode()
         status: int | None = None
         error: str | None = None

@@ -25,15 +25,16 @@ from collections.abc import Callable
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from . import backlog, jobs
-from .db.models import Job, StageAlias, User, utcnow
-from .errors import DatabaseUnavailable, NotFound, StudioError, Unavailable
-from .messages import JobMessage, Upload, prompt_id, upload_name
-from .messages import StageAlias as AliasMessage
-from .placement import DEFAULT_SWITCH_PENALTY, CapabilityCache, Needs, candidates
-from .ports.registry import NodeView
-from .runtime import Backend
-from .workflows import WorkflowSpec, build_prompt
+from backend.jobs import backlog
+from backend import jobs
+from backend.db.models import Job, StageAlias, User, utcnow
+from backend.errors import DatabaseUnavailable, NotFound, StudioError, Unavailable
+from backend.jobs.messages import JobMessage, Upload, prompt_id, upload_name
+from backend.jobs.messages import StageAlias as AliasMessage
+from backend.jobs.placement import DEFAULT_SWITCH_PENALTY, CapabilityCache, Needs, candidates
+from backend.ports.registry import NodeView
+from backend.runtime import Backend
+from backend.workflows import WorkflowSpec, build_prompt
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ MAX_PASSES = 10
 
 
 def stage_aliases(s: Session, spec: WorkflowSpec) -> dict[str, AliasMessage]:
-    """:func:`backend.stages.aliases` read in the caller's transaction: the dispatcher reads
+    """:func:`backend.jobs.stages.aliases` read in the caller's transaction: the dispatcher reads
     them in the transaction that marks the job ``dispatched``, which costs one statement
     instead of a separate transaction (with its own connection check-out) per job, and
     still sees an administrator's override at once."""

@@ -32,13 +32,13 @@ from typing import Any
 
 from sqlalchemy import select
 
-from . import assets, jobs
-from .db.models import Job, JobOutput
-from .errors import StudioError, Unavailable
-from .ledger import refunded
-from .messages import failure_reason, prompt_id, user_event
-from .ports.bus import Delivery, Subscription
-from .runtime import Backend
+from backend import assets, jobs
+from backend.db.models import Job, JobOutput
+from backend.errors import StudioError, Unavailable
+from backend.accounts.ledger import refunded
+from backend.jobs.messages import failure_reason, prompt_id, user_event
+from backend.ports.bus import Delivery, Subscription
+from backend.runtime import Backend
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ class LifecycleConsumer:
         return True
 
     def apply(self, event: dict[str, Any]) -> None:
-        """Apply one agent event (see :func:`backend.messages.lifecycle`)."""
+        """Apply one agent event (see :func:`backend.jobs.messages.lifecycle`)."""
         kind, job_id, node_id = event["type"], event["job_id"], event.get("node_id")
         with self.backend.db.read() as s:
             job = s.get(Job, job_id)

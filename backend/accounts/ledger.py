@@ -9,15 +9,16 @@ WHERE clause after the other transaction commits.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 from sqlalchemy import case, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from .db import Database
-from .db.models import Job, LedgerEntry, User
-from .errors import InsufficientCredits, InvalidParameter, NotFound
+from backend.db import Database
+from backend.db.models import Job, LedgerEntry, User
+from backend.errors import InsufficientCredits, InvalidParameter, NotFound
 
 USER_KINDS = ("grant", "recharge", "redeem", "adjust")
 TERMINAL_REFUNDED = ("failed", "cancelled")
@@ -131,6 +132,46 @@ def entries(s: Session, user_id: int, *, limit: int = 100, before: int | None = 
         stmt = stmt.where(LedgerEntry.id < before)
     stmt = stmt.order_by(LedgerEntry.id.desc()).limit(limit)
     return list(s.scalars(stmt))
+
+
+def balance_of(db: Database, user_id: int) -> int:
+    """The user's balance now."""
+    with db.read() as s:
+        return balance(s, user_id)
+
+
+@dataclass(frozen=True)
+class LedgerLine:
+    """One ledger row for display, with the workflow of its job (if it has one)."""
+
+    id: int
+    kind: str
+    amount: int
+    balance_after: int
+    job_id: str | None
+    workflow: str | None
+    actor: str | None
+    note: str | None
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class LedgerPage:
+    balance: int
+    lines: list[LedgerLine]
+
+
+def ledger_page(db: Database, user_id: int, *, limit: int = 100, before: int | None = None) -> LedgerPage:
+    """The user's balance and newest ``limit`` ledger rows (older than row ``before``), newest first."""
+    with db.read() as s:
+        amount = balance(s, user_id)
+        rows = entries(s, user_id, limit=limit, before=before)
+        ids = {e.job_id for e in rows if e.job_id}
+        workflows = dict(s.execute(select(Job.id, Job.workflow).where(Job.id.in_(ids))).tuples().all()) if ids else {}
+    lines = [LedgerLine(id=e.id, kind=e.kind, amount=e.amount, balance_after=e.balance_after, job_id=e.job_id,
+                        workflow=workflows.get(e.job_id) if e.job_id else None, actor=e.actor, note=e.note,
+                        created_at=e.created_at) for e in rows]
+    return LedgerPage(balance=amount, lines=lines)
 
 
 @dataclass(frozen=True)

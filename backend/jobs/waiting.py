@@ -18,12 +18,12 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select
 
-from .backlog import _NEVER
-from .db.models import Job, User
-from .errors import NodeUnavailable, NotFound
-from .placement import CapabilityCache, Needs, capable
-from .ports.registry import NodeView, Registry
-from .runtime import Backend
+from backend.jobs.backlog import _NEVER
+from backend.db.models import Job, User
+from backend.errors import NodeUnavailable, NotFound
+from backend.jobs.placement import CapabilityCache, Needs, capable
+from backend.ports.registry import NodeView, Registry
+from backend.runtime import Backend
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def wait_if_busy(backend: Backend, needs: Needs) -> float | None:
 
 
 def queue_wait(backend: Backend, job: Job) -> QueueWait:
-    """Where a queued job stands in the fair backlog (:mod:`backend.backlog`): jobs are
+    """Where a queued job stands in the fair backlog (:mod:`backend.jobs.backlog`): jobs are
     taken one per user in turn, users served least recently first, so the jobs ahead are
     this user's older ones and, of every other user, as many as this job's turn."""
     with backend.db.read() as s:

@@ -14,23 +14,21 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
-
-from . import assets, jobs, limits, webhooks
-from .db.models import Job
-from .errors import InvalidParameter, StudioError
-from .messages import prompt_id, user_event
-from .placement import Needs
-from .runtime import Backend
-from .waiting import wait_if_busy
-from .workflows import InputFacts, Quote, WorkflowSpec, quote, validate_params
+from backend import assets, jobs
+from backend.jobs import limits, webhooks
+from backend.errors import InvalidParameter, StudioError
+from backend.jobs.messages import prompt_id, user_event
+from backend.jobs.placement import Needs
+from backend.runtime import Backend
+from backend.jobs.waiting import wait_if_busy
+from backend.workflows import InputFacts, Quote, WorkflowSpec, quote, validate_params
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Accepted:
-    job: Job
+    job: jobs.JobRecord
     #: False when the idempotency key was seen before and this is the first job again.
     created: bool
 
@@ -93,11 +91,11 @@ def submit(
     File parameters (images, masks) take the id of an asset the user owns (uploaded
     before, or an output of one of their jobs). ``queue_if_busy`` is the confirmed
     resubmit after a :class:`NeedsConfirmation`. ``webhook_url`` is told when the job
-    ends (:mod:`backend.webhooks`). Per-user limits (:mod:`backend.limits`) are checked
+    ends (:mod:`backend.jobs.webhooks`). Per-user limits (:mod:`backend.jobs.limits`) are checked
     before anything is charged. ``on_queued`` wakes the dispatcher.
     """
     try:
-        replay = _replay(backend, user_id, idempotency_key)
+        replay = jobs.find_by_key(backend.db, user_id, idempotency_key)
         if replay is not None:
             return Accepted(job=replay, created=False)
         if webhook_url:
@@ -152,11 +150,6 @@ def submit(
             log.warning("job %s: queued event not sent: %s", job.id, exc)
         on_queued()
     return Accepted(job=job, created=created)
-
-
-def _replay(backend: Backend, user_id: int, key: str) -> Job | None:
-    with backend.db.read() as s:
-        return s.scalar(select(Job).where(Job.user_id == user_id, Job.idempotency_key == key))
 
 
 def _inputs(

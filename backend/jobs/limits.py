@@ -8,7 +8,7 @@ the same ones (docs/api.md):
 - ``storage_quota_mb``: bytes of the user's own uploads.
 
 Creators get the defaults of :class:`~backend.config.Settings`; administrators have no
-limit. Either may be overridden per user (``user_limits`` rows, the admin page and
+limit. Either may be overridden per user (``user_limits`` rows, the admin API and
 ``python -m backend limits``). 0 means no limit. A refusal is a :class:`LimitReached`
 naming the limit and when it frees up.
 """
@@ -20,12 +20,12 @@ from dataclasses import dataclass
 
 from sqlalchemy import delete, func, select
 
-from . import throttle
-from .config import Settings
-from .db import Database
-from .db.api_models import UserLimit
-from .db.models import Asset, AssetOwner, Job, JobOutput, LedgerEntry, User, utcnow
-from .errors import InvalidParameter, LimitReached, NotFound, RateLimited
+from backend.accounts import throttle
+from backend.config import Settings
+from backend.db import Database
+from backend.db.api_models import UserLimit
+from backend.db.models import Asset, AssetOwner, Job, JobOutput, LedgerEntry, User, utcnow
+from backend.errors import InvalidParameter, LimitReached, NotFound, RateLimited
 
 NAMES = ("max_waiting_jobs", "max_running_jobs", "submits_per_minute", "daily_spend_cap", "storage_quota_mb")
 ON_NODES = ("dispatched", "submitted", "running")

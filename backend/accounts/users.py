@@ -10,18 +10,41 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from dataclasses import dataclass, replace
 
 from argon2 import PasswordHasher
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from . import ledger, throttle
-from .db import Database
-from .db.models import ROLES, User, utcnow
-from .db.studio_models import StudioSession
-from .errors import AuthError, InvalidParameter, NotFound
-from .passwords import DEFAULT_HASHER, check_password_policy, hash_password, verify_password
+from backend.accounts import ledger, throttle
+from backend.db import Database
+from backend.db.models import ROLES, User, utcnow
+from backend.db.studio_models import StudioSession
+from backend.errors import AuthError, InvalidParameter, NotFound
+from backend.accounts.passwords import DEFAULT_HASHER, check_password_policy, hash_password, verify_password
+
+@dataclass(frozen=True)
+class UserRecord:
+    """An account as the front ends see it (never its password hash)."""
+
+    id: int
+    name: str
+    role: str
+    disabled: bool
+    balance: int
+    created_at: dt.datetime
+    last_login_at: dt.datetime | None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    @classmethod
+    def of(cls, user: User) -> UserRecord:
+        return cls(id=user.id, name=user.name, role=user.role, disabled=user.disabled, balance=user.balance,
+                   created_at=user.created_at, last_login_at=user.last_login_at)
+
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{1,31}$")
 
@@ -53,7 +76,7 @@ def create_user(
     role: str = "creator",
     welcome_credits: int = 0,
     hasher: PasswordHasher = DEFAULT_HASHER,
-) -> User:
+) -> UserRecord:
     """Create an account, granting ``welcome_credits`` through the ledger."""
     name = check_name(name)
     check_password_policy(password, name=name)
@@ -67,11 +90,13 @@ def create_user(
             s.flush()
             if welcome_credits:
                 ledger.credit(s, user.id, welcome_credits, kind="grant", note="welcome")
+            s.refresh(user)
+            record = UserRecord.of(user)
     except IntegrityError:
         raise InvalidParameter(
             f"The name {name!r} is taken; choose another.", zh=f"用户名 {name!r} 已被使用，请换一个。", param="name"
         ) from None
-    return user
+    return record
 
 
 def find_user(s: Session, name: str) -> User:
@@ -88,7 +113,7 @@ def get_user(s: Session, user_id: int) -> User:
     return user
 
 
-def authenticate(db: Database, name: str, password: str, *, hasher: PasswordHasher = DEFAULT_HASHER) -> User:
+def authenticate(db: Database, name: str, password: str, *, hasher: PasswordHasher = DEFAULT_HASHER) -> UserRecord:
     """The user if ``password`` is right and the account enabled; rehashes outdated hashes."""
     failure = AuthError("Wrong user name or password.", zh="用户名或密码错误。")
     with db.read() as s:
@@ -105,8 +130,7 @@ def authenticate(db: Database, name: str, password: str, *, hasher: PasswordHash
         values["password_hash"] = hash_password(password, hasher)
     with db.write() as s:
         s.execute(update(User).where(User.id == user.id).values(**values))
-    user.password_hash = str(values.get("password_hash", user.password_hash))
-    return user
+    return replace(UserRecord.of(user), last_login_at=values["last_login_at"])
 
 
 #: Wrong current passwords when changing one: a stolen session must not become a way to
@@ -143,22 +167,39 @@ def change_password(db: Database, user_id: int, current: str, new: str, *,
     return set_password(db, user_id, new, hasher=hasher)
 
 
-def set_disabled(db: Database, name: str, disabled: bool) -> User:
+def set_disabled(db: Database, name: str, disabled: bool) -> UserRecord:
     with db.write() as s:
         user = find_user(s, name)
         user.disabled = disabled
-    return user
+        return UserRecord.of(user)
 
 
-def set_role(db: Database, name: str, role: str) -> User:
+def set_role(db: Database, name: str, role: str) -> UserRecord:
     if role not in ROLES:
         raise InvalidParameter(f"Unknown role {role!r}; use one of {', '.join(ROLES)}.", param="role")
     with db.write() as s:
         user = find_user(s, name)
         user.role = role
-    return user
+        return UserRecord.of(user)
 
 
-def list_users(db: Database) -> list[User]:
+def user_named(db: Database, name: str) -> UserRecord:
+    """The account called ``name`` (any case); NotFound if there is none."""
     with db.read() as s:
-        return list(s.scalars(select(User).order_by(User.id)))
+        return UserRecord.of(find_user(s, name))
+
+
+def list_users(db: Database) -> list[UserRecord]:
+    with db.read() as s:
+        return [UserRecord.of(user) for user in s.scalars(select(User).order_by(User.id))]
+
+
+def grant(db: Database, name: str, amount: int, *, kind: str = "grant", note: str | None = None,
+          actor: str | None = None) -> UserRecord:
+    """Give the user called ``name`` ``amount`` credits (an administrator's grant; ``kind``
+    may also be any of :data:`~backend.accounts.ledger.USER_KINDS`); the user after it."""
+    with db.write() as s:
+        user = find_user(s, name)
+        ledger.credit(s, user.id, amount, kind=kind, note=note, actor=actor)
+        s.refresh(user)
+        return UserRecord.of(user)
