@@ -1,7 +1,7 @@
 """The integrators' REST API (docs/api.md), a FastAPI app mounted at ``/api`` of the
 studio: ``/api/v1/...`` endpoints, the OpenAPI document at ``/api/openapi.json`` and
-Swagger UI at ``/api/docs``, whose files come from the ``swagger-ui-bundle`` package
-(nothing is loaded from a CDN). It imports the backend and the studio's context only;
+Swagger UI at ``/api/docs``, whose files (Swagger UI 5, which reads OpenAPI 3.1) come
+with the ``fastapi-offline`` package: nothing is loaded from a CDN. It imports the backend and the studio's context only;
 every rule is the backend's.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import swagger_ui_bundle
+import fastapi_offline
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
@@ -19,7 +19,7 @@ from ..context import Studio
 from . import admin, errors, routes
 
 API_PATH = "/api"
-SWAGGER_DIR = Path(swagger_ui_bundle.swagger_ui_path)
+SWAGGER_DIR = Path(fastapi_offline.__file__).parent / "static"
 
 DESCRIPTION = """JSON API of AIGC Studio. Authenticate with a personal access token
 (`Authorization: Bearer sk_…`) made on the Account page or with
@@ -42,6 +42,6 @@ def build_api(studio: Studio) -> FastAPI:
         return get_swagger_ui_html(openapi_url=API_PATH + "/openapi.json", title="AIGC Studio API",
                                    swagger_js_url=API_PATH + "/docs-assets/swagger-ui-bundle.js",
                                    swagger_css_url=API_PATH + "/docs-assets/swagger-ui.css",
-                                   swagger_favicon_url="/favicon.ico")
+                                   swagger_favicon_url=API_PATH + "/docs-assets/favicon.png")
 
     return api
