@@ -3,19 +3,12 @@ no request leaving 127.0.0.1 (Swagger UI's files come with a package, not a CDN)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import urlsplit
 
-import pytest
 import requests
 from openapi_spec_validator import validate
 
 from .conftest import Studio
-
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
 
 
 def test_the_document_validates(embedded: Studio) -> None:
@@ -36,17 +29,6 @@ def test_the_document_validates(embedded: Studio) -> None:
     assert any(p["name"] == "idempotency-key" for p in submit["parameters"])
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian chromium is not installed")
-    with playwright_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
-
-
 def test_docs_load_offline(embedded: Studio, browser: object) -> None:
     page = browser.new_page()  # type: ignore[attr-defined]
     hosts: list[str] = []
@@ -59,3 +41,4 @@ def test_docs_load_offline(embedded: Studio, browser: object) -> None:
     finally:
         page.close()
     assert hosts and set(hosts) == {"127.0.0.1"}, sorted(set(hosts))
+
