@@ -7,10 +7,11 @@ every rule is the backend's.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import fastapi_offline
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
@@ -33,6 +34,21 @@ def build_api(studio: Studio) -> FastAPI:
                   openapi_url="/openapi.json")
     api.state.studio = studio
     errors.install(api)
+
+    @api.middleware("http")
+    async def refuse_large_bodies(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        # Before the multipart parser spools a body of any size to disk.
+        if request.method == "POST":
+            limit = studio.backend.settings.max_upload_bytes + routes.MULTIPART_SLACK
+            length = request.headers.get("content-length")
+            if length is None and request.headers.get("transfer-encoding"):
+                return errors.ApiError(411, "length_required", "Send a Content-Length with the request.",
+                                       "请求须带 Content-Length。").response()
+            if length is not None and (not length.isdigit() or int(length) > limit):
+                return errors.ApiError(413, "too_large", f"The request is larger than the {limit} byte limit.",
+                                       f"请求超过 {limit} 字节的上限。", field="file").response()
+        return await call_next(request)
+
     api.include_router(routes.router)
     api.include_router(admin.router)
     api.mount("/docs-assets", StaticFiles(directory=SWAGGER_DIR), name="swagger-assets")

@@ -92,7 +92,7 @@ def from_studio_error(exc: StudioError) -> ApiError:
     return ApiError(400, "rejected", msg, zh)
 
 
-_HTTP_CODES = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+_HTTP_CODES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
                413: "too_large", 415: "unsupported_media_type"}
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import http.client
+import json
 import uuid
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -142,3 +145,20 @@ def test_413_upload_too_large(embedded: Studio) -> None:
     body = error(api.post("/v1/assets", files={"file": ("big.png", b"\x89PNG" + b"0" * MAX_UPLOAD, "image/png")}), 413,
                  "too_large")
     assert body["field"] == "file"
+
+
+def test_413_before_the_body_is_read(embedded: Studio) -> None:
+    api = embedded.user()
+    conn = http.client.HTTPConnection(urlsplit(embedded.url).netloc, timeout=30)
+    try:  # announces 50 MB, sends a few bytes: the answer comes before the body
+        conn.putrequest("POST", "/api/v1/assets")
+        conn.putheader("Authorization", f"Bearer {api.token}")
+        conn.putheader("Content-Type", "multipart/form-data; boundary=b")
+        conn.putheader("Content-Length", str(50 * 1024 * 1024))
+        conn.endheaders()
+        conn.send(b"--b\r\n")
+        answer = conn.getresponse()
+        assert answer.status == 413
+        assert json.loads(answer.read())["error"]["code"] == "too_large"
+    finally:
+        conn.close()
