@@ -1,4 +1,4 @@
-"""What a ComfyUI host can run: its node classes and its model files (design §5).
+"""What a ComfyUI host can run: its node classes and its model files.
 
 The scheduler matches a workflow's needs against this set, so it is re-read after every
 reconnect (ComfyUI may have restarted with other custom nodes or models).

@@ -1,4 +1,4 @@
-"""The HTTP half of ComfyUI's API, as the agent uses it (protocol §1).
+"""The HTTP half of ComfyUI's API, as the agent uses it.
 
 Every request goes through :meth:`ComfyClient._request`, which turns transport failures,
 timeouts and 5xx answers into :class:`ComfyUnavailable`; callers never see a requests
@@ -168,13 +168,13 @@ def rejection(data: dict[str, Any], *, status: int) -> PromptRejected:
         parts[0] += f" ({error['details']})"
     node_errors = data.get("node_errors") or {}
     first_node = next(iter(node_errors), None)
-    for node_id, entry in list(node_errors.items())[:MAX_LISTED_ERRORS]:
+    for graph_node_id, entry in list(node_errors.items())[:MAX_LISTED_ERRORS]:
         for err in entry.get("errors", [])[:2]:
             detail = err.get("details") or err.get("message") or err.get("type")
-            parts.append(f"node {node_id} ({entry.get('class_type', '?')}): {detail}")
+            parts.append(f"node {graph_node_id} ({entry.get('class_type', '?')}): {detail}")
     return PromptRejected(
         "; ".join(parts),
         error_type=str(error.get("type") or "invalid_prompt"),
-        node=first_node,
+        graph_node=first_node,
         details=node_errors,
     )

@@ -27,10 +27,11 @@ class ComfyUnavailable(AgentError, Unavailable):
 class PromptRejected(AgentError):
     """ComfyUI refused the prompt (HTTP 400 validation); retrying the same graph is futile."""
 
-    def __init__(self, message: str, *, error_type: str, node: str | None = None, details: Any = None) -> None:
+    def __init__(self, message: str, *, error_type: str, graph_node: str | None = None, details: Any = None) -> None:
         super().__init__(message)
         self.error_type = error_type
-        self.node = node
+        #: The graph node ComfyUI blamed, if any.
+        self.graph_node = graph_node
         self.details = details
 
 

@@ -1,5 +1,5 @@
 """The job side of the agent: takes jobs off the bus, runs them on ComfyUI, follows them
-to their end and reports every step (design §4, §7).
+to their end and reports every step.
 
 Threads and order:
 
@@ -195,7 +195,7 @@ class JobRunner:
         except PromptRejected as exc:
             log.warning("job_id=%s node_id=%s ComfyUI refused the prompt: %s", job_id, self._node, exc)
             self._lifecycle_safely(
-                "failed", message, error_type="ValidationError", message=str(exc), **stage_fields(message["stages"], exc.node)
+                "failed", message, error_type="ValidationError", message=str(exc), **stage_fields(message["stages"], exc.graph_node)
             )
             delivery.ack()
         except UploadFailed as exc:
@@ -276,7 +276,7 @@ class JobRunner:
             self._report_following()
             raise
         if answer.get("node_errors"):
-            # Some output nodes failed validation and will silently not run (protocol §1).
+            # Some output nodes failed validation and will silently not run.
             log.warning("job_id=%s node_id=%s some outputs will not run: %s", job.job_id, self._node, answer["node_errors"])
         log.info("job_id=%s node_id=%s submitted as %s", job.job_id, self._node, job.prompt_id)
 
@@ -328,9 +328,9 @@ class JobRunner:
                 self._finish_from_history(job)  # the end signal; history is written by now
                 return
             self._mark_started(job)
-            node = str(data.get("display_node") or data["node"])
-            job.progress.node_started(node)
-            self._user(job, "stage", node=node, alias=stage_alias(job.message["stages"], node))
+            graph_node = str(data.get("display_node") or data["node"])
+            job.progress.node_started(graph_node)
+            self._user(job, "stage", graph_node=graph_node, alias=stage_alias(job.message["stages"], graph_node))
             self._user(job, "progress", value=0, max=1, fraction=job.progress.fraction)
         elif kind == "progress":
             value, maximum = data.get("value", 0), data.get("max", 0)
@@ -392,17 +392,17 @@ class JobRunner:
             running_job=job.job_id, loaded_checkpoint=checkpoint_of(job.message["prompt"]) or self._state.current.loaded_checkpoint
         )
 
-    def _store_outputs(self, job: ActiveJob, node: str, ui: dict[str, Any]) -> None:
-        """Download the result files of a node into the asset store; ``output`` for each."""
+    def _store_outputs(self, job: ActiveJob, graph_node: str, ui: dict[str, Any]) -> None:
+        """Download the result files of a graph node into the asset store; ``output`` for each."""
         wanted = job.message["output_nodes"]
-        if wanted and node not in wanted:
+        if wanted and graph_node not in wanted:
             return  # a preview or helper node, not a result of the workflow
         for ref in output_files(ui):
-            key = file_key(node, ref)
+            key = file_key(graph_node, ref)
             if key in job.files:
                 continue
             stored = self._outputs.fetch(ref, job_id=job.job_id)
-            self._lifecycle("output", job.message, node=node, position=len(job.files), seconds=None, **stored.fields())
+            self._lifecycle("output", job.message, graph_node=graph_node, position=len(job.files), seconds=None, **stored.fields())
             job.files.add(key)
             log.info("job_id=%s node_id=%s output %s stored as %s", job.job_id, self._node, ref["filename"], stored.asset)
 
@@ -424,8 +424,8 @@ class JobRunner:
             self._end(job, "failed", **interrupted_fields(outcome.payload, job.message["stages"]))
             return
         # Outputs not seen on the socket (cached ones, or events lost with a session).
-        for node, ui in (entry.get("outputs") or {}).items():
-            self._store_outputs(job, str(node), ui)
+        for graph_node, ui in (entry.get("outputs") or {}).items():
+            self._store_outputs(job, str(graph_node), ui)
         seconds = outcome.seconds
         if seconds is None:
             seconds = time.monotonic() - (job.started_at or time.monotonic())

@@ -1,6 +1,6 @@
 """The websocket half of ComfyUI's API: one session at a time, kept alive, renewed on loss.
 
-Every connection uses a FRESH clientId. Reusing an id is a trap (protocol §2.2): when the
+Every connection uses a FRESH clientId. Reusing an id is a trap: when the
 old socket's cleanup finally runs, ComfyUI deletes the session entry of that id — which
 by then is the new socket — and the new socket silently receives nothing. The price of a
 fresh id is that prompts submitted under the old id lose their events; the runner knows

@@ -1,4 +1,4 @@
-"""The node's live state in the registry (design §5): published on every change and at
+"""The node's live state in the registry: published on every change and at
 least every ``heartbeat_interval``, so the scheduler sees a node go offline within a few
 seconds and a quiet node never expires."""
 

@@ -1,4 +1,4 @@
-"""ComfyUI's vocabulary → the studio's (design §7): pure functions, no I/O.
+"""ComfyUI's vocabulary → the studio's: pure functions, no I/O.
 
 The runner feeds websocket messages and history entries through these helpers and
 publishes what they return; keeping them free of I/O keeps the mapping readable and
@@ -35,11 +35,11 @@ def nodes_to_run(prompt: dict[str, Any], output_nodes: list[str]) -> set[str]:
     pending = [node for node in output_nodes if node in prompt] or list(prompt)
     seen: set[str] = set()
     while pending:
-        node_id = pending.pop()
-        if node_id in seen:
+        graph_node_id = pending.pop()
+        if graph_node_id in seen:
             continue
-        seen.add(node_id)
-        for value in prompt[node_id].get("inputs", {}).values():
+        seen.add(graph_node_id)
+        for value in prompt[graph_node_id].get("inputs", {}).values():
             if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and value[0] in prompt:
                 pending.append(value[0])
     return seen
@@ -58,10 +58,10 @@ class Progress:
     def cached(self, nodes: list[str]) -> None:
         self.to_run -= set(nodes)
 
-    def node_started(self, node_id: str) -> None:
+    def node_started(self, graph_node_id: str) -> None:
         if self.current is not None:
             self.done.add(self.current)
-        self.current, self.step = node_id, 0.0
+        self.current, self.step = graph_node_id, 0.0
 
     def node_step(self, value: float, maximum: float) -> None:
         self.step = min(max(value / maximum, 0.0), 1.0) if maximum > 0 else 0.0
@@ -74,22 +74,22 @@ class Progress:
         return round(min((done + running) / total, 1.0), 4)
 
 
-def stage_alias(stages: dict[str, StageAlias], node_id: str | None) -> StageAlias:
-    """The workflow's name for a graph node, or the node id when the spec names none."""
-    if node_id is not None and node_id in stages:
-        return stages[node_id]
-    label = node_id or "?"
+def stage_alias(stages: dict[str, StageAlias], graph_node_id: str | None) -> StageAlias:
+    """The workflow's name for a graph node, or the graph node's id when the spec names none."""
+    if graph_node_id is not None and graph_node_id in stages:
+        return stages[graph_node_id]
+    label = graph_node_id or "?"
     return {"en": label, "zh": label}
 
 
-def stage_fields(stages: dict[str, StageAlias], node_id: str | None) -> dict[str, Any]:
+def stage_fields(stages: dict[str, StageAlias], graph_node_id: str | None) -> dict[str, Any]:
     """Where a failure happened, for the ``failed`` lifecycle event: the graph ``node``, the
     ``stage`` name the backend stores and shows (English), and ``stage_alias`` with both
     languages. All None when no node is to blame."""
-    if node_id is None:
-        return {"node": None, "stage": None, "stage_alias": None}
-    alias = stage_alias(stages, node_id)
-    return {"node": node_id, "stage": alias["en"], "stage_alias": alias}
+    if graph_node_id is None:
+        return {"graph_node": None, "stage": None, "stage_alias": None}
+    alias = stage_alias(stages, graph_node_id)
+    return {"graph_node": graph_node_id, "stage": alias["en"], "stage_alias": alias}
 
 
 def short_message(text: str) -> str:
@@ -105,17 +105,17 @@ def failure_fields(payload: dict[str, Any], stages: dict[str, StageAlias]) -> di
     return {
         "error_type": error_type,
         "message": short_message(payload.get("exception_message") or error_type),
-        **stage_fields(stages, _node(payload)),
+        **stage_fields(stages, _graph_node(payload)),
     }
 
 
 def interrupted_fields(payload: dict[str, Any], stages: dict[str, StageAlias]) -> dict[str, Any]:
-    return {"error_type": "Interrupted", "message": "ComfyUI interrupted the prompt", **stage_fields(stages, _node(payload))}
+    return {"error_type": "Interrupted", "message": "ComfyUI interrupted the prompt", **stage_fields(stages, _graph_node(payload))}
 
 
-def _node(payload: dict[str, Any]) -> str | None:
-    node = payload.get("node_id")
-    return None if node is None else str(node)
+def _graph_node(payload: dict[str, Any]) -> str | None:
+    graph_node_id = payload.get("node_id")  # ComfyUI's own name for the graph node
+    return None if graph_node_id is None else str(graph_node_id)
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,7 @@ class Outcome:
 
 
 def history_outcome(entry: dict[str, Any]) -> Outcome:
-    """Classify a history entry through its ``status.messages`` (protocol §1 /history)."""
+    """Classify a history entry through its ``status.messages`` (ComfyUI's ``GET /history/<prompt_id>``)."""
     status = entry.get("status") or {}
     messages = {name: data for name, data in status.get("messages", []) if isinstance(data, dict)}
     start = messages.get("execution_start", {}).get("timestamp")
@@ -148,16 +148,16 @@ def output_files(ui: dict[str, Any]) -> list[dict[str, Any]]:
     Shapes differ per node (``images``, ``gifs``, ``audio``, ``video`` …); any list of
     dicts with a ``filename`` counts, anything else (text, flags) is not a file.
     """
-    refs = []
+    refs: list[dict[str, Any]] = []
     for values in ui.values():
         if isinstance(values, list):
             refs.extend(v for v in values if isinstance(v, dict) and isinstance(v.get("filename"), str))
     return refs
 
 
-def file_key(node_id: str, ref: dict[str, Any]) -> str:
+def file_key(graph_node_id: str, ref: dict[str, Any]) -> str:
     """Identity of one output file, so a file seen on the socket is not fetched again from history."""
-    return f"{node_id}|{ref.get('type', 'output')}|{ref.get('subfolder', '')}|{ref['filename']}"
+    return f"{graph_node_id}|{ref.get('type', 'output')}|{ref.get('subfolder', '')}|{ref['filename']}"
 
 
 def output_kind(filename: str) -> str:
@@ -187,7 +187,7 @@ class Preview:
 
 
 def parse_preview(frame: bytes) -> Preview | None:
-    """Decode a binary frame (protocol §2.7); None for frames that are not preview images."""
+    """Decode a binary frame; None for frames that are not preview images."""
     if len(frame) < 8:
         return None
     (event,) = struct.unpack(">I", frame[:4])

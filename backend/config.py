@@ -123,7 +123,7 @@ class Settings:
             if name not in known:
                 raise ConfigError(f"Unknown setting {name!r}; known settings: {', '.join(sorted(known))}")
             converted[name] = _convert(name, getattr(self, name), raw)
-        result = replace(self, **converted)
+        result = replace(self, **converted)  # type: ignore[arg-type]  # each value was converted to its field's type
         result._validate()
         return result
 
@@ -161,7 +161,7 @@ def _convert(name: str, current: object, raw: object) -> object:
         if isinstance(current, bool):
             return raw if isinstance(raw, bool) else str(raw).lower() in ("1", "true", "yes", "on")
         if isinstance(current, int):
-            return int(raw)  # type: ignore[arg-type]
+            return int(raw)  # type: ignore[call-overload]
         if isinstance(current, float):
             return float(raw)  # type: ignore[arg-type]
         if isinstance(current, Path):

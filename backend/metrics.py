@@ -6,10 +6,13 @@ so several studio replicas report the same figures and nothing is kept in memory
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy import func, select
 
 from .db.models import JOB_STATES, Job, LedgerEntry
 from .runtime import Backend
+from backend.jobs.state import JobState
 
 #: Dead letters counted at most per scrape (listing them takes each from its queue and back).
 DEAD_LETTERS_COUNTED = 1000
@@ -30,7 +33,7 @@ def render(backend: Backend) -> str:
     """The metrics in the Prometheus text exposition format (version 0.0.4)."""
     out: list[str] = []
 
-    def metric(name: str, kind: str, help_text: str, samples: list[tuple[float, dict[str, str] | None]]) -> None:
+    def metric(name: str, kind: str, help_text: str, samples: Sequence[tuple[float, dict[str, str] | None]]) -> None:
         out.append(f"# HELP {name} {help_text}")
         out.append(f"# TYPE {name} {kind}")
         out.extend(_line(name, value, labels) for value, labels in samples)
@@ -38,12 +41,12 @@ def render(backend: Backend) -> str:
     with backend.db.read() as s:
         by_state = dict(s.execute(select(Job.state, func.count()).group_by(Job.state)).all())
         by_workflow = s.execute(
-            select(Job.workflow, Job.state, func.count()).where(Job.state.in_(("succeeded", "failed"))).group_by(Job.workflow, Job.state)
+            select(Job.workflow, Job.state, func.count()).where(Job.state.in_((JobState.SUCCEEDED, JobState.FAILED))).group_by(Job.workflow, Job.state)
         ).all()
         charged = s.scalar(select(func.coalesce(-func.sum(LedgerEntry.amount), 0)).where(LedgerEntry.kind == "charge")) or 0
         refunded = s.scalar(select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(LedgerEntry.kind == "refund")) or 0
     metric("studio_jobs", "gauge", "Jobs by lifecycle state.", [(by_state.get(st, 0), {"state": st}) for st in JOB_STATES])
-    metric("studio_backlog_jobs", "gauge", "Jobs waiting in the central backlog for a node.", [(by_state.get("queued", 0), None)])
+    metric("studio_backlog_jobs", "gauge", "Jobs waiting in the central backlog for a node.", [(by_state.get(JobState.QUEUED, 0), None)])
     metric(
         "studio_jobs_finished_total", "counter", "Finished jobs by workflow and outcome.",
         [(n, {"workflow": wf, "outcome": st}) for wf, st, n in by_workflow],

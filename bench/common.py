@@ -27,6 +27,8 @@ from typing import Any
 
 from sqlalchemy import text
 
+from tests import services
+
 REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "performance.md"
 BENCH_WORKFLOWS = Path(__file__).resolve().parent / "workflows"
@@ -150,8 +152,6 @@ def postgres_db() -> Iterator[Any]:
 @contextlib.contextmanager
 def rabbit_bus(**options: Any) -> Iterator[Any]:
     """A RabbitBus under a private prefix; its queues and exchanges are deleted afterwards."""
-    import pika
-
     from backend.ports.rabbitmq import RabbitBus
 
     bus = RabbitBus(AMQP_URL, prefix=private("bus"), **options)
@@ -159,23 +159,12 @@ def rabbit_bus(**options: Any) -> Iterator[Any]:
         yield bus
     finally:
         bus.close()
-        topology = bus.topology
-        conn = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
-        try:
-            channel = conn.channel()
-            for name in sorted(topology.queues):
-                channel.queue_delete(name)
-            for name in sorted(topology.exchanges):
-                channel.exchange_delete(name)
-        finally:
-            conn.close()
+        services.delete_rabbit_topology(bus.topology)
 
 
 @contextlib.contextmanager
 def redis_registry() -> Iterator[Any]:
     """A RedisRegistry under a private prefix; its keys are deleted afterwards."""
-    import redis
-
     from backend.ports.redis_registry import RedisRegistry
 
     prefix = private("registry")
@@ -184,13 +173,7 @@ def redis_registry() -> Iterator[Any]:
         yield registry
     finally:
         registry.close()
-        client = redis.Redis.from_url(REDIS_URL)
-        try:
-            keys = list(client.scan_iter(match=f"{{{prefix}}}:*", count=1000))
-            if keys:
-                client.delete(*keys)
-        finally:
-            client.close()
+        services.delete_redis_keys(prefix)
 
 
 # ---- a whole distributed stack in this process -----------------------------------------
@@ -224,7 +207,7 @@ class Stack:
 
     def wait_ended(self, job_ids: Sequence[str], timeout: float = 120.0, poll: float = 0.05) -> dict[str, Any]:
         from backend.db.models import Job
-        from backend.jobs import TERMINAL_STATES
+        from backend.jobs.state import TERMINAL as TERMINAL_STATES
 
         deadline = time.monotonic() + timeout
         while True:

@@ -34,7 +34,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -47,6 +46,8 @@ from typing import Any
 
 import requests
 
+from tests.services import free_port
+
 from . import common
 from .common import mark, ms
 
@@ -55,12 +56,6 @@ TARGET_MB = 600
 TARGET_P99 = 0.250
 PASSWORD = "bench password 1"
 ADMIN_PASSWORD = "bench operator password"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss_bytes(pid: int) -> int:
@@ -208,7 +203,7 @@ def insert_jobs(data_dir: Path, user_names: list[str]) -> dict[str, str]:
         for name in user_names:
             job, _ = jobs.create(db, jobs.NewJob(user_id=ids[name], workflow=spec.name, params=values, inputs={},
                                                  cost=priced.cost, idempotency_key=uuid.uuid4().hex,
-                                                 memory_mb=priced.memory_mib, estimate_seconds=priced.seconds))
+                                                 memory_mb=priced.memory_mb, estimate_seconds=priced.seconds))
             out[name] = job.id
     finally:
         db.dispose()

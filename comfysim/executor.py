@@ -4,7 +4,7 @@ Behaviour copied from ComfyUI's execution.py and main.py prompt_worker:
 - classic caching: a node is reused when its class, literal inputs, IS_CHANGED value and
   upstream are identical to a node of the previous prompt; cached nodes get no ``executing``,
   but a cached output node re-sends ``executed`` with its old UI output;
-- message order per prompt (protocol §2.5) and who receives what (§2.4);
+- message order per prompt and who receives what (the prompt's own client, or everyone);
 - cooperative interrupt, checked before each node and at every progress step;
 - ``execution_success`` before the history entry, ``executing`` with ``node: null`` after it.
 """

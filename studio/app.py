@@ -35,6 +35,7 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import fastapi
 import gradio as gr

@@ -1,7 +1,7 @@
 """The per-process consumer of user events: routes each event to the sessions of the
 user it belongs to.
 
-One bus subscription per studio process receives every user's events (design §7). The
+One bus subscription per studio process receives every user's events. The
 :class:`Feed` keeps, in memory and bounded:
 
 - per-job listener queues: the Create page's progress handler blocks on one;
@@ -29,12 +29,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from backend.ports.bus import Bus, Subscription
+from backend.jobs.state import TERMINAL, JobState
 
 from .weights import StageTimes
 
 log = logging.getLogger(__name__)
 
-TERMINAL = ("succeeded", "failed", "cancelled")
 MAX_JOBS = 5_000
 MAX_NOTICES = 50
 MAX_PREVIEWS = 20_000
@@ -47,7 +47,7 @@ class JobSnapshot:
     """What the events said so far about one job."""
 
     user_id: int
-    state: str = "queued"
+    state: str = JobState.QUEUED
     workflow: str | None = None
     stage: dict[str, str] | None = None
     #: Graph nodes in the order they started, with the time each began.
@@ -132,7 +132,8 @@ class Feed:
             try:
                 q.put_nowait(dict(event))
             except queue.Full:
-                log.warning("job %s: a listener is not reading; event %s dropped", job_id, kind)
+                log.warning("job_id=%s node_id=%s a listener is not reading; event %s dropped", job_id,
+                            event.get("node_id") or "-", kind)
 
     def _snapshot(self, job_id: str, user_id: int) -> JobSnapshot:
         snap = self._jobs.get(job_id)
@@ -149,15 +150,15 @@ class Feed:
         if kind == "queued":
             snap.workflow = event.get("workflow") or snap.workflow
         elif kind == "started":
-            snap.state, snap.started_ts = "running", event.get("ts")
+            snap.state, snap.started_ts = JobState.RUNNING, event.get("ts")
         elif kind == "stage":
-            snap.state, snap.stage = "running", event.get("alias")
+            snap.state, snap.stage = JobState.RUNNING, event.get("alias")
             snap.value = snap.max = 0
-            node = event.get("node")
-            if node is not None and (not snap.nodes or snap.nodes[-1][0] != str(node)):
-                snap.nodes.append((str(node), float(event.get("ts") or 0.0)))
+            graph_node = event.get("graph_node")
+            if graph_node is not None and (not snap.nodes or snap.nodes[-1][0] != str(graph_node)):
+                snap.nodes.append((str(graph_node), float(event.get("ts") or 0.0)))
         elif kind == "progress":
-            snap.state = "running"
+            snap.state = JobState.RUNNING
             snap.value, snap.max = event.get("value", 0), event.get("max", 0)
         elif kind == "preview":
             snap.preview = event.get("asset")

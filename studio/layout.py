@@ -17,8 +17,7 @@ from backend.errors import NotFound
 
 from .context import Studio
 from .i18n import lang_of, pick, t
-from .pages.signin import signout_form
-from .render import esc, who
+from .render import esc, signout_form, who
 
 NOTICE_SECONDS = 3.0
 PAGES = (("create", "/studio/"), ("history", "/studio/history"), ("account", "/studio/account"), ("admin", "/studio/admin"))

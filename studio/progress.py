@@ -26,9 +26,10 @@ from backend.jobs import queries
 from backend.jobs.messages import failure_reason
 from backend.jobs.store import JobRecord
 from backend.jobs.waiting import QueueWait, queue_wait
+from backend.jobs.state import TERMINAL, JobState
 
 from .context import Studio
-from .feed import TERMINAL, Feed, JobSnapshot
+from .feed import Feed, JobSnapshot
 from .i18n import lang_of, pick
 from .layout import nav_for
 from . import weights
@@ -57,14 +58,14 @@ class Pace:
 def reason_of(job: JobRecord, lang: str, snap: JobSnapshot | None) -> str:
     if snap is not None and snap.reason:
         return pick(snap.reason, lang)
-    if job.state == "failed":
+    if job.state == JobState.FAILED:
         return pick(failure_reason(job.error_stage, job.error_type or "Error", job.error_message or ""), lang)
     return ""
 
 
 def pace_of(studio: Studio, job: JobRecord) -> Pace:
     backend = studio.backend
-    if job.state == "queued":
+    if job.state == JobState.QUEUED:
         return Pace(wait=queue_wait(backend, job), at=time.time())
     view = next((v for v in backend.registry.nodes() if v.state.node_id == job.node_id), None)
     return Pace(speed=view.state.speed if view is not None and view.state.speed > 0 else 1.0, at=time.time())
@@ -87,8 +88,8 @@ def remaining_seconds(predicted: float, elapsed: float, fraction: float) -> floa
 def view_of(studio: Studio, job: JobRecord, snap: JobSnapshot, lang: str, pace: Pace | None = None) -> ProgressView:
     """The card for ``job``: its state from the database, the live details from the feed."""
     state = job.state if job.state in TERMINAL or snap.state not in TERMINAL else snap.state
-    if state not in TERMINAL and snap.state == "running":
-        state = "running"
+    if state not in TERMINAL and snap.state == JobState.RUNNING:
+        state = JobState.RUNNING
     spec = studio.backend.library.get(job.workflow) if job.workflow in studio.backend.library else None
     fraction = 0.0
     if spec is not None and snap.nodes:
@@ -101,17 +102,17 @@ def view_of(studio: Studio, job: JobRecord, snap: JobSnapshot, lang: str, pace: 
         view.outputs = [(o.asset_id, o.kind) for o in card.outputs] or view.outputs
         view.refunded = card.refunded
         view.reason = reason_of(job, lang, snap)
-        view.fraction = 1.0 if state == "succeeded" else view.fraction
+        view.fraction = 1.0 if state == JobState.SUCCEEDED else view.fraction
         return view
     pace = pace or Pace()
     now = time.time()
-    if state == "queued" and pace.wait is not None:
+    if state == JobState.QUEUED and pace.wait is not None:
         view.ahead = pace.wait.ahead
         view.wait_seconds = max(0.0, pace.wait.seconds - (now - pace.at)) if pace.wait.seconds else None
         return view
     started = snap.started_ts or (job.started_at.timestamp() if job.started_at else None)
     predicted = job.estimate_seconds * pace.speed
-    if state == "running" and started:
+    if state == JobState.RUNNING and started:
         view.eta_seconds = remaining_seconds(predicted, max(0.0, now - started), fraction)
     else:
         view.eta_seconds = predicted
@@ -196,7 +197,7 @@ class Watcher:
             try:
                 event = events.get(timeout=POLL_SECONDS)
                 Feed.apply(snap, event)
-                if event.get("type") in TERMINAL or (event.get("type") == "started" and job.state == "queued"):
+                if event.get("type") in TERMINAL or (event.get("type") == "started" and job.state == JobState.QUEUED):
                     last_check = 0.0  # read the job now
             except queue.Empty:
                 pass

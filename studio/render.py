@@ -12,10 +12,11 @@ import html
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from backend.jobs.state import ACTIVE, JobState
+
 from .files import file_url
 from .i18n import t
 
-ACTIVE = ("queued", "dispatched", "submitted", "running")
 
 
 def esc(value: object) -> str:
@@ -116,13 +117,13 @@ def _shots(outputs: Sequence[tuple[str, str]], lang: str, preview: str | None) -
 def _timing(view: ProgressView, lang: str) -> list[str]:
     """The card's time figures: a queued job's place and wait, a running job's steps and
     time left (never a step ETA for a job that has not started)."""
-    if view.state == "queued" and view.ahead is not None:
+    if view.state == JobState.QUEUED and view.ahead is not None:
         parts = [t("progress.ahead", lang, count=view.ahead)]
         if view.wait_seconds is not None:
             parts.append(t("progress.wait", lang, seconds=max(1, round(view.wait_seconds))))
         return parts
     parts = []
-    if view.state == "running" and view.max:
+    if view.state == JobState.RUNNING and view.max:
         parts.append(t("progress.steps", lang, value=int(view.value), max=int(view.max)))
     if view.state in ACTIVE and view.eta_seconds is not None:
         seconds = round(view.eta_seconds)
@@ -132,12 +133,12 @@ def _timing(view: ProgressView, lang: str) -> list[str]:
 
 def progress_card(view: ProgressView, lang: str) -> str:
     state_label = t(f"state.{view.state}", lang)
-    headline = view.stage if view.state == "running" and view.stage else state_label
+    headline = view.stage if view.state == JobState.RUNNING and view.stage else state_label
     bar, pct = _bar(view.fraction)
     meta = [pill(view.state, state_label), esc(t("progress.cost", lang, amount=view.cost))]
     meta += [esc(part) for part in _timing(view, lang)]
     body = ""
-    if view.state == "failed":
+    if view.state == JobState.FAILED:
         body += message("error", view.reason, elem_id="failure")
     if view.refunded:
         body += message("info", t("progress.refunded", lang, amount=view.refunded), elem_id="refund")
@@ -166,3 +167,10 @@ def thumbs(outputs: Iterable[tuple[str, str]]) -> str:
     """Small results for a table row: pictures and videos as thumbnails, songs as players."""
     tiles = "".join(f'<span class="thumb {esc(kind)}">{media(asset, kind)}</span>' for asset, kind in outputs)
     return f'<div class="thumbs">{tiles}</div>'
+
+
+def signout_form(label: str, *, everywhere: bool = False, elem_id: str = "signout") -> str:
+    """A sign-out button: a form posting to ``/logout`` (never a link: see :mod:`studio.pages.signin`)."""
+    field = '<input type="hidden" name="everywhere" value="1">' if everywhere else ""
+    return (f'<form method="post" action="/logout" class="signout-form">{field}'
+            f'<button type="submit" id="{elem_id}" class="nav-link small">{html.escape(label)}</button></form>')

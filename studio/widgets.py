@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import gradio as gr
 from PIL import Image
@@ -47,10 +47,10 @@ def field(spec: WorkflowSpec, param: Param, i18n: gr.I18n, *, elem_id: str, valu
     label, info = _label(spec, param, i18n), _info(spec, param, i18n)
     default = param.default if value is DEFAULT else value
     if param.type in ("int", "float"):
-        bounded = param.min is not None and param.max is not None and param.max - param.min <= MAX_SLIDER_SPAN
-        if bounded:
+        low, high = param.min, param.max
+        if low is not None and high is not None and high - low <= MAX_SLIDER_SPAN:
             step = param.step or (1 if param.type == "int" else 0.01)
-            return gr.Slider(minimum=param.min, maximum=param.max, step=step, value=default, label=label,
+            return gr.Slider(minimum=low, maximum=high, step=step, value=default, label=label,
                              info=info, elem_id=elem_id, interactive=True)
         return gr.Number(value=default, label=label, info=info, precision=0 if param.type == "int" else None,
                          minimum=param.min, maximum=param.max, elem_id=elem_id, interactive=True)
@@ -88,9 +88,10 @@ def file_field(spec: WorkflowSpec, param: Param, i18n: gr.I18n, *, elem_id: str,
     """
     label = _label(spec, param, i18n)
     if param.type == "mask":
-        sources = () if param.mask_of else ("upload", "clipboard")
-        return MaskCanvas(value=value, type="filepath", image_mode=None, layers=False, label=label,
-                          elem_id=elem_id, sources=sources,
+        sources: tuple[Literal["upload", "clipboard"], ...] = () if param.mask_of else ("upload", "clipboard")
+        # image_mode None keeps the file's own mode (Gradio's hint leaves None out).
+        return MaskCanvas(value=value, type="filepath", image_mode=None,  # type: ignore[arg-type]
+                          layers=False, label=label, elem_id=elem_id, sources=sources,
                           brush=gr.Brush(colors=["#ffffff"], color_mode="fixed", default_size=24),
                           transforms=(), height=420)
     if param.type == "image":
@@ -153,7 +154,7 @@ def mask_png(layer: bytes | None, *, size: tuple[int, int] | None, max_bytes: in
         if alpha.getextrema() == (255, 255):
             return None
         if alpha.size != target:
-            alpha = alpha.resize(target, Image.NEAREST)
+            alpha = alpha.resize((target[0], target[1]), Image.Resampling.NEAREST)
         mask = Image.new("RGBA", alpha.size, (0, 0, 0, 255))
         mask.putalpha(alpha)
         del alpha

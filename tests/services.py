@@ -29,6 +29,15 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+def free_port() -> int:
+    """A port free on the loopback now (the kernel's pick). The one helper the tests and
+    the benchmarks use to start servers; private database servers use
+    :func:`tests.private_servers.free_port`, which stays out of the ephemeral range."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def require(name: str, host: str, port: int) -> None:
     """Skip (locally; a failure in CI) unless ``host:port`` accepts connections."""
     if not port_open(host, port):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 
 from backend.accounts import ledger, throttle
-from backend.db import Database
+from backend.db import Database, rows_changed
 from backend.db.models import RedeemCode, User, utcnow
 from backend.errors import InvalidParameter, NotFound, RateLimited, RedeemError
 
@@ -98,7 +98,7 @@ def redeem(
     wanted = code_hash(code)
     with db.write() as s:
         row = s.scalar(select(RedeemCode).where(RedeemCode.code_hash == wanted))
-        taken = s.execute(
+        taken = rows_changed(s.execute(
             update(RedeemCode)
             .where(
                 RedeemCode.code_hash == wanted,
@@ -106,7 +106,7 @@ def redeem(
                 (RedeemCode.expires_at.is_(None)) | (RedeemCode.expires_at > now),
             )
             .values(redeemed_by=user_id, redeemed_at=now)
-        ).rowcount
+        ))
         if taken == 1 and row is not None:
             ledger.credit(s, user_id, row.credits, kind="redeem", code_id=row.id, note=f"code …{row.hint}")
             credits = row.credits

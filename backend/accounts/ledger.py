@@ -19,9 +19,9 @@ from sqlalchemy.orm import Session
 from backend.db import Database
 from backend.db.models import Job, LedgerEntry, User
 from backend.errors import InsufficientCredits, InvalidParameter, NotFound
+from backend.jobs.state import REFUNDED
 
 USER_KINDS = ("grant", "recharge", "redeem", "adjust")
-TERMINAL_REFUNDED = ("failed", "cancelled")
 
 
 def credit(
@@ -167,7 +167,7 @@ def ledger_page(db: Database, user_id: int, *, limit: int = 100, before: int | N
         amount = balance(s, user_id)
         rows = entries(s, user_id, limit=limit, before=before)
         ids = {e.job_id for e in rows if e.job_id}
-        workflows = dict(s.execute(select(Job.id, Job.workflow).where(Job.id.in_(ids))).tuples().all()) if ids else {}
+        workflows = dict(s.execute(select(Job.id, Job.workflow).where(Job.id.in_(ids))).all()) if ids else {}
     lines = [LedgerLine(id=e.id, kind=e.kind, amount=e.amount, balance_after=e.balance_after, job_id=e.job_id,
                         workflow=workflows.get(e.job_id) if e.job_id else None, actor=e.actor, note=e.note,
                         created_at=e.created_at) for e in rows]
@@ -247,7 +247,7 @@ def verify(db: Database) -> list[Problem]:
                 problems.append(Problem(subject, "has ledger rows other than charge and refund"))
             if charged != -cost:
                 problems.append(Problem(subject, f"charged {-charged} but costs {cost}"))
-            expected = 0 if state in TERMINAL_REFUNDED else -cost
+            expected = 0 if state in REFUNDED else -cost
             if total != expected:
                 problems.append(Problem(subject, f"is {state} and its entries sum to {total}, expected {expected}"))
     return problems

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, select
 
 from backend.accounts.users import find_user
-from backend.db import Database
+from backend.db import Database, rows_changed
 from backend.db.models import User, utcnow
 from backend.db.studio_models import StudioSession
 from backend.errors import PermissionDenied
@@ -103,7 +103,7 @@ class Sessions:
 
     def purge_expired(self) -> int:
         with self.db.write() as s:
-            return s.execute(delete(StudioSession).where(StudioSession.expires_at <= utcnow())).rowcount
+            return rows_changed(s.execute(delete(StudioSession).where(StudioSession.expires_at <= utcnow())))
 
 
 def user_by_name(db: Database, name: str) -> SessionUser:

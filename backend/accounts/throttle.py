@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from backend.db import Database
+from backend.db import Database, rows_changed
 from backend.db.models import Throttle, utcnow
 from backend.errors import RateLimited
 
@@ -113,9 +113,10 @@ def count(db: Database, key: str, limit: Limit, *, now: dt.datetime | None = Non
     now = now or utcnow()
     with db.read() as s:
         row = s.execute(select(Throttle.count, Throttle.window_start).where(Throttle.key == key)).first()
-    if row is None or now - row.window_start >= limit.window:
+    if row is None:
         return 0
-    return row.count
+    attempts, window_start = row
+    return 0 if now - window_start >= limit.window else int(attempts)
 
 
 def purge(db: Database, *, older_than: dt.timedelta, now: dt.datetime | None = None) -> int:
@@ -124,7 +125,7 @@ def purge(db: Database, *, older_than: dt.timedelta, now: dt.datetime | None = N
     now = now or utcnow()
     cutoff = now - older_than
     with db.write() as s:
-        return s.execute(delete(Throttle).where(Throttle.window_start < cutoff, Throttle.next_at < now)).rowcount
+        return rows_changed(s.execute(delete(Throttle).where(Throttle.window_start < cutoff, Throttle.next_at < now)))
 
 
 def _limited(limit: Limit, retry_after: float) -> RateLimited:

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from backend.accounts import ledger, throttle
-from backend.db import Database
+from backend.db import Database, rows_changed
 from backend.db.models import ROLES, User, utcnow
 from backend.db.studio_models import StudioSession
 from backend.errors import AuthError, InvalidParameter, NotFound
@@ -125,12 +125,13 @@ def authenticate(db: Database, name: str, password: str, *, hasher: PasswordHash
         raise failure
     if user.disabled:
         raise AuthError("This account is disabled; ask an administrator.", zh="该账户已被停用，请联系管理员。")
-    values: dict[str, object] = {"last_login_at": utcnow()}
+    now = utcnow()
+    values: dict[str, object] = {"last_login_at": now}
     if hasher.check_needs_rehash(user.password_hash):
         values["password_hash"] = hash_password(password, hasher)
     with db.write() as s:
         s.execute(update(User).where(User.id == user.id).values(**values))
-    return replace(UserRecord.of(user), last_login_at=values["last_login_at"])
+    return replace(UserRecord.of(user), last_login_at=now)
 
 
 #: Wrong current passwords when changing one: a stolen session must not become a way to
@@ -146,7 +147,7 @@ def set_password(db: Database, user_id: int, password: str, *, hasher: PasswordH
     password_hash = hash_password(password, hasher)
     with db.write() as s:
         get_user(s, user_id).password_hash = password_hash
-        return s.execute(delete(StudioSession).where(StudioSession.user_id == user_id)).rowcount
+        return rows_changed(s.execute(delete(StudioSession).where(StudioSession.user_id == user_id)))
 
 
 def change_password(db: Database, user_id: int, current: str, new: str, *,

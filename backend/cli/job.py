@@ -11,11 +11,10 @@ from typing import Any
 from .. import accounts, assets, jobs
 from ..errors import InvalidParameter, StudioError
 from ..jobs import queries
+from ..jobs.state import TERMINAL, JobState
 from ..jobs.submit import Accepted, NeedsConfirmation, Rejected, cancel, submit
 from ..runtime import Backend, build_backend
 from .context import Context
-
-TERMINAL_EVENTS = ("succeeded", "failed", "cancelled")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -115,7 +114,7 @@ def _follow(ctx: Context, events: queue.Queue[dict[str, Any]], job_id: str, time
             print(json.dumps(event, ensure_ascii=False))
         else:
             print(_describe(event))
-        if event["type"] in TERMINAL_EVENTS:
+        if event["type"] in TERMINAL:
             return
 
 
@@ -134,18 +133,19 @@ def _describe(event: dict[str, Any]) -> str:
 
 def _print_job(ctx: Context, backend: Backend, job_id: str) -> int:
     card = queries.job_card(backend.db, job_id)
-    job, outputs = card.job, [o.asset_id for o in card.outputs]
+    job = card.job
+    paths = [str(backend.blobs.path(o.asset_id)) for o in card.outputs]
     data = {
         "job_id": job.id, "state": job.state, "workflow": job.workflow, "cost": job.cost, "node_id": job.node_id,
         "attempts": job.attempts, "error_type": job.error_type, "error": job.error_message, "stage": job.error_stage,
-        "params": job.params, "outputs": [str(backend.blobs.path(a)) for a in outputs],
+        "params": job.params, "outputs": paths,
     }
     lines = [f"job {job.id}: {job.state} ({job.workflow}, {job.cost} credits, node {job.node_id or '-'})"]
     if job.error_type:
         lines.append(f"  error: {job.error_type}: {job.error_message} (stage {job.error_stage or '-'})")
-    lines += [f"  output: {path}" for path in data["outputs"]]
+    lines += [f"  output: {path}" for path in paths]
     ctx.emit(data, "\n".join(lines))
-    return 0 if job.state != "failed" else 1
+    return 0 if job.state != JobState.FAILED else 1
 
 
 def show_job(ctx: Context, args: argparse.Namespace) -> int:

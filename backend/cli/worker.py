@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 import threading
+from typing import Any
 
 from ..runtime import build_backend
 from backend.jobs.worker import Worker
@@ -40,7 +41,7 @@ def list_nodes(ctx: Context, args: argparse.Namespace) -> int:
     backend = build_backend(ctx.settings, upgrade_schema=False)
     try:
         views = backend.registry.nodes()
-        rows = [
+        rows: list[dict[str, Any]] = [
             {
                 "node_id": v.state.node_id,
                 "online": v.state.online,

@@ -103,12 +103,12 @@ def quote_workflow(ctx: Context, args: argparse.Namespace) -> int:
         raw[param] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
     values = validate_params(spec, raw, expert=args.expert)
     result = quote(spec, values, facts)
-    data = {"workflow": spec.name, "values": values, "cost": result.cost, "memory_mib": round(result.memory_mib, 1),
+    data = {"workflow": spec.name, "values": values, "cost": result.cost, "memory_mb": round(result.memory_mb, 1),
             "seconds": round(result.seconds, 1), "accepted": result.accepted,
             "message_en": result.rejection.en if result.rejection else None,
             "message_zh": result.rejection.zh if result.rejection else None}
     lines = [f"{key} = {value!r}" for key, value in values.items()]
-    lines += [f"cost: {result.cost} credits", f"memory: {result.memory_mib:.0f} MiB",
+    lines += [f"cost: {result.cost} credits", f"memory: {result.memory_mb:.0f} MiB",
               f"estimated time: {result.seconds:.1f} s"]
     if result.rejection:
         lines += ["guard: REFUSED", f"  {result.rejection.en}", f"  {result.rejection.zh}"]

@@ -6,6 +6,6 @@ importing the package loads both, so ``models.Base.metadata`` always knows every
 """
 
 from . import api_models, models, studio_models
-from .database import Database
+from .database import Database, rows_changed
 
-__all__ = ["Database", "models", "studio_models"]
+__all__ = ["Database", "models", "rows_changed", "studio_models"]

@@ -24,10 +24,11 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
+from typing import Any, cast
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import CursorResult, Result, make_url
 from sqlalchemy.orm import Session
 
 from ..errors import DatabaseUnavailable
@@ -127,3 +128,8 @@ def _install_sqlite_hooks(engine: Engine) -> None:
     def _on_begin(conn) -> None:  # type: ignore[no-untyped-def]
         mode = "IMMEDIATE" if conn.get_execution_options().get("studio_write") else "DEFERRED"
         conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def rows_changed(result: Result[Any]) -> int:
+    """How many rows an UPDATE or DELETE statement changed."""
+    return cast("CursorResult[Any]", result).rowcount

@@ -27,6 +27,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from backend.jobs.state import JobState
+
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
@@ -55,7 +57,7 @@ class Base(DeclarativeBase):
 
 ROLES = ("creator", "admin")
 LEDGER_KINDS = ("grant", "recharge", "redeem", "charge", "refund", "adjust")
-JOB_STATES = ("queued", "dispatched", "submitted", "running", "succeeded", "failed", "cancelled")
+JOB_STATES = tuple(state.value for state in JobState)
 
 
 class User(Base):
@@ -98,7 +100,7 @@ class Job(Base):
     #: Input parameter name -> asset id (sha256) of the stored upload.
     inputs: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     idempotency_key: Mapped[str] = mapped_column(String(64))
-    state: Mapped[str] = mapped_column(String(16), default="queued")
+    state: Mapped[str] = mapped_column(String(16), default=JobState.QUEUED.value)
     cost: Mapped[int] = mapped_column(BigInteger)
     #: Predicted peak memory in MiB, from the workflow's memory formula.
     memory_mb: Mapped[float] = mapped_column(Float, default=0.0)
@@ -217,12 +219,12 @@ class Throttle(Base):
 
 
 class StageAlias(Base):
-    """An admin's override of a workflow spec's stage alias for one node."""
+    """An admin's override of a workflow spec's stage alias for one graph node."""
 
     __tablename__ = "stage_aliases"
 
     workflow: Mapped[str] = mapped_column(String(64), primary_key=True)
-    node_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    graph_node_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     en: Mapped[str] = mapped_column(String(128))
     zh: Mapped[str] = mapped_column(String(128))
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,6 +1,6 @@
 """The central backlog: queued jobs in the order they should get a node.
 
-Fairness (design §5): the user served least recently goes first, and within a user the
+Fairness: the user served least recently goes first, and within a user the
 oldest job first. Reading only the first few queued jobs of each user keeps the query
 small however long one user's queue is, and means a user with fifty queued jobs never
 hides another user's one job behind them.
@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 
 from backend.db import Database
 from backend.db.models import Job, User
+from backend.jobs.state import JobState
 
 #: Jobs read per user per pass; more than one pass can usually place.
 PER_USER = 4
@@ -26,7 +27,7 @@ def lines(db: Database, *, per_user: int = PER_USER) -> list[deque[Job]]:
     with db.read() as s:
         ranked = (
             select(Job.id, func.row_number().over(partition_by=Job.user_id, order_by=(Job.created_at, Job.id)).label("n"))
-            .where(Job.state == "queued")
+            .where(Job.state == JobState.QUEUED)
             .subquery()
         )
         stmt = (
@@ -48,4 +49,4 @@ def lines(db: Database, *, per_user: int = PER_USER) -> list[deque[Job]]:
 
 def depth(db: Database) -> int:
     with db.read() as s:
-        return s.scalar(select(func.count()).select_from(Job).where(Job.state == "queued")) or 0
+        return s.scalar(select(func.count()).select_from(Job).where(Job.state == JobState.QUEUED)) or 0

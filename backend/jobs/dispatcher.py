@@ -1,4 +1,4 @@
-"""The dispatcher: hands queued jobs to nodes whenever a slot is free (design §5).
+"""The dispatcher: hands queued jobs to nodes whenever a slot is free.
 
 One pass reads the live nodes once, walks the backlog fairly across users, and for each
 job atomically reserves the best capable slot in the registry, moves the job
@@ -29,12 +29,13 @@ from backend.jobs import backlog
 from backend import jobs
 from backend.db.models import Job, StageAlias, User, utcnow
 from backend.errors import DatabaseUnavailable, NotFound, StudioError, Unavailable
-from backend.jobs.messages import JobMessage, Upload, prompt_id, upload_name
+from backend.jobs.messages import JobMessage, Upload, prompt_id_of, upload_name
 from backend.jobs.messages import StageAlias as AliasMessage
 from backend.jobs.placement import DEFAULT_SWITCH_PENALTY, CapabilityCache, Needs, candidates
 from backend.ports.registry import NodeView
 from backend.runtime import Backend
 from backend.workflows import WorkflowSpec, build_prompt
+from backend.jobs.state import JobState
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def stage_aliases(s: Session, spec: WorkflowSpec) -> dict[str, AliasMessage]:
     still sees an administrator's override at once."""
     result: dict[str, AliasMessage] = {node: {"en": text.en, "zh": text.zh} for node, text in spec.stages.items()}
     for row in s.scalars(select(StageAlias).where(StageAlias.workflow == spec.name)):
-        result[row.node_id] = {"en": row.en, "zh": row.zh}
+        result[row.graph_node_id] = {"en": row.en, "zh": row.zh}
     return result
 
 
@@ -77,7 +78,7 @@ def job_message(
     return {
         "job_id": job.id,
         "attempt": attempt,
-        "prompt_id": prompt_id(job.id, attempt),
+        "prompt_id": prompt_id_of(job.id, attempt),
         "user_id": job.user_id,
         "workflow": spec.name,
         "prompt": prompt,
@@ -94,8 +95,8 @@ def _read_aliases(backend: Backend, spec: WorkflowSpec) -> dict[str, AliasMessag
         return stage_aliases(s, spec)
 
 
-def _with_reservation(view: NodeView, ticket: str, seconds: float) -> NodeView:
-    return dataclasses.replace(view, reservations={**view.reservations, ticket: seconds})
+def _with_reservation(view: NodeView, prompt_id: str, seconds: float) -> NodeView:
+    return dataclasses.replace(view, reservations={**view.reservations, prompt_id: seconds})
 
 
 class Dispatcher:
@@ -180,7 +181,7 @@ class Dispatcher:
                 # our copy instead of re-reading every node after each placement. A copy
                 # that is stale (another dispatcher) costs a refused reserve, never a
                 # double booking: the registry's reserve is the check that counts.
-                views = [_with_reservation(v, prompt_id(job.id, job.attempts + 1), job.estimate_seconds)
+                views = [_with_reservation(v, prompt_id_of(job.id, job.attempts + 1), job.estimate_seconds)
                          if v.state.node_id == node else v for v in views]
                 if line:
                     lines.append(line)  # served: to the back of the line
@@ -212,15 +213,15 @@ class Dispatcher:
         if not found:
             return None
         attempt = job.attempts + 1
-        ticket = prompt_id(job.id, attempt)
-        node = backend.registry.reserve(found, ticket, job.estimate_seconds)
+        prompt_id = prompt_id_of(job.id, attempt)
+        node = backend.registry.reserve(found, prompt_id, job.estimate_seconds)
         if node is None:
             self._refused = True
             return None
         try:
             with backend.db.write() as s:
                 moved = jobs.transition(
-                    s, job.id, "dispatched", expect=("queued",), expect_attempts=job.attempts, node_id=node, attempts=attempt
+                    s, job.id, JobState.DISPATCHED, expect=(JobState.QUEUED,), expect_attempts=job.attempts, node_id=node, attempts=attempt
                 )
                 if moved:
                     s.execute(update(User).where(User.id == job.user_id).values(last_served_at=utcnow()))
@@ -228,46 +229,46 @@ class Dispatcher:
         except DatabaseUnavailable:
             # The job stays queued (or its commit's answer was lost and it is dispatched:
             # then the sweeper restores the slot and republishes it).
-            self._release_quietly(node, ticket)
+            self._release_quietly(node, prompt_id)
             raise
         if not moved:  # another dispatcher or a cancel got there first
-            backend.registry.release(node, ticket)
+            backend.registry.release(node, prompt_id)
             self._lost_race = True
             return None
         return node if self.publish(spec, job, node, attempt, aliases=aliases) else None
 
-    def _release_quietly(self, node: str, ticket: str) -> None:
+    def _release_quietly(self, node: str, prompt_id: str) -> None:
         try:
-            self.backend.registry.release(node, ticket)
+            self.backend.registry.release(node, prompt_id)
         except StudioError as exc:  # the sweeper releases a leftover slot later
-            log.warning("prompt %s node_id=%s: slot not released now (%s)", ticket, node, exc)
+            log.warning("prompt_id=%s node_id=%s slot not released now (%s)", prompt_id, node, exc)
 
     def publish(self, spec: WorkflowSpec, job: Job, node: str, attempt: int, *, aliases: dict[str, AliasMessage]) -> bool:
         """Send a job already marked ``dispatched`` (committed) to ``node``; on failure put it
         back in the backlog (or fail it if its prompt cannot be built) and free the slot."""
         backend = self.backend
-        ticket = prompt_id(job.id, attempt)
+        prompt_id = prompt_id_of(job.id, attempt)
         try:
             message = job_message(backend, spec, job, attempt, aliases=aliases)
             backend.bus.publish_job(node, message)
         except Unavailable as exc:
             with backend.db.write() as s:
-                requeued = jobs.transition(s, job.id, "queued", expect=("dispatched",))
+                requeued = jobs.transition(s, job.id, JobState.QUEUED, expect=(JobState.DISPATCHED,))
             if requeued:
-                log.warning("job %s: publishing to node %s failed (%s); back to the backlog", job.id, node, exc)
-                backend.registry.release(node, ticket)
+                log.warning("job_id=%s node_id=%s publishing failed (%s); back to the backlog", job.id, node, exc)
+                backend.registry.release(node, prompt_id)
             else:
                 # The job moved on meanwhile: the broker had the message after all (an
                 # unconfirmed publish may still be queued) and the agent reported it, or it
                 # was cancelled (which released the slot). Releasing the slot here would
                 # make the agent drop a job the database says it runs.
-                log.warning("job %s: publishing to node %s reported %s, but the job moved on; keeping its slot",
+                log.warning("job_id=%s node_id=%s publishing reported %s, but the job moved on; keeping its slot",
                             job.id, node, exc)
             return False
         except StudioError as exc:  # the prompt cannot be built: the job can never run
-            log.error("job %s: cannot build its prompt: %s", job.id, exc)
+            log.error("job_id=%s node_id=%s cannot build its prompt: %s", job.id, node, exc)
             jobs.fail(backend.db, job.id, error_type=type(exc).__name__, message=str(exc))
-            backend.registry.release(node, ticket)
+            backend.registry.release(node, prompt_id)
             return False
-        log.info("job %s dispatched to node %s (attempt %d)", job.id, node, attempt)
+        log.info("job_id=%s node_id=%s dispatched (attempt %d)", job.id, node, attempt)
         return True

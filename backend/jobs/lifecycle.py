@@ -1,6 +1,6 @@
 """The lifecycle consumer: applies agent events to the database and tells the user.
 
-Each event becomes a conditional state change (design §4), so a redelivered or late
+Each event becomes a conditional state change, so a redelivered or late
 event changes nothing. Events from an older attempt of a job (it was moved to another
 node meanwhile) are recorded in the log and otherwise ignored. A job that ends frees its
 slot at once and wakes the dispatcher, so the node gets its next job without waiting for
@@ -36,9 +36,10 @@ from backend import assets, jobs
 from backend.db.models import Job, JobOutput
 from backend.errors import StudioError, Unavailable
 from backend.accounts.ledger import refunded
-from backend.jobs.messages import failure_reason, prompt_id, user_event
+from backend.jobs.messages import failure_reason, prompt_id_of, user_event
 from backend.ports.bus import Delivery, Subscription
 from backend.runtime import Backend
+from backend.jobs.state import JobState
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +85,14 @@ class LifecycleConsumer:
             except Unavailable as exc:  # the event is fine, the world is not
                 if waiting_since is None:
                     waiting_since = time.monotonic()
-                    log.warning("job %s: event %s waits for %s", body.get("job_id"), body.get("type"), exc)
+                    log.warning("job_id=%s node_id=%s event %s waits for %s", body.get("job_id"), body.get("node_id"), body.get("type"), exc)
                 self._stop.wait(delay)
                 delay = min(delay * 2, MAX_RETRY_SECONDS)
                 continue
             if settled:
                 if waiting_since is not None:
-                    log.info("job %s: event %s applied after %.1f s of waiting", body.get("job_id"), body.get("type"),
+                    log.info("job_id=%s node_id=%s event %s applied after %.1f s of waiting", body.get("job_id"), body.get("node_id"),
+                             body.get("type"),
                              time.monotonic() - waiting_since)
                 return
             crashes += 1
@@ -100,20 +102,23 @@ class LifecycleConsumer:
         """One try: apply and ack, or set aside an event that fails for its own reasons;
         False after a crash that earns another try. ``Unavailable`` propagates."""
         body = delivery.body
-        job_id, kind = body.get("job_id"), body.get("type")
+        job_id, node_id, kind = body.get("job_id"), body.get("node_id"), body.get("type")
         try:
             self.apply(body)
         except Unavailable:
             raise
         except StudioError as exc:
-            log.error("job %s: event %s cannot be applied: %s; set aside as a dead letter", job_id, kind, exc)
+            log.error("job_id=%s node_id=%s event %s cannot be applied: %s; set aside as a dead letter", job_id, node_id, kind,
+                      exc)
             delivery.dead_letter(f"{type(exc).__name__}: {exc}")
             return True
         except Exception as exc:  # noqa: BLE001 - a bug: retried a few times, then set aside
             if crashes + 1 < MAX_EVENT_ATTEMPTS:
-                log.exception("job %s: applying event %s crashed (%d); retrying", job_id, kind, crashes + 1)
+                log.exception("job_id=%s node_id=%s applying event %s crashed (%d); retrying", job_id, node_id, kind,
+                              crashes + 1)
                 return False
-            log.exception("job %s: event %s crashed %d times; set aside as a dead letter", job_id, kind, crashes + 1)
+            log.exception("job_id=%s node_id=%s event %s crashed %d times; set aside as a dead letter", job_id, node_id, kind,
+                          crashes + 1)
             delivery.dead_letter(f"{type(exc).__name__}: {exc} (crashed {crashes + 1} times)")
             return True
         delivery.ack()
@@ -125,14 +130,14 @@ class LifecycleConsumer:
         with self.backend.db.read() as s:
             job = s.get(Job, job_id)
         if job is None:
-            log.warning("job %s: event %s for an unknown job from node %s", job_id, kind, node_id)
+            log.warning("job_id=%s node_id=%s event %s for an unknown job", job_id, node_id, kind)
             return
         if job.attempts != event.get("attempt") or job.node_id != node_id:
-            log.info("job %s node_id=%s: stale %s event of attempt %s ignored", job_id, node_id, kind, event.get("attempt"))
+            log.info("job_id=%s node_id=%s stale %s event of attempt %s ignored", job_id, node_id, kind, event.get("attempt"))
             return
         handler = getattr(self, f"_on_{kind}", None)
         if handler is None:
-            log.warning("job %s: unknown event type %r", job_id, kind)
+            log.warning("job_id=%s node_id=%s unknown event type %r", job_id, node_id, kind)
             return
         handler(job, event)
 
@@ -140,26 +145,26 @@ class LifecycleConsumer:
         try:
             self.backend.bus.publish_user_event(job.user_id, user_event(event_type, job.id, **fields))
         except StudioError as exc:  # user events are best effort; the database has the truth
-            log.warning("job %s: user event %s not sent: %s", job.id, event_type, exc)
+            log.warning("job_id=%s node_id=%s user event %s not sent: %s", job.id, job.node_id, event_type, exc)
 
     def _release(self, job: Job) -> None:
         if job.node_id:
             try:
-                self.backend.registry.release(job.node_id, prompt_id(job.id, job.attempts))
+                self.backend.registry.release(job.node_id, prompt_id_of(job.id, job.attempts))
             except StudioError as exc:
                 # The registry is away (Redis restarting). The event must still be applied:
                 # raising here would drop it (see _deliver) and leave the job running in the
                 # database forever. The sweeper releases the leftover slot once it is back.
-                log.warning("job %s node_id=%s: slot not released now (%s); the sweeper will", job.id, job.node_id, exc)
+                log.warning("job_id=%s node_id=%s slot not released now (%s); the sweeper will", job.id, job.node_id, exc)
         self.on_slot_freed()
 
     def _on_submitted(self, job: Job, event: dict[str, Any]) -> None:
         with self.backend.db.write() as s:
-            jobs.transition(s, job.id, "submitted", prompt_id=event.get("prompt_id"))
+            jobs.transition(s, job.id, JobState.SUBMITTED, prompt_id=event.get("prompt_id"))
 
     def _on_started(self, job: Job, event: dict[str, Any]) -> None:
         with self.backend.db.write() as s:
-            moved = jobs.transition(s, job.id, "running")
+            moved = jobs.transition(s, job.id, JobState.RUNNING)
         if moved:
             self._tell(job, "started", node=job.node_id)
 
@@ -168,7 +173,7 @@ class LifecycleConsumer:
             self.backend.db,
             self.backend.blobs,
             job_id=job.id,
-            node_id=str(event["node"]),
+            node_id=str(event["graph_node"]),  # the graph node (job_outputs.node_id)
             position=int(event.get("position", 0)),
             sha256=event["asset"],
             size=int(event["size"]),
@@ -178,17 +183,17 @@ class LifecycleConsumer:
             height=event.get("height"),
             seconds=event.get("seconds"),
         )
-        self._tell(job, "output", asset=record.id, kind=record.kind, node=str(event["node"]))
+        self._tell(job, "output", asset=record.id, kind=record.kind, graph_node=str(event["graph_node"]))
 
     def _on_succeeded(self, job: Job, event: dict[str, Any]) -> None:
         with self.backend.db.write() as s:
-            moved = jobs.transition(s, job.id, "succeeded", progress=1.0)
+            moved = jobs.transition(s, job.id, JobState.SUCCEEDED, progress=1.0)
             outputs = list(s.scalars(select(JobOutput.asset_id).where(JobOutput.job_id == job.id).order_by(JobOutput.id)))
         # Released only after the commit: the sweeper restores the slot of any job the
         # database still shows as running, so releasing first could hand the slot back.
         self._release(job)
         if moved:
-            log.info("job %s node_id=%s succeeded with %d output(s)", job.id, job.node_id, len(outputs))
+            log.info("job_id=%s node_id=%s succeeded with %d output(s)", job.id, job.node_id, len(outputs))
             self._tell(job, "succeeded", outputs=outputs)
 
     def _on_failed(self, job: Job, event: dict[str, Any]) -> None:
@@ -198,13 +203,13 @@ class LifecycleConsumer:
         moved = jobs.fail(self.backend.db, job.id, error_type=error_type, message=message, stage=stage)
         self._release(job)  # after the commit, as in _on_succeeded
         if moved:
-            log.info("job %s node_id=%s failed at %s: %s", job.id, job.node_id, stage, error_type)
+            log.info("job_id=%s node_id=%s failed at %s: %s", job.id, job.node_id, stage, error_type)
             self._tell(job, "failed", reason=failure_reason(stage, error_type, message), refunded=refunded(self.backend.db, job.id))
 
     def _on_requeue(self, job: Job, event: dict[str, Any]) -> None:
         with self.backend.db.write() as s:
-            moved = jobs.transition(s, job.id, "queued", expect=("dispatched", "submitted"))
+            moved = jobs.transition(s, job.id, JobState.QUEUED, expect=(JobState.DISPATCHED, JobState.SUBMITTED))
         if moved:
-            log.info("job %s node_id=%s back to the backlog: %s", job.id, job.node_id, event.get("reason"))
+            log.info("job_id=%s node_id=%s back to the backlog: %s", job.id, job.node_id, event.get("reason"))
         self._release(job)
 

@@ -1,4 +1,4 @@
-"""The shapes of every message on the bus, in one place (design §7).
+"""The shapes of every message on the bus, in one place.
 
 Three families:
 
@@ -89,12 +89,12 @@ def upload_name(asset_id: str, *, mask_on: str | None = None) -> str:
     return f"studio/{pair}-mask.png"
 
 
-def prompt_id(job_id: str, attempt: int) -> str:
+def prompt_id_of(job_id: str, attempt: int) -> str:
     return f"{job_id}-{attempt}"
 
 
 def job_of_prompt(prompt: str) -> tuple[str, int] | None:
-    """Inverse of :func:`prompt_id`; None for prompts that are not ours."""
+    """Inverse of :func:`prompt_id_of`; None for prompts that are not ours."""
     job_id, _, attempt = prompt.rpartition("-")
     if not job_id or not attempt.isdigit():
         return None
@@ -106,10 +106,10 @@ def lifecycle(kind: LifecycleType, /, *, job_id: str, attempt: int, node_id: str
 
     - ``submitted``: ``prompt_id``
     - ``started``: —
-    - ``output``: ``asset`` (sha256), ``node`` (graph node id), ``position``, ``kind``,
+    - ``output``: ``asset`` (sha256), ``graph_node`` (graph node id), ``position``, ``kind``,
       ``format``, ``size``, ``width``, ``height``, ``seconds``
     - ``succeeded``: ``seconds`` (run time measured on the node)
-    - ``failed``: ``error_type``, ``message``, ``node`` (graph node id or None)
+    - ``failed``: ``error_type``, ``message``, ``graph_node`` (graph node id or None)
     - ``requeue``: ``reason`` (the job never started; put it back in the backlog)
     """
     return {"type": kind, "job_id": job_id, "attempt": attempt, "node_id": node_id, "ts": time.time(), **fields}
@@ -118,7 +118,7 @@ def lifecycle(kind: LifecycleType, /, *, job_id: str, attempt: int, node_id: str
 def user_event(kind: str, job_id: str | None, /, **fields: Any) -> dict[str, Any]:
     """An event for a user's sessions. Fields by kind:
 
-    - ``stage``: ``node``, ``alias`` ({en, zh})
+    - ``stage``: ``graph_node``, ``alias`` ({en, zh})
     - ``progress``: ``value``, ``max`` (steps of the current node), ``fraction`` (0–1 overall)
     - ``preview`` / ``output``: ``asset``, ``kind``
     - ``failed``: ``reason`` ({en, zh}), ``refunded`` (credits)

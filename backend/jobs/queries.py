@@ -17,6 +17,7 @@ from backend.db import Database
 from backend.db.models import Job, JobOutput, LedgerEntry, User
 from backend.jobs import store
 from backend.jobs.store import JobRecord
+from backend.jobs.state import JobState
 
 
 class Output(NamedTuple):
@@ -92,7 +93,7 @@ def history_page(db: Database, user_id: int, *, before: dt.datetime | None = Non
             outputs.setdefault(job_id, []).append(Output(asset_id, kind))
         refunds: dict[str | None, int] = dict(s.execute(
             select(LedgerEntry.job_id, LedgerEntry.amount).where(LedgerEntry.job_id.in_(ids), LedgerEntry.kind == "refund")
-        ).tuples().all())
+        ).all())
     rows = [HistoryRow(job=job, outputs=outputs.get(job.id, []), refund=int(refunds.get(job.id) or 0)) for job in jobs]
     return HistoryPage(rows=rows, next_cursor=jobs[-1].created_at if more else None)
 
@@ -101,6 +102,6 @@ def admin_jobs(db: Database, *, failed_only: bool = False, limit: int = 200) -> 
     """Everyone's newest jobs (only the failed ones with ``failed_only``) with their owners."""
     stmt = select(Job, User.name).join(User, User.id == Job.user_id).order_by(Job.created_at.desc()).limit(limit)
     if failed_only:
-        stmt = stmt.where(Job.state == "failed")
+        stmt = stmt.where(Job.state == JobState.FAILED)
     with db.read() as s:
-        return [AdminJobRow(job=JobRecord.of(job), user_name=name) for job, name in s.execute(stmt).tuples()]
+        return [AdminJobRow(job=JobRecord.of(job), user_name=name) for job, name in s.execute(stmt)]

@@ -18,18 +18,18 @@ MAX_ALIAS = 128
 
 
 def aliases(db: Database, spec: WorkflowSpec) -> dict[str, AliasMessage]:
-    """node id -> {en, zh} for every node of the spec that has an alias."""
+    """graph node id -> {en, zh} for every graph node of the spec that has an alias."""
     result: dict[str, AliasMessage] = {node: {"en": text.en, "zh": text.zh} for node, text in spec.stages.items()}
     with db.read() as s:
         for row in s.scalars(select(StageAlias).where(StageAlias.workflow == spec.name)):
-            result[row.node_id] = {"en": row.en, "zh": row.zh}
+            result[row.graph_node_id] = {"en": row.en, "zh": row.zh}
     return result
 
 
-def set_alias(db: Database, spec: WorkflowSpec, node_id: str, *, en: str, zh: str) -> None:
-    """Override one node's alias (admin page)."""
-    if node_id not in spec.graph:
-        raise InvalidParameter(f"Workflow {spec.name} has no node {node_id!r}.", param="node_id")
+def set_alias(db: Database, spec: WorkflowSpec, graph_node_id: str, *, en: str, zh: str) -> None:
+    """Override one graph node's alias (admin page)."""
+    if graph_node_id not in spec.graph:
+        raise InvalidParameter(f"Workflow {spec.name} has no graph node {graph_node_id!r}.", param="graph_node_id")
     en, zh = en.strip(), zh.strip()
     if not en or not zh or len(en) > MAX_ALIAS or len(zh) > MAX_ALIAS:
         raise InvalidParameter(
@@ -38,8 +38,8 @@ def set_alias(db: Database, spec: WorkflowSpec, node_id: str, *, en: str, zh: st
             param="alias",
         )
     with db.write() as s:
-        row = s.get(StageAlias, (spec.name, node_id))
+        row = s.get(StageAlias, (spec.name, graph_node_id))
         if row is None:
-            s.add(StageAlias(workflow=spec.name, node_id=node_id, en=en, zh=zh))
+            s.add(StageAlias(workflow=spec.name, graph_node_id=graph_node_id, en=en, zh=zh))
         else:
             row.en, row.zh, row.updated_at = en, zh, utcnow()

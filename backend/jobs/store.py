@@ -1,4 +1,4 @@
-"""The job lifecycle in the database (design §4): creation with its charge, and transitions.
+"""The job lifecycle in the database: creation with its charge, and transitions.
 
 Every change of state is one conditional UPDATE from the states it may come from, so a
 duplicate (a redelivered event, two sweepers, an agent racing an admin) changes nothing
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -18,27 +18,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from backend.accounts import ledger
-from backend.db import Database
+from backend.db import Database, rows_changed
 from backend.db.models import Job, User, utcnow
 from backend.errors import InvalidParameter, JobStateError, NotFound, PermissionDenied
-
-ACTIVE_STATES = ("queued", "dispatched", "submitted", "running")
-TERMINAL_STATES = ("succeeded", "failed", "cancelled")
-
-#: The states each state may be entered from.
-ENTERED_FROM: Mapping[str, tuple[str, ...]] = {
-    # back to the backlog: a lost node, or a dispatch the agent never took
-    "queued": ("dispatched", "submitted"),
-    "dispatched": ("queued",),
-    "submitted": ("dispatched",),
-    "running": ("dispatched", "submitted"),
-    "succeeded": ("dispatched", "submitted", "running"),
-    "failed": ACTIVE_STATES,
-    "cancelled": ACTIVE_STATES,
-}
+from backend.jobs.state import ENTERED_FROM, REFUNDED, TERMINAL, JobState
 
 #: The timestamp column stamped when a state is entered.
-_STAMP = {"dispatched": "dispatched_at", "submitted": "submitted_at", "running": "started_at"}
+_STAMP = {JobState.DISPATCHED: "dispatched_at", JobState.SUBMITTED: "submitted_at", JobState.RUNNING: "started_at"}
 
 MAX_IDEMPOTENCY_KEY = 64
 
@@ -53,7 +39,7 @@ class JobRecord:
     params: dict[str, Any]
     inputs: dict[str, str]
     idempotency_key: str
-    state: str
+    state: JobState
     cost: int
     memory_mb: float
     estimate_seconds: float
@@ -73,7 +59,8 @@ class JobRecord:
 
     @classmethod
     def of(cls, job: Job) -> JobRecord:
-        return cls(**{f.name: getattr(job, f.name) for f in fields(cls)})
+        values = {f.name: getattr(job, f.name) for f in fields(cls)}
+        return cls(**{**values, "state": JobState(job.state)})
 
 
 @dataclass(frozen=True)
@@ -113,7 +100,7 @@ def create(db: Database, new: NewJob) -> tuple[JobRecord, bool]:
                 params=dict(new.params),
                 inputs=dict(new.inputs),
                 idempotency_key=key,
-                state="queued",
+                state=JobState.QUEUED.value,
                 cost=new.cost,
                 memory_mb=new.memory_mb,
                 estimate_seconds=new.estimate_seconds,
@@ -151,9 +138,9 @@ def _same_request(job: JobRecord, new: NewJob) -> JobRecord:
 def transition(
     s: Session,
     job_id: str,
-    to: str,
+    to: JobState,
     *,
-    expect: Collection[str] | None = None,
+    expect: Collection[JobState] | None = None,
     expect_attempts: int | None = None,
     **fields: Any,
 ) -> bool:
@@ -164,35 +151,37 @@ def transition(
     on a stale copy cannot reuse an attempt number); ``fields`` are set on the row as
     well. Entering ``failed`` or ``cancelled`` refunds the charge in the same transaction.
     """
-    allowed = ENTERED_FROM[to] if expect is None else tuple(set(expect) & set(ENTERED_FROM[to]))
+    to = JobState(to)
+    allowed = ENTERED_FROM[to] if expect is None else tuple(set(map(JobState, expect)) & set(ENTERED_FROM[to]))
     now = utcnow()
-    values: dict[str, Any] = {"state": to, "updated_at": now, **fields}
+    values: dict[str, Any] = {"state": to.value, "updated_at": now, **fields}
     if to in _STAMP:
         values.setdefault(_STAMP[to], now)
-    if to in TERMINAL_STATES:
+    if to in TERMINAL:
         values.setdefault("finished_at", now)
-    where = [Job.id == job_id, Job.state.in_(allowed)]
+    where = [Job.id == job_id, Job.state.in_([state.value for state in allowed])]
     if expect_attempts is not None:
         where.append(Job.attempts == expect_attempts)
-    moved = s.execute(update(Job).where(*where).values(**values)).rowcount == 1
-    if moved and to in ledger.TERMINAL_REFUNDED:
-        ledger.refund(s, job_id, note=to)
+    moved = rows_changed(s.execute(update(Job).where(*where).values(**values))) == 1
+    if moved and to in REFUNDED:
+        ledger.refund(s, job_id, note=to.value)
     return moved
 
 
 def fail(
-    db: Database, job_id: str, *, error_type: str, message: str, stage: str | None = None, expect: Collection[str] | None = None
+    db: Database, job_id: str, *, error_type: str, message: str, stage: str | None = None,
+    expect: Collection[JobState] | None = None,
 ) -> bool:
     """Fail an unfinished job and refund it; False if it had already ended."""
     with db.write() as s:
         return transition(
-            s, job_id, "failed", expect=expect, error_type=error_type[:128], error_message=message, error_stage=stage
+            s, job_id, JobState.FAILED, expect=expect, error_type=error_type[:128], error_message=message, error_stage=stage
         )
 
 
 def succeed(db: Database, job_id: str) -> bool:
     with db.write() as s:
-        return transition(s, job_id, "succeeded", progress=1.0)
+        return transition(s, job_id, JobState.SUCCEEDED, progress=1.0)
 
 
 def cancel(db: Database, job_id: str, *, by_user: int | None = None) -> bool:
@@ -201,9 +190,9 @@ def cancel(db: Database, job_id: str, *, by_user: int | None = None) -> bool:
         job = s.get(Job, job_id)
         if job is None or (by_user is not None and job.user_id != by_user):
             raise NotFound(f"No job {job_id}.", zh=f"没有任务 {job_id}。")
-        if job.state in TERMINAL_STATES:
+        if job.state in TERMINAL:
             raise JobStateError(f"The job has already {job.state}.", zh="任务已经结束。")
-        return transition(s, job_id, "cancelled", error_type="Cancelled", error_message="cancelled")
+        return transition(s, job_id, JobState.CANCELLED, error_type="Cancelled", error_message="cancelled")
 
 
 def get(db: Database, job_id: str, *, user_id: int | None = None) -> JobRecord:

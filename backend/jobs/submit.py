@@ -1,4 +1,4 @@
-"""Submitting a job (design §4–§5): validate → guard → price → charge → backlog.
+"""Submitting a job: validate → guard → price → charge → backlog.
 
 :func:`submit` returns one of three outcomes rather than raising, because each is an
 ordinary answer the studio shows: the job was **accepted**, it **needs confirmation**
@@ -17,7 +17,7 @@ from typing import Any
 from backend import assets, jobs
 from backend.jobs import limits, webhooks
 from backend.errors import InvalidParameter, StudioError
-from backend.jobs.messages import prompt_id, user_event
+from backend.jobs.messages import prompt_id_of, user_event
 from backend.jobs.placement import Needs
 from backend.runtime import Backend
 from backend.jobs.waiting import wait_if_busy
@@ -62,7 +62,7 @@ class Priced:
 
     @property
     def needs(self) -> Needs:
-        return Needs.of(self.spec, self.values, self.quote.memory_mib)
+        return Needs.of(self.spec, self.values, self.quote.memory_mb)
 
 
 def price(backend: Backend, user_id: int, workflow: str, params: Mapping[str, Any], *, expert: bool = False) -> Priced:
@@ -105,7 +105,7 @@ def submit(
         priced.check()
         counted = limits.check_submit(backend.db, backend.settings, user_id, priced.cost)
         try:
-            needs = Needs.of(spec, values, priced.memory_mib)
+            needs = Needs.of(spec, values, priced.memory_mb)
             wait = wait_if_busy(backend, needs)
             if wait is not None and not queue_if_busy:
                 limits.release_submit(backend.db, counted)  # asked, not submitted
@@ -126,7 +126,7 @@ def submit(
                     inputs=inputs,
                     cost=priced.cost,
                     idempotency_key=idempotency_key,
-                    memory_mb=priced.memory_mib,
+                    memory_mb=priced.memory_mb,
                     estimate_seconds=priced.seconds,
                 ),
             )
@@ -141,13 +141,13 @@ def submit(
         try:
             webhooks.attach(backend.db, job.id, webhook_url)
         except StudioError as exc:  # the job is made and charged; only its webhook is lost
-            log.error("job %s: webhook not recorded: %s", job.id, exc)
+            log.error("job_id=%s node_id=- webhook not recorded: %s", job.id, exc)
     if created:
-        log.info("job %s queued: %s for user %s, %d credits", job.id, spec.name, user_id, job.cost)
+        log.info("job_id=%s node_id=- queued: %s for user %s, %d credits", job.id, spec.name, user_id, job.cost)
         try:
             backend.bus.publish_user_event(user_id, user_event("queued", job.id, cost=job.cost, workflow=spec.name))
         except StudioError as exc:
-            log.warning("job %s: queued event not sent: %s", job.id, exc)
+            log.warning("job_id=%s node_id=- queued event not sent: %s", job.id, exc)
         on_queued()
     return Accepted(job=job, created=created)
 
@@ -184,13 +184,13 @@ def cancel(backend: Backend, job_id: str, *, user_id: int | None, on_freed: Call
     job = jobs.get(backend.db, job_id, user_id=user_id)
     moved = jobs.cancel(backend.db, job_id, by_user=user_id)
     if job.node_id:
-        backend.registry.release(job.node_id, prompt_id(job.id, job.attempts))
+        backend.registry.release(job.node_id, prompt_id_of(job.id, job.attempts))
         on_freed()
     if moved:
         try:
             backend.bus.publish_user_event(job.user_id, user_event("cancelled", job.id, refunded=job.cost))
         except StudioError as exc:
-            log.warning("job %s: cancelled event not sent: %s", job.id, exc)
+            log.warning("job_id=%s node_id=%s cancelled event not sent: %s", job.id, job.node_id, exc)
     return moved
 
 

@@ -1,4 +1,4 @@
-"""The sweeper: settles what crashes and lost messages leave behind (design §4, §5).
+"""The sweeper: settles what crashes and lost messages leave behind.
 
 Each pass, from the database (the truth) and the registry (live state):
 
@@ -40,8 +40,9 @@ from backend.db.models import Job, utcnow
 from backend.jobs.dispatcher import job_message
 from backend.errors import StudioError, Unavailable
 from backend.accounts.ledger import refunded
-from backend.jobs.messages import failure_reason, prompt_id, user_event
+from backend.jobs.messages import failure_reason, prompt_id_of, user_event
 from backend.runtime import Backend
+from backend.jobs.state import ON_NODE, JobState
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ class Sweeper:
         #: Since when each node that holds jobs has been missing from the registry, and how
         #: long it may stay missing before it counts as gone (see sweep_once).
         self._missing_since: dict[str, tuple[float, float]] = {}
-        #: Since when each (node, ticket) of a job on an online node was not followed by
+        #: Since when each (node, prompt_id) of a job on an online node was not followed by
         #: its agent (see _adopt_unfollowed).
         self._unfollowed_since: dict[tuple[str, str], float] = {}
         #: Reservations seen without a matching active job on the previous pass; released
@@ -115,7 +116,7 @@ class Sweeper:
                 self._offline_since.setdefault(node, now_mono)
 
         with backend.db.read() as s:
-            active = list(s.scalars(select(Job).where(Job.state.in_(("dispatched", "submitted", "running")))))
+            active = list(s.scalars(select(Job).where(Job.state.in_(ON_NODE))))
         # A node missing from the registry whose capabilities are still there stopped its
         # heartbeat: its agent crashed, hangs or lost the servers, while its ComfyUI may go
         # on running the jobs; they wait for the agent to come back and adopt them, up to
@@ -155,9 +156,9 @@ class Sweeper:
                 changed |= self._node_lost(job)
             elif job.node_id not in online:
                 continue  # waiting for its node to come back (or to count as gone)
-            elif job.state == "dispatched" and _age(job.dispatched_at, now) > policy.republish_after:
+            elif job.state == JobState.DISPATCHED and _age(job.dispatched_at, now) > policy.republish_after:
                 changed |= self._republish(job)
-            elif job.state == "running" and _age(job.started_at, now) > max(
+            elif job.state == JobState.RUNNING and _age(job.started_at, now) > max(
                 policy.min_run_timeout, policy.run_timeout_factor * job.estimate_seconds
             ):
                 changed |= self._fail(job, "Timeout", "the job ran far longer than predicted and was stopped")
@@ -172,14 +173,14 @@ class Sweeper:
         unfollowed: dict[tuple[str, str], float] = {}
         for job in active:
             view = views.get(job.node_id or "")
-            if job.state not in ("submitted", "running") or view is None or not view.state.online:
+            if job.state not in (JobState.SUBMITTED, JobState.RUNNING) or view is None or not view.state.online:
                 continue
             if view.state.following is None:  # an agent that does not say (older version)
                 continue
-            ticket = prompt_id(job.id, job.attempts)
-            if ticket in view.state.following:
+            prompt_id = prompt_id_of(job.id, job.attempts)
+            if prompt_id in view.state.following:
                 continue
-            key = (view.state.node_id, ticket)
+            key = (view.state.node_id, prompt_id)
             since = unfollowed[key] = self._unfollowed_since.get(key, now_mono)
             if now_mono - since >= self.policy.adopt_after:
                 self._republish(job, adopt=True)
@@ -187,29 +188,29 @@ class Sweeper:
         self._unfollowed_since = unfollowed
 
     def _node_lost(self, job: Job) -> bool:
-        if job.state == "running":
+        if job.state == JobState.RUNNING:
             return self._fail(job, "NodeLost", "the node running this job went offline")
         with self.backend.db.write() as s:
-            moved = jobs.transition(s, job.id, "queued", expect=("dispatched", "submitted"))
+            moved = jobs.transition(s, job.id, JobState.QUEUED, expect=(JobState.DISPATCHED, JobState.SUBMITTED))
         if moved:
-            log.info("job %s node_id=%s: node lost before the job started; back to the backlog", job.id, job.node_id)
+            log.info("job_id=%s node_id=%s node lost before the job started; back to the backlog", job.id, job.node_id)
         if job.node_id:
-            self.backend.registry.release(job.node_id, prompt_id(job.id, job.attempts))
+            self.backend.registry.release(job.node_id, prompt_id_of(job.id, job.attempts))
         return moved
 
     def _fail(self, job: Job, error_type: str, message: str) -> bool:
-        moved = jobs.fail(self.backend.db, job.id, error_type=error_type, message=message, expect=(job.state,))
+        moved = jobs.fail(self.backend.db, job.id, error_type=error_type, message=message, expect=(JobState(job.state),))
         if job.node_id:
-            self.backend.registry.release(job.node_id, prompt_id(job.id, job.attempts))
+            self.backend.registry.release(job.node_id, prompt_id_of(job.id, job.attempts))
         if moved:
-            log.warning("job %s node_id=%s failed: %s", job.id, job.node_id, message)
+            log.warning("job_id=%s node_id=%s failed: %s", job.id, job.node_id, message)
             event = user_event(
                 "failed", job.id, reason=failure_reason(None, error_type, message), refunded=refunded(self.backend.db, job.id)
             )
             try:
                 self.backend.bus.publish_user_event(job.user_id, event)
             except StudioError as exc:
-                log.warning("job %s: user event not sent: %s", job.id, exc)
+                log.warning("job_id=%s node_id=%s user event not sent: %s", job.id, job.node_id, exc)
         return moved
 
     def _republish(self, job: Job, *, adopt: bool = False) -> bool:
@@ -219,21 +220,21 @@ class Sweeper:
             return self._fail(job, "Undeliverable", f"no node took the job after {job.attempts} attempts")
         assert job.node_id is not None
         backend = self.backend
-        ticket = prompt_id(job.id, job.attempts)
-        if not backend.registry.holds(job.node_id, ticket):
-            backend.registry.restore(job.node_id, {ticket: job.estimate_seconds})
+        prompt_id = prompt_id_of(job.id, job.attempts)
+        if not backend.registry.holds(job.node_id, prompt_id):
+            backend.registry.restore(job.node_id, {prompt_id: job.estimate_seconds})
         spec = backend.library.get(job.workflow)
         message = job_message(backend, spec, job, job.attempts)
         if adopt:
-            message = {**message, "adopt_only": True, "started": job.state == "running"}
+            message = {**message, "adopt_only": True, "started": job.state == JobState.RUNNING}
         backend.bus.publish_job(job.node_id, message)
         if adopt:
-            log.warning("job %s node_id=%s: %s on the node but not followed by its agent; sent again for adoption",
+            log.warning("job_id=%s node_id=%s %s on the node but not followed by its agent; sent again for adoption",
                         job.id, job.node_id, job.state)
             return False
         with backend.db.write() as s:  # restart the clock for the next republish
-            s.execute(update(Job).where(Job.id == job.id, Job.state == "dispatched").values(dispatched_at=utcnow()))
-        log.info("job %s node_id=%s: republished attempt %d", job.id, job.node_id, job.attempts)
+            s.execute(update(Job).where(Job.id == job.id, Job.state == JobState.DISPATCHED).values(dispatched_at=utcnow()))
+        log.info("job_id=%s node_id=%s republished attempt %d", job.id, job.node_id, job.attempts)
         return False
 
     def restore_reservations(self) -> int:
@@ -255,18 +256,18 @@ class Sweeper:
                 missing[node] = lost
             if not release:
                 continue
-            for ticket in set(held) - set(expected.get(node, {})):
-                if (node, ticket) in self._suspects:
-                    log.info("prompt %s node_id=%s: releasing a leftover reservation", ticket, node)
-                    registry.release(node, ticket)
+            for prompt_id in set(held) - set(expected.get(node, {})):
+                if (node, prompt_id) in self._suspects:
+                    log.info("prompt_id=%s node_id=%s releasing a leftover reservation", prompt_id, node)
+                    registry.release(node, prompt_id)
                 else:
-                    suspects.add((node, ticket))
+                    suspects.add((node, prompt_id))
         if release:
             self._suspects = suspects
         if not missing:
             return 0
         # A job may have ended between the first read of the database and the read of
-        # the registry, and its slot been released: only a ticket whose job is still on
+        # the registry, and its slot been released: only a prompt_id whose job is still on
         # its node in a second read, made after the registry said it was missing, was
         # really lost (a slot is released only after the database says the job ended).
         # Restoring the others would hold a slot nobody uses, and could hide a
@@ -282,16 +283,16 @@ class Sweeper:
         return restored
 
     def _expected_reservations(self) -> dict[str, dict[str, float]]:
-        """node -> ticket -> estimate, for every job holding a node in the database."""
+        """node -> prompt_id -> estimate, for every job holding a node in the database."""
         with self.backend.db.read() as s:
             rows = s.execute(
                 select(Job.id, Job.attempts, Job.node_id, Job.estimate_seconds).where(
-                    Job.state.in_(("dispatched", "submitted", "running")), Job.node_id.is_not(None)
+                    Job.state.in_(ON_NODE), Job.node_id.is_not(None)
                 )
             )
             expected: dict[str, dict[str, float]] = {}
             for job_id, attempt, node, estimate in rows:
-                expected.setdefault(node, {})[prompt_id(job_id, attempt)] = estimate
+                expected.setdefault(str(node), {})[prompt_id_of(job_id, attempt)] = estimate  # node_id IS NOT NULL
         return expected
 
 

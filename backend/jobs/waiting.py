@@ -24,6 +24,8 @@ from backend.errors import NodeUnavailable, NotFound
 from backend.jobs.placement import CapabilityCache, Needs, capable
 from backend.ports.registry import NodeView, Registry
 from backend.runtime import Backend
+from backend.jobs.state import JobState
+from backend.jobs.store import JobRecord
 
 
 @dataclass(frozen=True)
@@ -61,17 +63,17 @@ def able_nodes(backend: Backend, needs: Needs) -> list[NodeView]:
 
 def busy_seconds(backend: Backend, able: Sequence[NodeView], *, now: float | None = None) -> float:
     """What is left of the work holding the slots of ``able`` (node speed applied)."""
-    tickets = {ticket: view for view in able for ticket in view.reservations}
-    if not tickets:
+    prompt_ids = {prompt_id: view for view in able for prompt_id in view.reservations}
+    if not prompt_ids:
         return 0.0
-    by_job = {ticket.rsplit("-", 1)[0]: ticket for ticket in tickets}
+    by_job = {prompt_id.rsplit("-", 1)[0]: prompt_id for prompt_id in prompt_ids}
     with backend.db.read() as s:
         started = dict(s.execute(select(Job.id, Job.started_at).where(Job.id.in_(list(by_job)))).all())
     now = time.time() if now is None else now
     total = 0.0
-    for job_id, ticket in by_job.items():
-        view = tickets[ticket]
-        planned = view.reservations[ticket] * view.state.speed
+    for job_id, prompt_id in by_job.items():
+        view = prompt_ids[prompt_id]
+        planned = view.reservations[prompt_id] * view.state.speed
         began = started.get(job_id)
         ran = max(0.0, now - _timestamp(began)) if began is not None else 0.0
         total += max(0.0, planned - ran)
@@ -93,11 +95,11 @@ def wait_if_busy(backend: Backend, needs: Needs) -> float | None:
     if any(v.free_slots for v in able):
         return None
     with backend.db.read() as s:
-        queued = s.scalar(select(func.coalesce(func.sum(Job.estimate_seconds), 0.0)).where(Job.state == "queued"))
+        queued = s.scalar(select(func.coalesce(func.sum(Job.estimate_seconds), 0.0)).where(Job.state == JobState.QUEUED))
     return expected_wait(backend, able, float(queued or 0.0))
 
 
-def queue_wait(backend: Backend, job: Job) -> QueueWait:
+def queue_wait(backend: Backend, job: JobRecord) -> QueueWait:
     """Where a queued job stands in the fair backlog (:mod:`backend.jobs.backlog`): jobs are
     taken one per user in turn, users served least recently first, so the jobs ahead are
     this user's older ones and, of every other user, as many as this job's turn."""
@@ -105,13 +107,13 @@ def queue_wait(backend: Backend, job: Job) -> QueueWait:
         ranked = (
             select(Job.id, Job.user_id, Job.estimate_seconds,
                    func.row_number().over(partition_by=Job.user_id, order_by=(Job.created_at, Job.id)).label("n"))
-            .where(Job.state == "queued")
+            .where(Job.state == JobState.QUEUED)
             .subquery()
         )
         turn = s.scalar(select(ranked.c.n).where(ranked.c.id == job.id))
         if turn is None:
             return QueueWait(ahead=0, seconds=0.0)
-        first = (select(Job.user_id, func.min(Job.created_at).label("first")).where(Job.state == "queued")
+        first = (select(Job.user_id, func.min(Job.created_at).label("first")).where(Job.state == JobState.QUEUED)
                  .group_by(Job.user_id).subquery())
         rows = s.execute(
             select(ranked.c.user_id, ranked.c.n, ranked.c.estimate_seconds, User.last_served_at, first.c.first)

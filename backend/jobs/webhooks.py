@@ -215,5 +215,5 @@ class Deliverer:
             s.add(WebhookAttempt(job_id=job_id, at=now, status=status, error=(error or None) and error[:255]))
             s.execute(update(JobWebhook).where(JobWebhook.job_id == job_id)
                       .values(state=state, attempts=count, next_at=next_at))
-        log.info("job %s: webhook attempt %d to %s: %s → %s", job_id, count, urlsplit(hook.url).hostname,
+        log.info("job_id=%s node_id=- webhook attempt %d to %s: %s → %s", job_id, count, urlsplit(hook.url).hostname,
                  status if status is not None else error, state)

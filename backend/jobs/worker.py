@@ -1,7 +1,7 @@
 """The backend's loops: dispatcher, lifecycle consumer and sweeper, as threads.
 
 The studio runs one :class:`Worker` in-process; ``python -m backend worker`` runs one
-without the UI. Several may run against the same servers at once (design §5).
+without the UI. Several may run against the same servers at once.
 
 Before its first dispatch pass, and whenever the registry lost its data, the dispatcher
 has the sweeper restore, from the database, the reservations of the jobs already on

@@ -1,6 +1,6 @@
 """The message bus: jobs to agents, lifecycle events to the backend, events to users.
 
-Three kinds of traffic with different guarantees (design §3, §7):
+Three kinds of traffic with different guarantees:
 
 - **jobs**: one durable queue per node; a job is published with a confirm and acked by
   the agent only after ComfyUI accepted it, so it is delivered at least once.

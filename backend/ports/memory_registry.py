@@ -52,7 +52,7 @@ class MemoryRegistry(Registry):
                 for node, state in sorted(self._live().items())
             ]
 
-    def reserve(self, candidates: Sequence[Candidate], job_id: str, estimate_seconds: float) -> str | None:
+    def reserve(self, candidates: Sequence[Candidate], prompt_id: str, estimate_seconds: float) -> str | None:
         with self._lock:
             live = self._live()
             best: tuple[tuple[bool, float, str], str] | None = None
@@ -61,7 +61,7 @@ class MemoryRegistry(Registry):
                 if state is None or not state.online:
                     continue
                 held = self._reservations.get(candidate.node_id, {})
-                if job_id in held:
+                if prompt_id in held:
                     return None
                 view = NodeView(state=state, reservations=held)
                 if view.free_slots == 0:
@@ -72,12 +72,12 @@ class MemoryRegistry(Registry):
             if best is None:
                 return None
             # float(): reservations() promises floats even when a caller passes an int.
-            self._reservations.setdefault(best[1], {})[job_id] = float(estimate_seconds)
+            self._reservations.setdefault(best[1], {})[prompt_id] = float(estimate_seconds)
             return best[1]
 
-    def release(self, node_id: str, job_id: str) -> bool:
+    def release(self, node_id: str, prompt_id: str) -> bool:
         with self._lock:
-            return self._reservations.get(node_id, {}).pop(job_id, None) is not None
+            return self._reservations.get(node_id, {}).pop(prompt_id, None) is not None
 
     def reservations(self, node_id: str) -> dict[str, float]:
         with self._lock:
@@ -86,7 +86,7 @@ class MemoryRegistry(Registry):
     def restore(self, node_id: str, reservations: Mapping[str, float]) -> None:
         with self._lock:
             self._reservations.setdefault(node_id, {}).update(
-                (job_id, float(seconds)) for job_id, seconds in reservations.items()
+                (prompt_id, float(seconds)) for prompt_id, seconds in reservations.items()
             )
 
     def reserved_nodes(self) -> list[str]:

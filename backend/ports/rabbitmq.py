@@ -489,7 +489,7 @@ class _JobConsumer(_Consumer):
 
     def _send(self, channel: BlockingChannel, tag: int, ack: bool, requeue: bool) -> None:
         """On the I/O thread: settle ``tag`` if ``channel`` is still the live one."""
-        if channel is not self._channel or not channel.is_open:
+        if self._channel is None or channel is not self._channel or not channel.is_open:
             return
         try:
             if ack:

@@ -7,7 +7,7 @@ receive every key they touch through ``KEYS``, work on a cluster too:
 - ``P:node:<id>``  the node's :class:`NodeState` as JSON, expiring ``ttl`` after the last
   heartbeat (Redis's own PEXPIRE, so a silent agent disappears without any sweeper);
 - ``P:caps:<id>``  its :class:`Capabilities` as JSON, no expiry;
-- ``P:res:<id>``   hash ticket (the job's prompt id) -> estimated seconds, one field per
+- ``P:res:<id>``   hash prompt id (one attempt of a job) -> estimated seconds, one field per
   reserved slot;
 - ``P:nodes``      set of node ids that heartbeated or hold reservations, so listings need
   no KEYS/SCAN over the keyspace;
@@ -27,6 +27,7 @@ import math
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import redis
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__ + ".RedisRegistry")
 CONNECT_TIMEOUT_SECONDS = 2.0
 SOCKET_TIMEOUT_SECONDS = 5.0
 #: No automatic retries: a reserve replayed after its reply was lost would find its own
-#: ticket and answer None (the ticket rule of Registry.reserve). A broken connection
+#: prompt id and answer None (the prompt-id rule of Registry.reserve). A broken connection
 #: still heals on the next call, because the pool replaces connections the server closed.
 _NO_RETRY = Retry(NoBackoff(), 0)
 
@@ -181,7 +182,7 @@ class RedisRegistry(Registry):
 
     def nodes(self) -> list[NodeView]:
         with self._edge("nodes"):
-            known = sorted(self._client.smembers(self._known))
+            known = sorted(str(node_id) for node_id in self._client.smembers(self._known))
             if not known:
                 return []
             # Not a transaction: a listing may mix moments a few microseconds apart,
@@ -209,35 +210,35 @@ class RedisRegistry(Registry):
             keys += [self._state_key(node_id), self._res_key(node_id)]
         return keys
 
-    def reserve(self, candidates: Sequence[Candidate], job_id: str, estimate_seconds: float) -> str | None:
+    def reserve(self, candidates: Sequence[Candidate], prompt_id: str, estimate_seconds: float) -> str | None:
         # Sorted by id so the script breaks score ties by order, never by comparing
         # strings in Lua (see reserve.lua).
         ordered = sorted(candidates, key=lambda c: c.node_id)
-        args = [job_id, _number(estimate_seconds, "estimate_seconds")]
+        args = [prompt_id, _number(estimate_seconds, "estimate_seconds")]
         for candidate in ordered:
             args += [candidate.node_id, _number(candidate.penalty_seconds, "penalty_seconds")]
         with self._edge("reserve"):
             return self._reserve(keys=self._pairs([c.node_id for c in ordered], with_known=True), args=args)
 
-    def release(self, node_id: str, job_id: str) -> bool:
+    def release(self, node_id: str, prompt_id: str) -> bool:
         with self._edge("release"):
-            return bool(self._client.hdel(self._res_key(node_id), job_id))
+            return bool(self._client.hdel(self._res_key(node_id), prompt_id))
 
     def reservations(self, node_id: str) -> dict[str, float]:
         with self._edge("reservations"):
             return _floats(self._client.hgetall(self._res_key(node_id)))
 
-    def holds(self, node_id: str, job_id: str) -> bool:
+    def holds(self, node_id: str, prompt_id: str) -> bool:
         with self._edge("holds"):
-            return bool(self._client.hexists(self._res_key(node_id), job_id))
+            return bool(self._client.hexists(self._res_key(node_id), prompt_id))
 
     def restore(self, node_id: str, reservations: Mapping[str, float]) -> None:
         if not reservations:
             return
-        mapping = {job_id: _number(seconds, "reservation seconds") for job_id, seconds in reservations.items()}
+        mapping = {prompt_id: _number(seconds, "reservation seconds") for prompt_id, seconds in reservations.items()}
         with self._edge("restore"):
             pipe = self._client.pipeline(transaction=True)
-            pipe.hset(self._res_key(node_id), mapping=mapping)
+            pipe.hset(self._res_key(node_id), mapping=mapping)  # type: ignore[arg-type]  # str keys, numbers
             pipe.sadd(self._known, node_id)
             pipe.execute()
 
@@ -247,7 +248,7 @@ class RedisRegistry(Registry):
 
     def reserved_nodes(self) -> list[str]:
         with self._edge("reserved_nodes"):
-            known = sorted(self._client.smembers(self._known))
+            known = sorted(str(node_id) for node_id in self._client.smembers(self._known))
             pipe = self._client.pipeline(transaction=False)
             for node_id in known:
                 pipe.hlen(self._res_key(node_id))
@@ -259,5 +260,5 @@ class RedisRegistry(Registry):
             self._client.close()
 
 
-def _floats(held: Mapping[str, str]) -> dict[str, float]:
-    return {job_id: float(seconds) for job_id, seconds in held.items()}
+def _floats(held: Mapping[Any, Any]) -> dict[str, float]:
+    return {str(prompt_id): float(seconds) for prompt_id, seconds in held.items()}

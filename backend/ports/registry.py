@@ -1,6 +1,6 @@
 """The node registry: live node states, capabilities and slot reservations.
 
-Everything here is live, rebuildable state (design §4): a node's state expires unless
+Everything here is live, rebuildable state: a node's state expires unless
 its agent refreshes it, and reservations can be rebuilt from the database after the
 registry lost them. Money and job truth never live here.
 
@@ -40,7 +40,7 @@ class NodeState:
     #: Identifies the current capability set, so schedulers re-read it only on change.
     caps_version: str = ""
     updated_at: float = 0.0
-    #: The prompt ids (tickets) of the jobs the agent follows on its ComfyUI; None from an
+    #: The prompt ids of the jobs the agent follows on its ComfyUI; None from an
     #: agent that does not report them. The sweeper re-sends a job on the node that its
     #: agent does not follow, for adoption.
     following: tuple[str, ...] | None = None
@@ -94,8 +94,8 @@ class NodeView:
     """A live node as the scheduler and the admin page see it."""
 
     state: NodeState
-    #: ticket -> estimated seconds for the jobs holding a slot on this node. The ticket
-    #: is the job's prompt id (``{job_id}-{attempt}``), so a stale message of an earlier
+    #: prompt id -> estimated seconds for the jobs holding a slot on this node. A prompt id
+    #: names one attempt of a job (``{job_id}-{attempt}``), so a stale message of an earlier
     #: attempt never finds its slot held.
     reservations: Mapping[str, float] = field(default_factory=dict)
 
@@ -137,24 +137,24 @@ class Registry(abc.ABC):
         """Every node with a live heartbeat, with its reservations, ordered by id."""
 
     @abc.abstractmethod
-    def reserve(self, candidates: Sequence[Candidate], job_id: str, estimate_seconds: float) -> str | None:
+    def reserve(self, candidates: Sequence[Candidate], prompt_id: str, estimate_seconds: float) -> str | None:
         """Atomically pick the best live candidate with a free slot and reserve it for
-        ``job_id`` (a ticket: the job's prompt id); the chosen node id, or None when every
-        candidate is full or gone, or when the ticket already holds a slot on one of them
+        ``prompt_id`` (the job attempt's prompt id); the chosen node id, or None when every
+        candidate is full or gone, or when the prompt id already holds a slot on one of them
         (another dispatcher is placing this job: only the first may go on)."""
 
     @abc.abstractmethod
-    def release(self, node_id: str, job_id: str) -> bool:
-        """Free the slot ``job_id`` holds on ``node_id``; False if it held none."""
+    def release(self, node_id: str, prompt_id: str) -> bool:
+        """Free the slot ``prompt_id`` holds on ``node_id``; False if it held none."""
 
     @abc.abstractmethod
     def reservations(self, node_id: str) -> dict[str, float]:
         """The jobs holding a slot on ``node_id`` (whether or not the node is live)."""
 
-    def holds(self, node_id: str, job_id: str) -> bool:
-        """Whether ``job_id`` still holds a slot on ``node_id`` (an agent checks this
+    def holds(self, node_id: str, prompt_id: str) -> bool:
+        """Whether ``prompt_id`` still holds a slot on ``node_id`` (an agent checks this
         before running a job, so a job moved elsewhere never runs twice)."""
-        return job_id in self.reservations(node_id)
+        return prompt_id in self.reservations(node_id)
 
     @abc.abstractmethod
     def epoch(self) -> str:

@@ -3,8 +3,8 @@
 -- sum(reservations) * speed + penalty_seconds, then node id.
 --
 -- KEYS[1]           set of known node ids
--- KEYS[2i], [2i+1]  state (JSON) and reservations (hash ticket -> estimate) of candidate i
--- ARGV[1]           ticket: the job's prompt id ({job_id}-{attempt})
+-- KEYS[2i], [2i+1]  state (JSON) and reservations (hash prompt_id -> estimate) of candidate i
+-- ARGV[1]           prompt_id: the job's prompt id ({job_id}-{attempt})
 -- ARGV[2]           estimate seconds, stored verbatim: Python formats it with repr(), so the
 --                   stored text round-trips exactly and Lua never has to format a float
 -- ARGV[2i+1], [2i+2] node id and penalty seconds (repr()) of candidate i
@@ -12,7 +12,7 @@
 -- Candidates arrive sorted by node id (Python's code-point order). Only a strictly better
 -- candidate replaces the current best, so ties go to the lowest id without comparing
 -- strings in Lua, whose '<' follows the server's locale (strcoll).
-local ticket = ARGV[1]
+local prompt_id = ARGV[1]
 local best, best_busy, best_score
 
 for i = 1, (#KEYS - 1) / 2 do
@@ -21,9 +21,9 @@ for i = 1, (#KEYS - 1) / 2 do
     local state = cjson.decode(raw)
     if state.online == true then
       local held_key = KEYS[2 * i + 1]
-      -- The ticket already holds a slot here: another dispatcher is placing this job,
+      -- The prompt_id already holds a slot here: another dispatcher is placing this job,
       -- and only the first may go on (registry.Registry.reserve).
-      if redis.call('HEXISTS', held_key, ticket) == 1 then
+      if redis.call('HEXISTS', held_key, prompt_id) == 1 then
         return nil
       end
       -- HVALS keeps insertion order for small hashes, as Python's dict does, so the sum
@@ -49,7 +49,7 @@ end
 if best == nil then
   return nil
 end
-redis.call('HSET', KEYS[2 * best + 1], ticket, ARGV[2])
+redis.call('HSET', KEYS[2 * best + 1], prompt_id, ARGV[2])
 -- Re-index the node: the known set may have been lost while its state was not.
 redis.call('SADD', KEYS[1], ARGV[2 * best + 1])
 return ARGV[2 * best + 1]

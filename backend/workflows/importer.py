@@ -421,7 +421,7 @@ def _formulas(names: set[str], params: list[dict[str, Any]]) -> tuple[dict[str, 
     models = any(p["type"] == "choice" and p["name"] in {m[0] for m in _MODEL_PARAMS.values()} for p in params)
     formulas = {
         "cost": f"1 + {steps} * {pixels} / 262144 / 10",
-        "memory_mib": f"{4096 if models or steps != '1' else 512} + {pixels} / 262144 * 900",
+        "memory_mb": f"{4096 if models or steps != '1' else 512} + {pixels} / 262144 * 900",
         "seconds": f"3 + {steps} * {pixels} / 262144 * 0.1",
     }
     return formulas, guards

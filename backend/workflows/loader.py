@@ -122,7 +122,7 @@ class _SpecReader:
             outputs=self.outputs(data.get("outputs")),
             stages=self.stages(data.get("stages", {})),
             cost=self.formula(formulas, "cost", names, "formulas"),
-            memory_mib=self.formula(formulas, "memory_mib", names, "formulas"),
+            memory_mb=self.formula(formulas, "memory_mb", names, "formulas"),
             seconds=self.formula(formulas, "seconds", names, "formulas"),
             guards=self.guards(data.get("guard", []), names),
             node_classes=frozenset(node["class_type"] for node in self.graph.values()),

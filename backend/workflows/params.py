@@ -218,6 +218,7 @@ def _check_range(param: Param, number: int | float) -> int | float:
         elif low is not None:
             en, zh = f"at least {_format(low)}", f"不小于 {_format(low)}"
         else:
+            assert high is not None  # one of the bounds was passed
             en, zh = f"at most {_format(high)}", f"不大于 {_format(high)}"
         if param.type == "seed":
             en, zh = en + " (or -1 for a random seed)", zh + "（或 -1 表示随机）"

@@ -25,7 +25,7 @@ class Quote:
     """The price and predictions for one job. ``rejection`` is set when a guard refuses it."""
 
     cost: int
-    memory_mib: float
+    memory_mb: float
     seconds: float
     rejection: Text | None = None
 
@@ -73,6 +73,6 @@ def quote(spec: WorkflowSpec, values: Mapping[str, Any], inputs: Mapping[str, In
             rejection = Text(en=guard.message.en.format(**fill), zh=guard.message.zh.format(**fill))
             break
     return Quote(cost=credits_from(spec.cost.evaluate(names)),
-                 memory_mib=max(0.0, spec.memory_mib.evaluate(names)),
+                 memory_mb=max(0.0, spec.memory_mb.evaluate(names)),
                  seconds=max(0.0, spec.seconds.evaluate(names)),
                  rejection=rejection)

@@ -155,7 +155,7 @@ class WorkflowSpec:
     outputs: tuple[Output, ...]
     stages: Mapping[str, Text]
     cost: Formula
-    memory_mib: Formula
+    memory_mb: Formula
     seconds: Formula
     guards: tuple[Guard, ...]
     #: Every ``class_type`` in the graph: a node must offer all of them.

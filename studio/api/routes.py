@@ -96,7 +96,7 @@ def get_quote(body: QuoteIn, request: Request, user: TokenUser = Depends(reader)
         wait = wait_if_busy(backend, priced.needs)
     except NodeUnavailable:
         raise  # 503: nothing can run it now
-    return QuoteOut(workflow=priced.spec.name, cost=q.cost, memory_mib=round(q.memory_mib, 1), seconds=round(q.seconds, 1),
+    return QuoteOut(workflow=priced.spec.name, cost=q.cost, memory_mb=round(q.memory_mb, 1), seconds=round(q.seconds, 1),
                     accepted=q.accepted, guard=_texts(q.rejection) if q.rejection else None,
                     wait_seconds=round(wait, 1) if wait is not None else None)
 

@@ -61,7 +61,7 @@ class QuoteIn(BaseModel):
 class QuoteOut(BaseModel):
     workflow: str
     cost: int = Field(description="Credits the job would be charged")
-    memory_mib: float
+    memory_mb: float
     seconds: float = Field(description="Predicted run time on a reference node")
     accepted: bool = Field(description="False when a guard refuses these parameters")
     guard: Texts | None = Field(None, description="The guard's message when it refuses")

@@ -10,8 +10,7 @@ from backend.errors import StudioError
 from ..context import Studio
 from ..i18n import lang_of, t
 from ..layout import header, nav_for
-from ..render import esc, message, table, when
-from .signin import signout_form
+from ..render import esc, message, signout_form, table, when
 from .tokens import tokens_section
 
 LEDGER_ROWS = 100

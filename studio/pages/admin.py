@@ -7,8 +7,9 @@ from creators is only a courtesy.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
-from typing import Any
+from typing import Any, cast
 
 import gradio as gr
 from backend import accounts
@@ -184,20 +185,20 @@ def build(studio: Studio, demo: gr.Blocks) -> None:
         spec = backend.library.get(name)
         return gr.update(choices=sorted(spec.graph, key=lambda n: (len(n), n)), value=None)
 
-    def alias_of(name: str | None, node_id: str | None, request: gr.Request) -> tuple[str, str]:
+    def alias_of(name: str | None, graph_node_id: str | None, request: gr.Request) -> tuple[str, str]:
         studio.admin(request)
-        if not name or not node_id or name not in backend.library:
+        if not name or not graph_node_id or name not in backend.library:
             return "", ""
-        current = stages.aliases(db, backend.library.get(name)).get(node_id)
+        current = stages.aliases(db, backend.library.get(name)).get(graph_node_id)
         return (current["en"], current["zh"]) if current else ("", "")
 
-    def save(name: str | None, node_id: str | None, en: str, zh: str, request: gr.Request) -> tuple[str, str]:
+    def save(name: str | None, graph_node_id: str | None, en: str, zh: str, request: gr.Request) -> tuple[str, str]:
         studio.admin(request)
         lang = lang_of(request)
         try:
-            if not name or not node_id:
+            if not name or not graph_node_id:
                 raise InvalidParameter("Choose a workflow and a node.", zh="请选择工作流和节点。")
-            stages.set_alias(db, backend.library.get(name), node_id, en=en, zh=zh)
+            stages.set_alias(db, backend.library.get(name), graph_node_id, en=en, zh=zh)
         except StudioError as exc:
             return message("error", exc.text(lang)), gr.skip()
         return message("ok", t("admin.saved", lang)), workflows_table(studio, lang)
@@ -262,7 +263,7 @@ def users_table(studio: Studio, lang: str) -> str:
 
 
 def batches_table(studio: Studio, lang: str) -> str:
-    rows = [[esc(b["batch"]), esc(b["credits"]), esc(b["codes"]), esc(b["redeemed"]), esc(when(b["expires_at"]))]
+    rows = [[esc(b["batch"]), esc(b["credits"]), esc(b["codes"]), esc(b["redeemed"]), esc(when(cast("dt.datetime | None", b["expires_at"])))]
             for b in codes.list_batches(studio.backend.db)]
     headers = [t("col.batch", lang), t("admin.credits", lang)] + [t(f"col.{k}", lang) for k in ("codes", "redeemed", "expires")]
     return table(headers, rows, elem_id="batches-table")

@@ -18,6 +18,7 @@ from backend.jobs import queries
 from backend.jobs.messages import failure_reason
 from backend.jobs.store import JobRecord
 from backend.workflows import Library
+from backend.jobs.state import JobState
 
 from ..context import Studio
 from ..i18n import lang_of, pick, t
@@ -97,7 +98,7 @@ def history_page(studio: Studio, user_id: int, lang: str, *, before: dt.datetime
         except NotFound:
             title = job.workflow
         status = pill(job.state, t(f"state.{job.state}", lang))
-        if job.state == "failed":
+        if job.state == JobState.FAILED:
             reason = pick(failure_reason(job.error_stage, job.error_type or "Error", job.error_message or ""), lang)
             status += f'<div class="err">{esc(reason)}</div>'
         refund = row.refund

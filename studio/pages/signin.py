@@ -25,6 +25,7 @@ from ..auth import SESSION_COOKIE
 from ..context import Studio
 from ..guard import STUDIO_PATH
 from ..i18n import LANG_COOKIE, from_headers, normalize
+from ..render import signout_form
 #: A wrong password costs the caller this long, on top of the database throttle.
 FAILURE_PAUSE_SECONDS = 0.8
 
@@ -85,13 +86,6 @@ def _error(message: str) -> str:
 def client_address(request: fastapi.Request) -> str | None:
     """The client's address (a trusted proxy's ``X-Forwarded-For`` already applied)."""
     return request.client.host if request.client else None
-
-
-def signout_form(label: str, *, everywhere: bool = False, elem_id: str = "signout") -> str:
-    """A sign-out button: a form posting to ``/logout`` (never a link, see the module docstring)."""
-    field = '<input type="hidden" name="everywhere" value="1">' if everywhere else ""
-    return (f'<form method="post" action="/logout" class="signout-form">{field}'
-            f'<button type="submit" id="{elem_id}" class="nav-link small">{html.escape(label)}</button></form>')
 
 
 def add_signin_routes(app: fastapi.FastAPI, studio: Studio, *, lang_default: str = "en") -> None:

@@ -18,7 +18,7 @@ from PIL import Image
 
 from agent import Agent, AgentConfig
 from backend.blobs import BlobStore
-from backend.jobs.messages import prompt_id, upload_name
+from backend.jobs.messages import prompt_id_of, upload_name
 from backend.ports.bus import Delivery
 from backend.ports.memory_bus import MemoryBus
 from backend.ports.memory_registry import MemoryRegistry
@@ -61,7 +61,7 @@ class Harness:
     def _on_lifecycle(self, delivery: Delivery) -> None:
         if delivery.body["type"] in ("succeeded", "failed", "requeue"):
             # What the backend does when a job ends: its slot is free again.
-            self.registry.release(delivery.body["node_id"], prompt_id(delivery.body["job_id"], delivery.body["attempt"]))
+            self.registry.release(delivery.body["node_id"], prompt_id_of(delivery.body["job_id"], delivery.body["attempt"]))
         with self._cond:
             self.lifecycle.append(delivery.body)
             self._cond.notify_all()
@@ -154,7 +154,7 @@ def job_message(
     return {
         "job_id": job_id,
         "attempt": 1,
-        "prompt_id": prompt_id(job_id, 1),
+        "prompt_id": prompt_id_of(job_id, 1),
         "user_id": USER,
         "workflow": "test",
         "prompt": graph,
@@ -202,7 +202,7 @@ CKPT = "v1-5-pruned-emaonly.safetensors"
 
 
 def txt2img(*, steps: int = 8, seed: int = 1) -> dict[str, Any]:
-    """The classic text-to-image template wiring (protocol §4)."""
+    """The classic text-to-image template wiring."""
     return {
         "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CKPT}},
         "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},

@@ -15,7 +15,7 @@ from .harness import NODE, STAGES, Harness, image_upload, invert_scale, job_mess
 
 
 def _stage_seen(harness: Harness, job_id: str, node: str) -> Callable[[], bool]:
-    return lambda: any(e["node"] == node for e in harness.user_events(job_id, "stage"))
+    return lambda: any(e["graph_node"] == node for e in harness.user_events(job_id, "stage"))
 
 
 def _hung_job(sim: SimHandle, harness: Harness, prefix: str = "hung") -> dict:

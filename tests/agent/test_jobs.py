@@ -40,14 +40,14 @@ def test_model_free_job_reports_every_step_and_stores_the_output(sim: SimHandle,
     assert harness.types(job["job_id"]) == ["submitted", "started", "output", "succeeded"]
     submitted, _, output, _ = harness.events(job["job_id"])
     assert submitted["prompt_id"] == job["prompt_id"] and submitted["node_id"] == NODE
-    assert (output["node"], output["kind"], output["format"], output["width"], output["height"]) == ("4", "image", "PNG", 64, 48)
+    assert (output["graph_node"], output["kind"], output["format"], output["width"], output["height"]) == ("4", "image", "PNG", 64, 48)
     with Image.open(harness.blobs.path(output["asset"])) as img:
         assert img.size == (64, 48)
         pixel = img.convert("RGB").getpixel((5, 5))
         # (10, 200, 30) inverted; ComfyUI truncates float*255, so allow one step of rounding.
         assert all(abs(a - b) <= 1 for a, b in zip(pixel, (245, 55, 225)))
     user = harness.user_events(job["job_id"])
-    stages = [(e["node"], e["alias"]["en"]) for e in user if e["type"] == "stage"]
+    stages = [(e["graph_node"], e["alias"]["en"]) for e in user if e["type"] == "stage"]
     assert stages == [("1", "Reading your image"), ("2", "Inverting colours"), ("3", "Scaling"), ("4", "Saving the result")]
     fractions = [e["fraction"] for e in user if e["type"] == "progress"]
     assert fractions == sorted(fractions) and 0 <= fractions[0] and fractions[-1] <= 1
@@ -80,7 +80,7 @@ def test_a_redelivered_job_is_not_submitted_twice(sim: SimHandle, harness: Harne
     job = job_message(invert_scale(upload_name(asset)), uploads=[image_upload(asset)])
     sim.set_faults(hang_in_node="ImageScaleBy")  # keeps the job running while the copy arrives
     harness.dispatch(job)
-    harness.wait_until(lambda: [e for e in harness.user_events(job["job_id"], "stage") if e["node"] == "3"], what="stage 3")
+    harness.wait_until(lambda: [e for e in harness.user_events(job["job_id"], "stage") if e["graph_node"] == "3"], what="stage 3")
     harness.bus.publish_job(NODE, job)  # the same message again (a redelivery or a sweeper's republish)
     harness.wait_until(lambda: harness.types(job["job_id"]).count("submitted") == 2, what="second confirmation")
     sim.reset_faults()
@@ -120,7 +120,7 @@ def test_a_runtime_error_fails_the_job_with_the_stage_and_exception(sim: SimHand
     job = harness.dispatch(job_message(alpha_of_rgb(upload_name(asset)), uploads=[image_upload(asset)], stages=stages))
     failed = harness.wait_end(job["job_id"])
     assert failed["type"] == "failed"
-    assert failed["error_type"] == "IndexError" and failed["node"] == "2"
+    assert failed["error_type"] == "IndexError" and failed["graph_node"] == "2"
     assert failed["stage"] == "Extracting the mask" and failed["stage_alias"] == stages["2"]
     assert failed["message"] == "index 3 is out of bounds for dimension 3 with size 3"
     assert harness.types(job["job_id"]) == ["submitted", "started", "failed"]
@@ -131,7 +131,7 @@ def test_a_prompt_comfyui_refuses_fails_with_the_node_errors(sim: SimHandle, har
     job = harness.dispatch(job_message(invert_scale(upload_name(asset), scale_by=100), uploads=[image_upload(asset)], stages=STAGES))
     failed = harness.wait_end(job["job_id"])
     assert failed["type"] == "failed" and failed["error_type"] == "ValidationError"
-    assert failed["node"] == "3" and failed["stage"] == "Scaling"
+    assert failed["graph_node"] == "3" and failed["stage"] == "Scaling"
     assert "node 3 (ImageScaleBy)" in failed["message"] and "scale_by" in failed["message"]
     assert harness.types(job["job_id"]) == ["failed"]
     assert harness.bus.job_queue_depth(NODE) == 0

@@ -39,7 +39,7 @@ def _job(harness: Harness, prefix: str, color: tuple[int, int, int] = (10, 200, 
 def _hang_running_and_pending(sim: SimHandle, harness: Harness) -> tuple[dict[str, Any], dict[str, Any]]:
     sim.set_faults(hang_in_node="ImageScaleBy")
     running = harness.dispatch(_job(harness, "running"))
-    harness.wait_until(lambda: any(e["node"] == "3" for e in harness.user_events(running["job_id"], "stage")), what="hung job")
+    harness.wait_until(lambda: any(e["graph_node"] == "3" for e in harness.user_events(running["job_id"], "stage")), what="hung job")
     pending = harness.dispatch(_job(harness, "pending", color=(1, 2, 3)))
     harness.wait_event(pending["job_id"], "submitted")
     return running, pending

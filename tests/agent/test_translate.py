@@ -20,7 +20,7 @@ def test_failure_messages_keep_the_first_line_without_server_paths() -> None:
     assert fields == {
         "error_type": "OOM_EXCEPTION",
         "message": "out of memory",
-        "node": "3",
+        "graph_node": "3",
         "stage": "Drawing",
         "stage_alias": {"en": "Drawing", "zh": "绘制中"},
     }
@@ -36,7 +36,7 @@ def test_a_rejection_names_each_failing_node() -> None:
         },
         status=400,
     )
-    assert exc.error_type == "prompt_outputs_failed_validation" and exc.node == "3"
+    assert exc.error_type == "prompt_outputs_failed_validation" and exc.graph_node == "3"
     assert str(exc) == "Prompt outputs failed validation; node 3 (ImageScaleBy): scale_by: 100 > 8"
 
 

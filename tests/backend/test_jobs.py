@@ -1,4 +1,4 @@
-"""The job state machine (design §4) and who may see, cancel and create jobs."""
+"""The job state machine and who may see, cancel and create jobs."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from .helpers import charged_job, make_user, new_job
 
 STATES = ("queued", "dispatched", "submitted", "running", "succeeded", "failed", "cancelled")
 
-#: Written out from design §4, not copied from the code: the states each state may be
+#: Written out from the job states in docs/architecture.md, not copied from the code: the states each state may be
 #: entered from. Back to ``queued`` only before the job started; never out of an end.
 ENTERED_FROM = {
     "queued": {"dispatched", "submitted"},

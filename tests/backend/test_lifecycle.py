@@ -33,7 +33,7 @@ def _running_job(backend: Backend) -> dict:  # noqa: F811 - the fixture's name
 
 
 def _output(msg: dict, **fields: object) -> dict:
-    return messages.lifecycle("output", job_id=msg["job_id"], attempt=msg["attempt"], node_id="n1", node="9", **fields)
+    return messages.lifecycle("output", job_id=msg["job_id"], attempt=msg["attempt"], node_id="n1", graph_node="9", **fields)
 
 
 def _outputs(backend: Backend, job_id: str) -> int:  # noqa: F811

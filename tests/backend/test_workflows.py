@@ -107,7 +107,7 @@ def edit(folder: Path, old: str, new: str, file: str = "spec.toml") -> None:
         ('"2" = {', '"77" = {', r"stages\.77: node '77' is not in graph\.json"),
         ('cost = "1 + image_area', 'cost = "1 + imag_area', r"formulas\.cost: unknown name 'imag_area'"),
         ('cost = "1 + image_area', 'cost = "__import__(1) + image_area', r"formulas\.cost: unknown function"),
-        ('memory_mib = ', 'memory = ', r"formulas\.memory_mib: missing formula"),
+        ('memory_mb = ', 'memory = ', r"formulas\.memory_mb: missing formula"),
         ("default = 1.5", "default = 9.5", r"params\.scale\.default: Scale \(scale\) must be between 0\.25 and 4"),
         ('default = "lanczos"', 'default = "sharpest"', r"params\.method\.default: .*must be one of"),
         ('type = "float"', 'type = "decimal"', r"params\.scale\.type: 'decimal' is not one of"),

@@ -140,7 +140,7 @@ def test_txt2img_cost_grows_with_steps_area_and_batch(txt: WorkflowSpec) -> None
     small = quote(txt, base)
     assert small.cost == 2 and small.accepted  # 20 steps at 512x512: 2 credits
     big = quote(txt, {**base, "steps": 40, "width": 1024, "batch_size": 2})
-    assert big.cost == 16 and big.memory_mib > small.memory_mib and big.seconds > small.seconds
+    assert big.cost == 16 and big.memory_mb > small.memory_mb and big.seconds > small.seconds
 
 
 def test_txt2img_guard_refuses_huge_batches_with_a_helpful_message(txt: WorkflowSpec) -> None:

@@ -34,7 +34,7 @@ from backend.accounts import ledger
 from backend.db import Database
 from backend.db.models import Job, JobOutput, LedgerEntry
 from backend.errors import Unavailable
-from backend.jobs import TERMINAL_STATES
+from backend.jobs.state import TERMINAL as TERMINAL_STATES
 from backend.jobs.messages import job_of_prompt
 
 #: Slots of every chaos node (one running plus one waiting in its ComfyUI).

@@ -37,7 +37,7 @@ from backend.config import REPO_ROOT
 from backend.db import Database
 from backend.db.models import Job, User
 from backend.errors import Unavailable
-from backend.jobs import ACTIVE_STATES
+from backend.jobs.state import ACTIVE as ACTIVE_STATES
 from backend.ports.bus import DeadLetter
 from backend.jobs.submit import Accepted, NeedsConfirmation, Rejected, SubmitResult, submit
 from backend.jobs.worker import Worker

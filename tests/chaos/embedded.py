@@ -36,7 +36,7 @@ from backend.blobs import BlobStore
 from backend.config import REPO_ROOT, Settings
 from backend.db import Database, migrate
 from backend.db.models import Job, User
-from backend.jobs import ACTIVE_STATES
+from backend.jobs.state import ACTIVE as ACTIVE_STATES
 from backend.ports.memory_bus import MemoryBus
 from backend.ports.memory_registry import MemoryRegistry
 from backend.ports.registry import NodeState

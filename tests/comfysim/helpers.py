@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 import struct
 import subprocess
 import uuid
@@ -17,6 +16,7 @@ import requests
 import websocket
 from PIL import Image
 
+from ..services import free_port
 from ..waiting import wait_for
 
 WAIT = 10.0
@@ -133,7 +133,7 @@ def preview_graph(width: int = 16, height: int = 16, batch: int = 2, color: int 
 
 
 def text_to_image(seed: int = 42, steps: int = 8, width: int = 64, height: int = 64, ckpt: str = "v1-5-pruned-emaonly.safetensors", prefix: str = "t2i") -> dict[str, Any]:
-    """The classic text-to-image template wiring (protocol §4)."""
+    """The classic text-to-image template wiring."""
     return {
         "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
         "5": {"class_type": "EmptyLatentImage", "inputs": {"width": width, "height": height, "batch_size": 1}},
@@ -157,12 +157,6 @@ def text_to_image(seed: int = 42, steps: int = 8, width: int = 64, height: int =
         "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
         "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": prefix}},
     }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_http(url: str, proc: subprocess.Popen, timeout: float = START) -> None:  # type: ignore[type-arg]

@@ -29,7 +29,7 @@ from backend.blobs import BlobStore
 from backend.config import REPO_ROOT, Settings
 from backend.db import Database
 from backend.db.models import Job, User
-from backend.jobs import TERMINAL_STATES
+from backend.jobs.state import TERMINAL as TERMINAL_STATES
 from backend.ports.bus import Bus
 from backend.ports.memory_bus import MemoryBus
 from backend.ports.memory_registry import MemoryRegistry

@@ -181,12 +181,6 @@ def sim_history(url: str, prompt_id: str) -> dict[str, Any]:
     return requests.get(f"{url}/history/{prompt_id}", timeout=5).json().get(prompt_id) or {}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 # ---- the crashes -------------------------------------------------------------------------
 
 
@@ -262,7 +256,7 @@ def test_agent_sigkilled_for_good_its_jobs_fail_or_move_and_its_prompts_are_stop
 
 def test_comfyui_killed_mid_job_fails_the_running_job_and_moves_the_waiting_one(ports: tuple, tmp_path: Path) -> None:
     db, bus, registry = ports
-    port = free_port()
+    port = services.free_port()
     with open(tmp_path / "comfysim.log", "wb") as sim_log:  # Popen keeps its own copy of the fd
         comfy = subprocess.Popen(
             [sys.executable, "-m", "comfysim", "--port", str(port), "--demo-models", "--step-seconds", "0.01",

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +30,8 @@ from backend.ports.memory_bus import MemoryBus
 from backend.ports.memory_registry import MemoryRegistry
 from backend.runtime import Backend
 from backend.workflows import Library
+
+from ..services import free_port
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -51,12 +52,6 @@ def backend(db: Database, library: Library, tmp_path: Path) -> Iterator[Backend]
                 registry=MemoryRegistry(), library=library, blobs=BlobStore(tmp_path / "assets", durable=False))
     yield b
     b.bus.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
