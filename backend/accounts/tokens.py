@@ -20,8 +20,10 @@ from dataclasses import dataclass
 
 from sqlalchemy import select, update
 
-from backend.db import Database
+from backend.db import Database, rows_changed
 from backend.db.api_models import TOKEN_SCOPES, ApiToken
+
+__all__ = ["TOKEN_SCOPES", "TokenInfo", "TokenUser", "create", "digest", "list_for_user", "resolve", "revoke"]
 from backend.db.models import User, utcnow
 from backend.errors import AuthError, InvalidParameter, NotFound, PermissionDenied
 
@@ -106,8 +108,8 @@ def list_for_user(db: Database, user_id: int) -> list[TokenInfo]:
 def revoke(db: Database, user_id: int, token_id: int) -> None:
     """Revoke one of the user's tokens; NotFound for a token that is not theirs."""
     with db.write() as s:
-        moved = s.execute(update(ApiToken).where(ApiToken.id == token_id, ApiToken.user_id == user_id,
-                                                 ApiToken.revoked.is_(False)).values(revoked=True)).rowcount
+        moved = rows_changed(s.execute(update(ApiToken).where(ApiToken.id == token_id, ApiToken.user_id == user_id,
+                                                              ApiToken.revoked.is_(False)).values(revoked=True)))
     if not moved:
         raise NotFound(f"No token {token_id}.", zh=f"没有令牌 {token_id}。")
 

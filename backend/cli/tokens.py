@@ -9,8 +9,6 @@ from dataclasses import asdict
 from .. import accounts
 from ..accounts import tokens
 from ..jobs import limits
-from ..db.api_models import TOKEN_SCOPES
-from ..db.models import utcnow
 from .context import Context
 
 
@@ -20,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     create = group.add_parser("create", help="make a token (printed once)")
     create.add_argument("name", help="the user")
     create.add_argument("--label", default="cli", help="what the token is for")
-    create.add_argument("--scope", choices=TOKEN_SCOPES, default="jobs")
+    create.add_argument("--scope", choices=tokens.TOKEN_SCOPES, default="jobs")
     create.add_argument("--days", type=float, default=None, help="expires after this many days (default: never)")
     create.set_defaults(handler=create_token)
     listing = group.add_parser("list", help="a user's tokens")
@@ -47,7 +45,7 @@ def _user_id(ctx: Context, name: str) -> int:
 
 
 def create_token(ctx: Context, args: argparse.Namespace) -> int:
-    expires = utcnow() + dt.timedelta(days=args.days) if args.days else None
+    expires = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=args.days) if args.days else None
     secret, info = tokens.create(ctx.db, _user_id(ctx, args.name), args.label, scope=args.scope, expires_at=expires)
     ctx.emit({"id": info.id, "token": secret, "scope": info.scope, "expires_at": info.expires_at},
              f"{secret}\n(token {info.id}, scope {info.scope}; shown once — store it now)")

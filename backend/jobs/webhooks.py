@@ -38,7 +38,7 @@ import requests
 from sqlalchemy import select, update
 
 from backend.config import Settings
-from backend.db import Database
+from backend.db import Database, rows_changed
 from backend.db.api_models import JobWebhook, WebhookAttempt
 from backend.db.models import Job, utcnow
 from backend.errors import InvalidParameter, StudioError, Unavailable
@@ -115,7 +115,7 @@ def check_url(settings: Settings, url: str, *, resolve: Callable[[str, int], lis
 
 
 def _resolve(host: str, port: int) -> list[str]:
-    return sorted({info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)})
+    return sorted({str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)})
 
 
 def attach(db: Database, job_id: str, url: str) -> None:
@@ -169,9 +169,9 @@ class Deliverer:
         tried = 0
         for job_id, next_at in due:
             with self.db.write() as s:
-                claimed = s.execute(update(JobWebhook).where(JobWebhook.job_id == job_id, JobWebhook.next_at == next_at,
-                                                             JobWebhook.state == "pending")
-                                    .values(next_at=now + LEASE)).rowcount == 1
+                claimed = rows_changed(s.execute(
+                    update(JobWebhook).where(JobWebhook.job_id == job_id, JobWebhook.next_at == next_at,
+                                             JobWebhook.state == "pending").values(next_at=now + LEASE))) == 1
             if claimed:
                 self._deliver(job_id, now)
                 tried += 1
@@ -180,6 +180,8 @@ class Deliverer:
     def _deliver(self, job_id: str, now: dt.datetime) -> None:
         with self.db.read() as s:
             hook = s.get(JobWebhook, job_id)
+        if hook is None:  # claimed a moment ago: only a deleted job takes it away
+            return
         card = job_card(self.db, job_id)
         job = card.job
         body = json.dumps({"event": "job.ended", "job": job_payload(card)},

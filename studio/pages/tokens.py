@@ -8,8 +8,6 @@ import datetime as dt
 import gradio as gr
 
 from backend.accounts import tokens
-from backend.db.api_models import TOKEN_SCOPES
-from backend.db.models import utcnow
 from backend.errors import StudioError
 
 from ..context import Studio
@@ -23,7 +21,7 @@ def tokens_section(studio: Studio, demo: gr.Blocks) -> None:
     gr.Markdown(i18n("tokens.intro"))
     with gr.Row(equal_height=True):
         name = gr.Textbox(label=i18n("tokens.name"), elem_id="token-name", max_length=64, scale=3)
-        scope = gr.Dropdown(choices=list(TOKEN_SCOPES), value="jobs", label=i18n("tokens.scope"), elem_id="token-scope",
+        scope = gr.Dropdown(choices=list(tokens.TOKEN_SCOPES), value="jobs", label=i18n("tokens.scope"), elem_id="token-scope",
                             scale=1)
         days = gr.Number(value=0, minimum=0, maximum=3650, precision=0, label=i18n("tokens.days"), elem_id="token-days",
                          scale=1)
@@ -41,7 +39,7 @@ def tokens_section(studio: Studio, demo: gr.Blocks) -> None:
     def create(label: str, chosen: str, expiry: float | None, request: gr.Request) -> tuple[str, str, str]:
         user = studio.user(request)
         lang = lang_of(request)
-        expires = utcnow() + dt.timedelta(days=float(expiry)) if expiry else None
+        expires = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=float(expiry)) if expiry else None
         try:
             secret, _ = tokens.create(studio.backend.db, user.id, label or "", scope=chosen or "jobs", expires_at=expires)
         except StudioError as exc:
