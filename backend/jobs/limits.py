@@ -26,9 +26,10 @@ from backend.db import Database
 from backend.db.api_models import UserLimit
 from backend.db.models import Asset, AssetOwner, Job, JobOutput, LedgerEntry, User, utcnow
 from backend.errors import InvalidParameter, LimitReached, NotFound, RateLimited
+from backend.jobs.state import ON_NODE, JobState
 
 NAMES = ("max_waiting_jobs", "max_running_jobs", "submits_per_minute", "daily_spend_cap", "storage_quota_mb")
-ON_NODES = ("dispatched", "submitted", "running")
+ON_NODES = ON_NODE
 SUBMIT_WINDOW = dt.timedelta(minutes=1)
 #: When a job limit frees up is unknown until a job ends; this is the hint given.
 JOB_RETRY_SECONDS = 10.0
@@ -93,14 +94,14 @@ def usage(db: Database, user_id: int, *, now: dt.datetime | None = None) -> Usag
     produced = select(JobOutput.asset_id).join(Job, Job.id == JobOutput.job_id).where(Job.user_id == user_id)
     with db.read() as s:
         states = dict(s.execute(select(Job.state, func.count()).where(Job.user_id == user_id,
-                                                                      Job.state.in_(("queued", *ON_NODES)))
+                                                                      Job.state.in_((JobState.QUEUED, *ON_NODES)))
                                 .group_by(Job.state)).all())
         spent = s.scalar(select(func.coalesce(func.sum(LedgerEntry.amount), 0))
                          .where(LedgerEntry.user_id == user_id, LedgerEntry.kind.in_(("charge", "refund")),
                                 LedgerEntry.created_at >= _day_start(now)))
         stored = s.scalar(select(func.coalesce(func.sum(Asset.size), 0)).join(AssetOwner, AssetOwner.asset_id == Asset.id)
                           .where(AssetOwner.user_id == user_id, Asset.id.not_in(produced)))
-    return Usage(waiting=int(states.get("queued", 0)), running=sum(int(states.get(k, 0)) for k in ON_NODES),
+    return Usage(waiting=int(states.get(JobState.QUEUED, 0)), running=sum(int(states.get(k, 0)) for k in ON_NODES),
                  submits_last_minute=throttle.count(db, _submit_key(user_id), _submit_limit(0), now=now),
                  spent_today=-int(spent or 0), storage_bytes=int(stored or 0))
 

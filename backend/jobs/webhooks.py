@@ -43,6 +43,7 @@ from backend.db.api_models import JobWebhook, WebhookAttempt
 from backend.db.models import Job, utcnow
 from backend.errors import InvalidParameter, StudioError, Unavailable
 from backend.jobs.payload import job_payload
+from backend.jobs.state import TERMINAL
 from backend.jobs.queries import job_card
 
 log = logging.getLogger(__name__)
@@ -164,7 +165,7 @@ class Deliverer:
         with self.db.read() as s:
             due = s.execute(select(JobWebhook.job_id, JobWebhook.next_at).join(Job, Job.id == JobWebhook.job_id)
                             .where(JobWebhook.state == "pending", JobWebhook.next_at <= now,
-                                   Job.state.in_(("succeeded", "failed", "cancelled")))
+                                   Job.state.in_(TERMINAL))
                             .order_by(JobWebhook.next_at).limit(BATCH)).all()
         tried = 0
         for job_id, next_at in due:

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from backend import jobs
+from backend.jobs.state import TERMINAL
 from backend.jobs.payload import job_payload
 from backend.jobs.queries import job_card
 
@@ -61,7 +62,7 @@ def event_stream(studio: Studio, user_id: int, job_id: str) -> Iterator[bytes]:
         state = job.state
         started = last_check = last_sent = time.monotonic()
         ending: float | None = None
-        while state not in jobs.TERMINAL_STATES and time.monotonic() - started < MAX_STREAM_SECONDS:
+        while state not in TERMINAL and time.monotonic() - started < MAX_STREAM_SECONDS:
             try:
                 event = q.get(timeout=0.5)
             except queue.Empty:
@@ -72,7 +73,7 @@ def event_stream(studio: Studio, user_id: int, job_id: str) -> Iterator[bytes]:
                 if translated is not None:
                     yield _message(*translated)
                     last_sent = now
-                if event.get("type") in jobs.TERMINAL_STATES and ending is None:
+                if event.get("type") in TERMINAL and ending is None:
                     ending = now
             due = now - last_check >= DB_CHECK_SECONDS or (ending is not None and now - last_check >= 0.2)
             if due:
@@ -80,7 +81,7 @@ def event_stream(studio: Studio, user_id: int, job_id: str) -> Iterator[bytes]:
                 job = jobs.get(db, job_id)
                 if job.state != state:
                     state = job.state
-                    if state not in jobs.TERMINAL_STATES:
+                    if state not in TERMINAL:
                         yield _message("state", job_payload(job_card(db, job_id)))
                         last_sent = now
             if ending is not None and now - ending > SETTLE_SECONDS:
