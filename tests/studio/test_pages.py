@@ -131,12 +131,12 @@ def test_an_admins_stage_alias_is_what_the_creator_sees(stack: Stack) -> None:
     spec = stack.backend.library.get("txt2img-sd15")
     note, table = pages.call("admin_alias", "root", "txt2img-sd15", "3", " Dreaming ", "做梦中")
     assert 'class="msg ok"' in note and "<code>3</code> Dreaming / 做梦中" in table
-    assert "has no node &#x27;99&#x27;" in pages.call("admin_alias", "root", "txt2img-sd15", "99", "x", "y")[0]
+    assert "has no graph node &#x27;99&#x27;" in pages.call("admin_alias", "root", "txt2img-sd15", "99", "x", "y")[0]
     assert "needs an English and a Chinese text" in pages.call("admin_alias", "root", "txt2img-sd15", "8", "", "y")[0]
 
     user = stack.user("cara", credits=1000)
     job = stack.accepted(user, "txt2img-sd15", {"prompt": "a fox"})
-    seen = {e["node"]: e["alias"] for e in stack.events_until_ended([job.id]) if e["type"] == "stage"}
+    seen = {e["graph_node"]: e["alias"] for e in stack.events_until_ended([job.id]) if e["type"] == "stage"}
     assert seen["3"] == {"en": "Dreaming", "zh": "做梦中"}  # the override
     others = (seen.keys() & spec.stages.keys()) - {"3"}
     assert others and all(seen[n] == {"en": spec.stages[n].en, "zh": spec.stages[n].zh} for n in others)
