@@ -10,14 +10,13 @@ from typing import Any
 from urllib.parse import quote as url_quote
 
 from fastapi import APIRouter, Depends, File, Header, Query, Request, Response, UploadFile
-from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 
 from backend import assets, jobs
 from backend.accounts import ledger
 from backend.accounts.tokens import TokenUser
 from backend.blobs import is_sha256, read_chunks
-from backend.errors import NodeUnavailable, NotFound
+from backend.errors import NotFound
 from backend.jobs import limits, queries, webhooks
 from backend.jobs.payload import job_payload
 from backend.jobs.submit import Accepted, NeedsConfirmation, cancel, price, submit
@@ -92,10 +91,7 @@ def get_quote(body: QuoteIn, request: Request, user: TokenUser = Depends(reader)
     backend = _studio(request).backend
     priced = price(backend, user.user_id, body.workflow, body.params, expert=body.expert)
     q = priced.quote
-    try:
-        wait = wait_if_busy(backend, priced.needs)
-    except NodeUnavailable:
-        raise  # 503: nothing can run it now
+    wait = wait_if_busy(backend, priced.needs)  # NodeUnavailable (503) when no online node can run it
     return QuoteOut(workflow=priced.spec.name, cost=q.cost, memory_mb=round(q.memory_mb, 1), seconds=round(q.seconds, 1),
                     accepted=q.accepted, guard=_texts(q.rejection) if q.rejection else None,
                     wait_seconds=round(wait, 1) if wait is not None else None)
