@@ -322,62 +322,52 @@ def _price(spec: WorkflowSpec, raw: dict[str, Any], facts: dict[str, InputFacts]
 PRICE_PLACEHOLDER = "-"
 
 
-class FormHandlers:
-    """The server side of one workflow's form: storing its uploads, reading its files,
-    pricing it and creating the job. :func:`_wire_form` connects these to the form's
-    events; the per-session form exists once per render, and so do its handlers."""
+def _wire_form(studio: Studio, form: Form, key_state: gr.State, job_state: gr.State, to_watch: gr.State,
+               progress: gr.HTML, cancel_btn: gr.Button) -> None:
+    spec, db, settings = form.spec, studio.backend.db, studio.backend.settings
+    masks_of = {p.mask_of: p.name for p in spec.file_params if p.type == "mask" and p.mask_of}
+    uploaded: dict[str, Any] = {}  # file parameter -> its upload handler
 
-    def __init__(self, studio: Studio, form: Form, *, key_state: gr.State, job_state: gr.State,
-                 to_watch: gr.State, progress: gr.HTML, cancel_btn: gr.Button) -> None:
-        self.studio, self.form, self.spec = studio, form, form.spec
-        self.key_state, self.job_state, self.to_watch = key_state, job_state, to_watch
-        self.progress, self.cancel_btn = progress, cancel_btn
-        #: picture parameter -> the mask painted over it
-        self.masks_of = {p.mask_of: p.name for p in self.spec.file_params if p.type == "mask" and p.mask_of}
+    for name, upload in form.files.items():
+        param = spec.param(name)
+        assert param is not None
+        if param.type == "mask":
+            continue  # stored when the job is created: the strokes change until then
 
-    @property
-    def start_outputs(self) -> list[Any]:
-        form = self.form
-        return [self.job_state, self.to_watch, self.key_state, form.confirm, form.confirm_msg, form.notice,
-                self.progress, self.cancel_btn]
+        def store(path: str | None, request: gr.Request, _name: str = name) -> tuple[Any, ...]:
+            user = studio.user(request)
+            mask = masks_of.get(_name)
+            if not path:
+                return (None, "") + ((gr.skip(), gr.skip(), gr.skip()) if mask else ())
+            try:
+                source = studio.uploads.path(path, session_token(request))  # before anything opens it
+                user_limits.check_storage(db, settings, user.id, source.stat().st_size)
+                with open(source, "rb") as fh:
+                    record = assets.store_upload(db, studio.backend.blobs, user.id, read_chunks(fh),
+                                                 name=source.name, max_bytes=settings.max_upload_bytes,
+                                                 max_pixels=settings.max_image_pixels)
+            except StudioError as exc:
+                raise fail(exc, request) from None
+            if not mask:
+                return record.id, ""
+            # A new picture: the mask is painted over it afresh; a stored mask no longer fits.
+            picture = str(source)
+            return record.id, "", {"background": picture, "layers": [], "composite": picture}, None, ""
 
-    def store(self, name: str, path: str | None, request: gr.Request) -> tuple[Any, ...]:
-        """An upload of file parameter ``name``, stored at once (masks wait for the job)."""
-        studio, settings = self.studio, self.studio.backend.settings
-        user = studio.user(request)
-        mask = self.masks_of.get(name)
-        if not path:
-            return (None, "") + ((gr.skip(), gr.skip(), gr.skip()) if mask else ())
-        try:
-            source = studio.uploads.path(path, session_token(request))  # before anything opens it
-            user_limits.check_storage(studio.backend.db, settings, user.id, source.stat().st_size)
-            with open(source, "rb") as fh:
-                record = assets.store_upload(studio.backend.db, studio.backend.blobs, user.id, read_chunks(fh),
-                                             name=source.name, max_bytes=settings.max_upload_bytes,
-                                             max_pixels=settings.max_image_pixels)
-        except StudioError as exc:
-            raise fail(exc, request) from None
-        if not mask:
-            return record.id, ""
-        # A new picture: the mask is painted over it afresh; a stored mask no longer fits.
-        picture = str(source)
-        return record.id, "", {"background": picture, "layers": [], "composite": picture}, None, ""
+        uploaded[name] = store
 
-    def owned(self, user_id: int, asset_id: str) -> assets.AssetRecord:
-        db = self.studio.backend.db
+    def owned(user_id: int, asset_id: str) -> assets.AssetRecord:
         if not assets.user_can_read(db, user_id, asset_id):
             raise NotFound("That file is not among yours.", zh="该文件不属于您。")
         return assets.get_asset(db, asset_id)
 
-    def files_and_facts(self, data: dict[Any, Any], request: gr.Request, *, store: bool
+    def files_and_facts(data: dict[Any, Any], request: gr.Request, *, store: bool
                         ) -> tuple[dict[str, str | None], dict[str, InputFacts]]:
         """Asset ids per file parameter (masks are stored here when ``store``).
 
         Canvas files are read only if they are uploads of this session, and checked
         before they are decoded (:func:`studio.widgets.mask_png`).
         """
-        studio, form, spec, owned = self.studio, self.form, self.spec, self.owned
-        settings = studio.backend.settings
         user = studio.user(request)
         token = session_token(request)
         limits = {"max_bytes": settings.max_upload_bytes, "max_pixels": settings.max_image_pixels}
@@ -402,8 +392,8 @@ class FormHandlers:
                 if png is not None and size is not None:
                     facts[name] = InputFacts(width=size[0], height=size[1])
                     if store:
-                        record = assets.store_upload(studio.backend.db, studio.backend.blobs, user.id, [png],
-                                                     name="mask.png", **limits)
+                        record = assets.store_upload(db, studio.backend.blobs, user.id, [png], name="mask.png",
+                                                     **limits)
                         ids[name] = record.id
                     else:
                         ids[name] = "pending"
@@ -421,58 +411,23 @@ class FormHandlers:
                 facts[name] = InputFacts(width=record.width or 0, height=record.height or 0, seconds=record.seconds or 0.0)
         return ids, facts
 
-    def raw_params(self, data: dict[Any, Any], ids: dict[str, str | None]) -> dict[str, Any]:
-        values = {name: data[c] for name, c in self.form.fields.items()}
-        presets = {name: data[c] for name, c in self.form.presets.items()}
-        return collect(self.spec, values=values, presets=presets, files=ids)
+    def raw_params(data: dict[Any, Any], ids: dict[str, str | None]) -> dict[str, Any]:
+        values = {name: data[c] for name, c in form.fields.items()}
+        presets = {name: data[c] for name, c in form.presets.items()}
+        return collect(spec, values=values, presets=presets, files=ids)
 
-    def price(self, data: dict[Any, Any], request: gr.Request) -> str:
-        self.studio.user(request)
+    def price(data: dict[Any, Any], request: gr.Request) -> str:
+        studio.user(request)
         lang = lang_of(request)
         try:
-            ids, facts = self.files_and_facts(data, request, store=False)
+            ids, facts = files_and_facts(data, request, store=False)
         except StudioError as exc:
             return price_line(lang, error=exc.text(lang))
-        missing = [p for p in self.spec.file_params if not ids.get(p.name)]
+        missing = [p for p in spec.file_params if not ids.get(p.name)]
         if missing:
             return price_line(lang, hint=t("create.need_input", lang, label=missing[0].label.get(lang)))
-        return _price(self.spec, self.raw_params(data, ids), facts, lang)
+        return _price(spec, raw_params(data, ids), facts, lang)
 
-    def start(self, data: dict[Any, Any], request: gr.Request, *, queue_if_busy: bool) -> dict[Any, Any]:
-        studio, form = self.studio, self.form
-        user = studio.user(request)
-        lang = lang_of(request)
-        key = data[self.key_state] or uuid.uuid4().hex
-        hidden = gr.update(visible=False)
-        try:
-            ids, _ = self.files_and_facts(data, request, store=True)
-        except StudioError as exc:
-            return {form.notice: message("error", exc.text(lang)), form.confirm: hidden, self.to_watch: None}
-        # Every value as the form shows it: presets already wrote theirs into the fields.
-        result = submit(studio.backend, user.id, self.spec.name, self.raw_params(data, ids), idempotency_key=key,
-                        expert=True, queue_if_busy=queue_if_busy, on_queued=studio.wake)
-        if isinstance(result, Accepted):
-            return {self.job_state: result.job.id, self.to_watch: result.job.id, self.key_state: uuid.uuid4().hex,
-                    form.confirm: hidden, form.notice: "", self.cancel_btn: gr.update(visible=True)}
-        if isinstance(result, NeedsConfirmation):
-            return {form.confirm: gr.update(visible=True), self.to_watch: None, form.notice: "",
-                    form.confirm_msg: message("warn", pick(result.message, lang), elem_id="busy-message")}
-        return {form.notice: message("error", error_text(result.error, lang), elem_id="rejection"),
-                form.confirm: hidden, self.to_watch: None}
-
-    def create(self, data: dict[Any, Any], request: gr.Request) -> dict[Any, Any]:
-        return self.start(data, request, queue_if_busy=False)
-
-    def create_confirmed(self, data: dict[Any, Any], request: gr.Request) -> dict[Any, Any]:
-        return self.start(data, request, queue_if_busy=True)
-
-
-def _wire_form(studio: Studio, form: Form, key_state: gr.State, job_state: gr.State, to_watch: gr.State,
-               progress: gr.HTML, cancel_btn: gr.Button) -> None:
-    spec = form.spec
-    on = FormHandlers(studio, form, key_state=key_state, job_state=job_state, to_watch=to_watch, progress=progress,
-                      cancel_btn=cancel_btn)
-    masks_of = on.masks_of
     for name, upload in form.files.items():
         param = spec.param(name)
         assert param is not None
@@ -481,32 +436,57 @@ def _wire_form(studio: Studio, form: Form, key_state: gr.State, job_state: gr.St
         outputs = [form.stored[name], form.stored_html[name]]
         if name in masks_of:
             outputs += [form.files[masks_of[name]], form.stored[masks_of[name]], form.stored_html[masks_of[name]]]
-
-        def store(path: str | None, request: gr.Request, _name: str = name) -> tuple[Any, ...]:
-            return on.store(_name, path, request)
-
-        upload.upload(store, [upload], outputs, api_visibility="private", show_progress="hidden").then(
-            on.price, form.value_inputs(), form.price, api_visibility="private", show_progress="hidden")
+        upload.upload(uploaded[name], [upload], outputs, api_visibility="private", show_progress="hidden").then(
+            price, form.value_inputs(), form.price, api_visibility="private", show_progress="hidden")
         upload.clear(lambda: (None, ""), None, [form.stored[name], form.stored_html[name]], api_visibility="private",
                      show_progress="hidden").then(
-            on.price, form.value_inputs(), form.price, api_visibility="private", show_progress="hidden")
+            price, form.value_inputs(), form.price, api_visibility="private", show_progress="hidden")
 
     triggers = [c.change for c in (*form.fields.values(), *form.presets.values(), *form.stored.values())]
     for name, editor in form.files.items():
         if (spec.param(name) or form).type == "mask":  # type: ignore[union-attr]
             triggers += [editor.change, editor.input, editor.apply]
-    gr.on(triggers, on.price, form.value_inputs(), form.price, api_visibility="private", show_progress="hidden",
+    gr.on(triggers, price, form.value_inputs(), form.price, api_visibility="private", show_progress="hidden",
           trigger_mode="always_last")
     _wire_presets(form)
     for name, button in form.seeds.items():
         # "New seed": -1 asks for a random seed when the job is created (it records the one used).
         button.click(None, None, form.fields[name], js="() => -1", api_visibility="private", show_progress="hidden")
 
+    start_outputs = [job_state, to_watch, key_state, form.confirm, form.confirm_msg, form.notice, progress, cancel_btn]
+
+    def start(data: dict[Any, Any], request: gr.Request, *, queue_if_busy: bool) -> dict[Any, Any]:
+        user = studio.user(request)
+        lang = lang_of(request)
+        key = data[key_state] or uuid.uuid4().hex
+        hidden = gr.update(visible=False)
+        try:
+            ids, _ = files_and_facts(data, request, store=True)
+        except StudioError as exc:
+            return {form.notice: message("error", exc.text(lang)), form.confirm: hidden, to_watch: None}
+        # Every value as the form shows it: presets already wrote theirs into the fields.
+        result = submit(studio.backend, user.id, spec.name, raw_params(data, ids), idempotency_key=key, expert=True,
+                        queue_if_busy=queue_if_busy, on_queued=studio.wake)
+        if isinstance(result, Accepted):
+            return {job_state: result.job.id, to_watch: result.job.id, key_state: uuid.uuid4().hex,
+                    form.confirm: hidden, form.notice: "", cancel_btn: gr.update(visible=True)}
+        if isinstance(result, NeedsConfirmation):
+            return {form.confirm: gr.update(visible=True), to_watch: None, form.notice: "",
+                    form.confirm_msg: message("warn", pick(result.message, lang), elem_id="busy-message")}
+        return {form.notice: message("error", error_text(result.error, lang), elem_id="rejection"),
+                form.confirm: hidden, to_watch: None}
+
+    def create(data: dict[Any, Any], request: gr.Request) -> dict[Any, Any]:
+        return start(data, request, queue_if_busy=False)
+
+    def create_confirmed(data: dict[Any, Any], request: gr.Request) -> dict[Any, Any]:
+        return start(data, request, queue_if_busy=True)
+
     # The form exists per session, so its events are not a stable public API: private.
     # The progress card is the one progress indicator: Gradio's overlay stays hidden.
     inputs = form.value_inputs() | {key_state}
-    for button, fn in ((form.go, on.create), (form.queue_anyway, on.create_confirmed)):
-        button.click(fn, inputs, on.start_outputs, api_visibility="private", show_progress="hidden")
+    for button, fn in ((form.go, create), (form.queue_anyway, create_confirmed)):
+        button.click(fn, inputs, start_outputs, api_visibility="private", show_progress="hidden")
     form.not_now.click(lambda: gr.update(visible=False), None, form.confirm, api_visibility="private",
                        show_progress="hidden")
 
