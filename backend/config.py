@@ -90,6 +90,24 @@ class Settings:
     s3_bucket_owner_acl: bool = True
     #: Lifetime of the presigned URLs handed to agents for a job's inputs.
     s3_presign_seconds: int = 3600
+    #: Secret that signs webhook deliveries (``X-Studio-Signature``); empty: jobs cannot
+    #: carry a ``webhook_url`` (docs/api.md).
+    webhook_secret: str = ""
+    #: Networks (CIDR) a webhook may reach although they are private, loopback or
+    #: link-local; everything else private is refused. Empty: public addresses only.
+    webhook_allow_networks: tuple[str, ...] = ()
+    #: The wait before a failed delivery's second attempt; it doubles each time, and
+    #: delivery is given up ``webhook_give_up_seconds`` after the job ended.
+    webhook_retry_seconds: float = 30.0
+    webhook_give_up_seconds: int = 86_400
+    webhook_timeout_seconds: float = 10.0
+    #: Per-user limits for creators (administrators have none unless set per user with
+    #: the admin API or ``python -m backend limits``); 0 means no limit (backend/jobs/limits.py).
+    max_waiting_jobs: int = 0
+    max_running_jobs: int = 0
+    submits_per_minute: int = 0
+    daily_spend_cap: int = 0
+    storage_quota_mb: int = 0
 
     @property
     def assets_dir(self) -> Path:
@@ -139,6 +157,17 @@ class Settings:
                      "agent_lost_seconds", "s3_presign_seconds"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
+        for name in ("webhook_retry_seconds", "webhook_give_up_seconds", "webhook_timeout_seconds"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive")
+        for name in ("max_waiting_jobs", "max_running_jobs", "submits_per_minute", "daily_spend_cap", "storage_quota_mb"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must not be negative (0: no limit)")
+        for network in self.webhook_allow_networks:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ConfigError(f"webhook_allow_networks: {network!r} is not an IP network (like 10.0.0.0/8)") from None
         for proxy in self.trusted_proxies:
             try:
                 ipaddress.ip_network(proxy, strict=False)

@@ -60,6 +60,15 @@ class RateLimited(StudioError):
         self.retry_after = retry_after
 
 
+class LimitReached(RateLimited):
+    """A per-user limit (``backend.jobs.limits``) refuses this; ``limit`` names it and
+    ``retry_after`` says when it frees up (0: not by waiting, e.g. the storage quota)."""
+
+    def __init__(self, message: str, *, zh: str | None = None, limit: str, retry_after: float = 0.0) -> None:
+        super().__init__(message, zh=zh, retry_after=retry_after)
+        self.limit = limit
+
+
 class InsufficientCredits(StudioError):
     """The balance does not cover the price."""
 

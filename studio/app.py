@@ -7,6 +7,8 @@ Routes:
 - ``/studio/`` (Create), ``/studio/history``, ``/studio/account``, ``/studio/admin``: Gradio
 - ``/files/{sha256}``: outputs, uploads and previews, to their owner only (:mod:`.files`)
 - ``/static/*`` (logo, css) and ``/examples/{workflow}.png`` (workflow example images)
+- ``/api/v1/...``: the integrators' REST API with bearer tokens, ``/api/docs`` and
+  ``/api/openapi.json`` (:mod:`studio.api`, docs/api.md)
 - ``/metrics``: Prometheus text (:func:`backend.metrics.render`) to loopback clients, or
   to any client with ``Authorization: Bearer <metrics_token>`` when that setting is set
 
@@ -52,6 +54,7 @@ from backend.runtime import Backend
 
 from backend.accounts.sessions import Sessions
 
+from .api import API_PATH, build_api
 from .auth import SESSION_COOKIE
 from .context import Studio
 from .errors import Blocks
@@ -231,6 +234,7 @@ def create_app(
     add_file_routes(app, studio)
     add_upload_routes(app, uploads, sessions)  # ahead of Gradio's own upload and file routes
     app.mount("/static", StaticFiles(directory=ASSETS_DIR), name="static")
+    app.mount(API_PATH, build_api(studio))
 
     @app.get("/")
     def root() -> RedirectResponse:

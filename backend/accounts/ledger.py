@@ -125,9 +125,12 @@ def balance(s: Session, user_id: int) -> int:
     return value
 
 
-def entries(s: Session, user_id: int, *, limit: int = 100) -> list[LedgerEntry]:
-    """The newest ``limit`` ledger rows of a user, newest first."""
-    stmt = select(LedgerEntry).where(LedgerEntry.user_id == user_id).order_by(LedgerEntry.id.desc()).limit(limit)
+def entries(s: Session, user_id: int, *, limit: int = 100, before: int | None = None) -> list[LedgerEntry]:
+    """The newest ``limit`` ledger rows of a user (older than row ``before``), newest first."""
+    stmt = select(LedgerEntry).where(LedgerEntry.user_id == user_id)
+    if before is not None:
+        stmt = stmt.where(LedgerEntry.id < before)
+    stmt = stmt.order_by(LedgerEntry.id.desc()).limit(limit)
     return list(s.scalars(stmt))
 
 
@@ -158,11 +161,11 @@ class LedgerPage:
     lines: list[LedgerLine]
 
 
-def ledger_page(db: Database, user_id: int, *, limit: int = 100) -> LedgerPage:
-    """The user's balance and newest ``limit`` ledger rows, newest first."""
+def ledger_page(db: Database, user_id: int, *, limit: int = 100, before: int | None = None) -> LedgerPage:
+    """The user's balance and newest ``limit`` ledger rows (older than row ``before``), newest first."""
     with db.read() as s:
         amount = balance(s, user_id)
-        rows = entries(s, user_id, limit=limit)
+        rows = entries(s, user_id, limit=limit, before=before)
         ids = {e.job_id for e in rows if e.job_id}
         workflows = dict(s.execute(select(Job.id, Job.workflow).where(Job.id.in_(ids))).all()) if ids else {}
     lines = [LedgerLine(id=e.id, kind=e.kind, amount=e.amount, balance_after=e.balance_after, job_id=e.job_id,

@@ -13,10 +13,10 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import StudioError
-from . import assets, codes, credits, events, formula, job, ledger, schema, users, worker, workflows
+from . import assets, codes, credits, events, formula, job, ledger, schema, tokens, users, worker, workflows
 from .context import Context
 
-GROUPS = (schema, users, credits, codes, ledger, workflows, formula, assets, worker, job, events)
+GROUPS = (schema, users, credits, codes, ledger, workflows, formula, assets, worker, job, events, tokens)
 
 
 def build_parser() -> argparse.ArgumentParser:

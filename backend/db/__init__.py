@@ -5,7 +5,7 @@ preferences tables (which import ``models``' ``Base``, never the other way round
 importing the package loads both, so ``models.Base.metadata`` always knows every table.
 """
 
-from . import models, studio_models
+from . import api_models, models, studio_models
 from .database import Database, rows_changed
 
 __all__ = ["Database", "models", "rows_changed", "studio_models"]

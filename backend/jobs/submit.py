@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from backend import assets, jobs
+from backend.jobs import limits, webhooks
 from backend.errors import InvalidParameter, StudioError
 from backend.jobs.messages import prompt_id_of, user_event
 from backend.jobs.placement import Needs
 from backend.runtime import Backend
 from backend.jobs.waiting import wait_if_busy
-from backend.workflows import InputFacts, WorkflowSpec, quote, validate_params
+from backend.workflows import InputFacts, Quote, WorkflowSpec, quote, validate_params
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,29 @@ class Rejected:
 SubmitResult = Accepted | NeedsConfirmation | Rejected
 
 
+@dataclass(frozen=True)
+class Priced:
+    """A job before it is made: its checked values, its inputs and its quote."""
+
+    spec: WorkflowSpec
+    values: dict[str, Any]
+    inputs: dict[str, str]
+    quote: Quote
+
+    @property
+    def needs(self) -> Needs:
+        return Needs.of(self.spec, self.values, self.quote.memory_mb)
+
+
+def price(backend: Backend, user_id: int, workflow: str, params: Mapping[str, Any], *, expert: bool = False) -> Priced:
+    """Validate ``params`` and quote the job (raises InvalidParameter, NotFound); the
+    guard's verdict is in the quote, not raised."""
+    spec = backend.library.get(workflow)
+    values = validate_params(spec, params, expert=expert)
+    inputs, facts = _inputs(backend, spec, values, user_id)
+    return Priced(spec=spec, values=values, inputs=inputs, quote=quote(spec, values, facts))
+
+
 def submit(
     backend: Backend,
     user_id: int,
@@ -59,49 +83,65 @@ def submit(
     idempotency_key: str,
     expert: bool = False,
     queue_if_busy: bool = False,
+    webhook_url: str | None = None,
     on_queued: Callable[[], None] = lambda: None,
 ) -> SubmitResult:
     """Submit ``workflow`` with ``params`` for ``user_id``.
 
     File parameters (images, masks) take the id of an asset the user owns (uploaded
     before, or an output of one of their jobs). ``queue_if_busy`` is the confirmed
-    resubmit after a :class:`NeedsConfirmation`. ``on_queued`` wakes the dispatcher.
+    resubmit after a :class:`NeedsConfirmation`. ``webhook_url`` is told when the job
+    ends (:mod:`backend.jobs.webhooks`). Per-user limits (:mod:`backend.jobs.limits`) are checked
+    before anything is charged. ``on_queued`` wakes the dispatcher.
     """
     try:
         replay = jobs.find_by_key(backend.db, user_id, idempotency_key)
         if replay is not None:
             return Accepted(job=replay, created=False)
-        spec = backend.library.get(workflow)
-        values = validate_params(spec, params, expert=expert)
-        inputs, facts = _inputs(backend, spec, values, user_id)
-        priced = quote(spec, values, facts)
+        if webhook_url:
+            webhooks.check_url(backend.settings, webhook_url)
+        job_price = price(backend, user_id, workflow, params, expert=expert)
+        spec, values, inputs, priced = job_price.spec, job_price.values, job_price.inputs, job_price.quote
         priced.check()
-        needs = Needs.of(spec, values, priced.memory_mb)
-        wait = wait_if_busy(backend, needs)
-        if wait is not None and not queue_if_busy:
-            seconds = round(wait)
-            return NeedsConfirmation(
-                wait_seconds=wait,
-                message={
-                    "en": f"All nodes are busy, about {seconds} s wait. Queue anyway?",
-                    "zh": f"所有节点都在忙，预计等待约 {seconds} 秒。仍要排队吗？",
-                },
+        counted = limits.check_submit(backend.db, backend.settings, user_id, priced.cost)
+        try:
+            needs = Needs.of(spec, values, priced.memory_mb)
+            wait = wait_if_busy(backend, needs)
+            if wait is not None and not queue_if_busy:
+                limits.release_submit(backend.db, counted)  # asked, not submitted
+                seconds = round(wait)
+                return NeedsConfirmation(
+                    wait_seconds=wait,
+                    message={
+                        "en": f"All nodes are busy, about {seconds} s wait. Queue anyway?",
+                        "zh": f"所有节点都在忙，预计等待约 {seconds} 秒。仍要排队吗？",
+                    },
+                )
+            job, created = jobs.create(
+                backend.db,
+                jobs.NewJob(
+                    user_id=user_id,
+                    workflow=spec.name,
+                    params=values,
+                    inputs=inputs,
+                    cost=priced.cost,
+                    idempotency_key=idempotency_key,
+                    memory_mb=priced.memory_mb,
+                    estimate_seconds=priced.seconds,
+                ),
             )
-        job, created = jobs.create(
-            backend.db,
-            jobs.NewJob(
-                user_id=user_id,
-                workflow=spec.name,
-                params=values,
-                inputs=inputs,
-                cost=priced.cost,
-                idempotency_key=idempotency_key,
-                memory_mb=priced.memory_mb,
-                estimate_seconds=priced.seconds,
-            ),
-        )
+        except StudioError:
+            limits.release_submit(backend.db, counted)  # nothing was made: the submit does not count
+            raise
+        if not created:
+            limits.release_submit(backend.db, counted)
     except StudioError as exc:
         return Rejected(error=exc)
+    if created and webhook_url:
+        try:
+            webhooks.attach(backend.db, job.id, webhook_url)
+        except StudioError as exc:  # the job is made and charged; only its webhook is lost
+            log.error("job_id=%s node_id=- webhook not recorded: %s", job.id, exc)
     if created:
         log.info("job_id=%s node_id=- queued: %s for user %s, %d credits", job.id, spec.name, user_id, job.cost)
         try:
@@ -154,4 +194,4 @@ def cancel(backend: Backend, job_id: str, *, user_id: int | None, on_freed: Call
     return moved
 
 
-__all__ = ["Accepted", "NeedsConfirmation", "Rejected", "SubmitResult", "cancel", "submit"]
+__all__ = ["Accepted", "NeedsConfirmation", "Priced", "Rejected", "SubmitResult", "cancel", "price", "submit"]

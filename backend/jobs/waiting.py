@@ -122,7 +122,9 @@ def queue_wait(backend: Backend, job: JobRecord) -> QueueWait:
             .where(ranked.c.n <= turn)
         ).all()
     order = {user: (_utc(served or _NEVER), _utc(earliest)) for user, _, _, served, earliest in rows}
-    mine = order[job.user_id]
+    mine = order.get(job.user_id)
+    if mine is None:  # dispatched between the two queries (PostgreSQL shows each the latest commits)
+        return QueueWait(ahead=0, seconds=0.0)
     ahead, seconds = 0, 0.0
     for user, n, estimate, _, _ in rows:
         if (user == job.user_id and n < turn) or (user != job.user_id and (n < turn or order[user] < mine)):

@@ -19,6 +19,7 @@ from backend.jobs.dispatcher import Dispatcher
 from backend.jobs.lifecycle import LifecycleConsumer
 from backend.runtime import Backend
 from backend.jobs.sweeper import SweepPolicy, Sweeper
+from backend.jobs.webhooks import Deliverer
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,8 @@ class Worker:
         self.lifecycle = LifecycleConsumer(backend, on_slot_freed=self.dispatcher.wake)
         self.sweeper = Sweeper(backend, policy=sweep_policy, on_change=self.dispatcher.wake)
         self.dispatcher.restore = self.sweeper.restore_reservations
+        #: Tells webhooks the end of their jobs (backend/jobs/webhooks.py).
+        self.webhooks = Deliverer(backend.db, backend.settings)
         self.sweep_interval = sweep_interval
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -48,6 +51,7 @@ class Worker:
         self._threads = [
             threading.Thread(target=self.dispatcher.run, args=(self._stop,), name="dispatcher", daemon=True),
             threading.Thread(target=self.sweeper.run, args=(self._stop, self.sweep_interval), name="sweeper", daemon=True),
+            threading.Thread(target=self.webhooks.run, args=(self._stop,), name="webhooks", daemon=True),
         ]
         for thread in self._threads:
             thread.start()

@@ -1,4 +1,4 @@
-"""The Account page: balance, ledger, redeeming a code, changing the password."""
+"""The Account page: balance, ledger, redeeming a code, API tokens, changing the password."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from ..context import Studio
 from ..i18n import lang_of, t
 from ..layout import header, nav_for
 from ..render import esc, message, signout_form, table, when
+from .tokens import tokens_section
 
 LEDGER_ROWS = 100
 
@@ -32,6 +33,7 @@ def build(studio: Studio, demo: gr.Blocks) -> None:
             result = gr.HTML("", elem_id="redeem-result", js_on_load=None)
     gr.Markdown(i18n("account.ledger"))
     ledger_html = gr.HTML("", elem_id="ledger", js_on_load=None)
+    tokens_section(studio, demo)
     password_section(studio, demo)
 
     def render(request: gr.Request) -> tuple[str, str]:

@@ -1,5 +1,6 @@
 """The Admin page: live nodes, users, redeem code batches, all jobs, workflows with
-their stage aliases, dead letters (``dead_letters.py``), and the sign-up settings.
+their stage aliases, per-user limits (``admin_limits.py``), dead letters
+(``dead_letters.py``), and the sign-up settings.
 
 Every handler checks the role on the server (:meth:`Studio.admin`); hiding the page
 from creators is only a courtesy.
@@ -21,7 +22,7 @@ from backend.jobs import queries, stages
 from backend.jobs.messages import user_event
 
 from ..context import Studio, fail
-from . import dead_letters
+from . import admin_limits, dead_letters
 from ..i18n import lang_of, t
 from ..layout import header
 from ..render import esc, message, pill, table, when
@@ -78,6 +79,8 @@ def build(studio: Studio, demo: gr.Blocks) -> None:
                     alias_zh = gr.Textbox(label=i18n("admin.alias_zh"))
                 save_alias = gr.Button(i18n("admin.save_alias"), elem_id="save-alias")
                 alias_msg = gr.HTML("", js_on_load=None)
+            with gr.Tab(i18n("admin.limits"), id="limits"):
+                admin_limits.build(studio, demo)
             with gr.Tab(i18n("admin.dead_letters"), id="dead-letters"):
                 dead_letters.build(studio, demo)
             with gr.Tab(i18n("admin.signup"), id="signup"):

@@ -25,6 +25,7 @@ import gradio as gr
 
 from backend import assets, jobs
 from backend.assets.blobs import read_chunks
+from backend.jobs import limits as user_limits
 from backend.errors import NotFound, StudioError
 from backend.assets.images import probe_image
 from backend.jobs.submit import Accepted, NeedsConfirmation, cancel, submit
@@ -340,6 +341,7 @@ def _wire_form(studio: Studio, form: Form, key_state: gr.State, job_state: gr.St
                 return (None, "") + ((gr.skip(), gr.skip(), gr.skip()) if mask else ())
             try:
                 source = studio.uploads.path(path, session_token(request))  # before anything opens it
+                user_limits.check_storage(db, settings, user.id, source.stat().st_size)
                 with open(source, "rb") as fh:
                     record = assets.store_upload(db, studio.backend.blobs, user.id, read_chunks(fh),
                                                  name=source.name, max_bytes=settings.max_upload_bytes,
