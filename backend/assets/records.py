@@ -91,9 +91,9 @@ def register_output(
     blobs: BlobStore,
     *,
     job_id: str,
-    node_id: str,
+    graph_node_id: str,
     position: int,
-    sha256: str,
+    asset_id: str,
     size: int,
     kind: str,
     format: str,
@@ -103,29 +103,29 @@ def register_output(
 ) -> AssetRecord:
     """Record a job output the agent has already stored as a blob, for the job's owner.
 
-    Idempotent: a redelivered output event for the same ``(job_id, node_id, position)``
+    Idempotent: a redelivered output event for the same ``(job_id, graph_node_id, position)``
     changes nothing. Raises :class:`NotFound` if the job or the blob does not exist and
     :class:`InvalidUpload` if the blob's size is not ``size``.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
-    stored = blobs.size(sha256)  # NotFound for a bad hash or a missing file
+    stored = blobs.size(asset_id)  # NotFound for a bad hash or a missing file
     if stored != size:
         raise InvalidUpload(
-            f"The output file {sha256} is {stored} bytes, not the {size} bytes reported for it.",
-            zh=f"输出文件 {sha256} 大小为 {stored} 字节，与报告的 {size} 字节不符。",
+            f"The output file {asset_id} is {stored} bytes, not the {size} bytes reported for it.",
+            zh=f"输出文件 {asset_id} 大小为 {stored} 字节，与报告的 {size} 字节不符。",
         )
     with db.write() as s:
         job = s.get(Job, job_id)
         if job is None:
             raise NotFound(f"No job {job_id}.", zh=f"没有任务 {job_id}。")
-        values = {"id": sha256, "size": size, "kind": kind, "format": format.upper()}
+        values = {"id": asset_id, "size": size, "kind": kind, "format": format.upper()}
         _insert_ignore(s, Asset, {**values, "width": width, "height": height, "seconds": seconds}, ["id"])
-        label = f"{job.workflow}-{job_id[:8]}-{node_id}-{position}.{format.lower()}"
-        _insert_ignore(s, AssetOwner, {"asset_id": sha256, "user_id": job.user_id, "name": label}, ["asset_id", "user_id"])
-        output = {"job_id": job_id, "node_id": node_id, "position": position, "asset_id": sha256, "kind": kind}
-        _insert_ignore(s, JobOutput, output, ["job_id", "node_id", "position"])
-        return _owned(s, sha256, job.user_id)
+        label = f"{job.workflow}-{job_id[:8]}-{graph_node_id}-{position}.{format.lower()}"
+        _insert_ignore(s, AssetOwner, {"asset_id": asset_id, "user_id": job.user_id, "name": label}, ["asset_id", "user_id"])
+        output = {"job_id": job_id, "graph_node_id": graph_node_id, "position": position, "asset_id": asset_id, "kind": kind}
+        _insert_ignore(s, JobOutput, output, ["job_id", "graph_node_id", "position"])
+        return _owned(s, asset_id, job.user_id)
 
 
 def get_asset(db: Database, asset_id: str) -> AssetRecord:

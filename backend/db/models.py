@@ -175,13 +175,13 @@ class AssetOwner(Base):
 
 class JobOutput(Base):
     __tablename__ = "job_outputs"
-    __table_args__ = (UniqueConstraint("job_id", "node_id", "position", name="uq_job_outputs_slot"),)
+    __table_args__ = (UniqueConstraint("job_id", "graph_node_id", "position", name="uq_job_outputs_slot"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"))
     asset_id: Mapped[str] = mapped_column(ForeignKey("assets.id"))
     #: The graph node that produced it and its index within that node's outputs.
-    node_id: Mapped[str] = mapped_column(String(64))
+    graph_node_id: Mapped[str] = mapped_column(String(64))
     position: Mapped[int] = mapped_column(Integer, default=0)
     kind: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

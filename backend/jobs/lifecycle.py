@@ -173,9 +173,9 @@ class LifecycleConsumer:
             self.backend.db,
             self.backend.blobs,
             job_id=job.id,
-            node_id=str(event["graph_node"]),  # the graph node (job_outputs.node_id)
+            graph_node_id=str(event["graph_node"]),
             position=int(event.get("position", 0)),
-            sha256=event["asset"],
+            asset_id=event["asset"],
             size=int(event["size"]),
             kind=event.get("kind", "image"),
             format=event.get("format", "PNG"),

@@ -172,7 +172,7 @@ def test_job_output_is_recorded_for_the_job_owner(db: Database, blobs: LocalBlob
     job_id = make_job(db, alice)
     data = encode("PNG", (512, 512))
     ref = blobs.write_bytes(data)  # what the agent does, without the database
-    fields = dict(job_id=job_id, node_id="9", position=0, sha256=ref.sha256, size=ref.size, kind="image", format="png")
+    fields = dict(job_id=job_id, graph_node_id="9", position=0, asset_id=ref.sha256, size=ref.size, kind="image", format="png")
     record = assets.register_output(db, blobs, **fields, width=512, height=512)
     assert assets.register_output(db, blobs, **fields, width=512, height=512) == record  # redelivered event
     assert (record.format, record.width, record.name) == ("PNG", 512, f"txt2img-{job_id[:8]}-9-0.png")
@@ -185,13 +185,13 @@ def test_job_output_is_recorded_for_the_job_owner(db: Database, blobs: LocalBlob
 def test_output_must_match_a_stored_blob(db: Database, blobs: LocalBlobStore) -> None:
     job_id = make_job(db, make_user(db, "alice"))
     ref = blobs.write_bytes(b"fake audio")
-    fields = dict(job_id=job_id, node_id="9", position=0, kind="audio", format="FLAC")
+    fields = dict(job_id=job_id, graph_node_id="9", position=0, kind="audio", format="FLAC")
     with pytest.raises(InvalidUpload, match="not the 11 bytes"):
-        assets.register_output(db, blobs, sha256=ref.sha256, size=11, **fields)
+        assets.register_output(db, blobs, asset_id=ref.sha256, size=11, **fields)
     with pytest.raises(NotFound):
-        assets.register_output(db, blobs, sha256="1" * 64, size=10, **fields)
+        assets.register_output(db, blobs, asset_id="1" * 64, size=10, **fields)
     with pytest.raises(NotFound):
-        assets.register_output(db, blobs, sha256=ref.sha256, size=10, **{**fields, "job_id": "nope"})
+        assets.register_output(db, blobs, asset_id=ref.sha256, size=10, **{**fields, "job_id": "nope"})
     assert count(db, Asset) == 0
 
 
