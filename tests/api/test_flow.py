@@ -38,7 +38,9 @@ def test_upload_submit_follow_download(studio: Studio, receiver: Receiver) -> No
     events = api.events(job["id"])
     kinds = [k for k, _ in events]
     assert kinds[0] == "state" and kinds[-1] == "end", kinds
-    assert "progress" in kinds and "output" in kinds, kinds
+    # A sub-second job may show no progress event: agents pace progress (agent/pacing.py)
+    # and the end, which says 100 %, supersedes a held-back value.
+    assert "output" in kinds and set(kinds) <= {"state", "stage", "progress", "preview", "output", "end"}, kinds
     end = events[-1][1]
     assert end["state"] == "succeeded" and end["outputs"], end
 
