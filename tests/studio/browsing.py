@@ -189,13 +189,17 @@ def current_job(page: Any) -> str | None:
 
 
 def create(page: Any, *, button: str = "#go") -> str:
-    """Click Create (or Queue anyway); the id of the job the card then shows."""
+    """Click Create (or Queue anyway); the id of the job the card then shows.
+
+    Up to ``JOB_WAIT``: with an image editor on screen the page first exports and uploads
+    the drawing, which takes this software-rendered Chromium a minute on a busy machine.
+    """
     before = current_job(page)
     page.click(button)
     handle = page.wait_for_function(
         """b => { const c = document.querySelector('#progress-card');
                   return c && c.dataset.job && c.dataset.job !== b ? c.dataset.job : null; }""",
-        arg=before or "", timeout=WAIT)
+        arg=before or "", timeout=JOB_WAIT)
     return handle.json_value()
 
 
