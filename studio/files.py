@@ -5,10 +5,14 @@ fetched by anyone who has the URL). Pages link to ``/files/<sha256>``; this rout
 checks the session's user against the asset's owners (admins may read everything), and
 answers "not found" alike for missing and foreign files so ids cannot be probed.
 Previews have no owner row; the feed remembers whose event named each one.
+
+It answers single byte ranges (``Range: bytes=...``, 206 or 416): a video player seeks
+with them, and Safari plays no video from a server that ignores them.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import BinaryIO
 from urllib.parse import quote
@@ -42,11 +46,49 @@ def _sniff(head: bytes) -> str:
     return "application/octet-stream"
 
 
-def _chunks(fh: BinaryIO, head: bytes = b"") -> Iterator[bytes]:
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+class Unsatisfiable(Exception):
+    """A well-formed byte range that lies wholly outside the file (HTTP 416)."""
+
+
+def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The first and last byte (inclusive) that a ``Range`` header asks of a file of ``size``.
+
+    ``None`` means the whole file: no header, or one this route does not read — several
+    ranges, another unit, a malformed one (RFC 9110 lets a server ignore those). Raises
+    :class:`Unsatisfiable` for a range outside the file.
+    """
+    match = _RANGE.fullmatch((header or "").replace(" ", ""))
+    if match is None or match.group(1) == match.group(2) == "":
+        return None
+    first, last = match.group(1), match.group(2)
+    if first == "":  # a suffix: the last N bytes
+        if int(last) == 0 or size == 0:
+            raise Unsatisfiable
+        return max(0, size - int(last)), size - 1
+    if last and int(last) < int(first):
+        return None  # "5-2" is malformed, not unsatisfiable
+    if int(first) >= size:
+        raise Unsatisfiable
+    return int(first), min(int(last), size - 1) if last else size - 1
+
+
+def _chunks(fh: BinaryIO, head: bytes = b"", remaining: int | None = None) -> Iterator[bytes]:
+    """The bytes of ``fh`` after ``head`` (already read from it), ``remaining`` at most; closes it."""
     try:
         if head:
+            head = head if remaining is None else head[:remaining]
+            if remaining is not None:
+                remaining -= len(head)
             yield head
-        while chunk := fh.read(256 * 1024):
+        while remaining is None or remaining > 0:
+            chunk = fh.read(256 * 1024 if remaining is None else min(256 * 1024, remaining))
+            if not chunk:
+                break
+            if remaining is not None:
+                remaining -= len(chunk)
             yield chunk
     finally:
         fh.close()
@@ -86,5 +128,43 @@ def add_file_routes(app: fastapi.FastAPI, studio: Studio) -> None:
             "X-Content-Type-Options": "nosniff",
             "Content-Security-Policy": "default-src 'none'; sandbox",
             "Content-Disposition": f"{disposition}; filename*=UTF-8''{quote(filename)}",
+            "Accept-Ranges": "bytes",
+            "ETag": f'"{asset_id}"',
         }
-        return StreamingResponse(_chunks(fh, head), media_type=media_type, headers=headers)
+        size = blobs.size(asset_id)
+        # If-Range names the version the client holds; content-addressed, it is the id.
+        honour = request.headers.get("if-range") in (None, headers["ETag"])
+        try:
+            wanted = byte_range(request.headers.get("range"), size) if honour else None
+        except Unsatisfiable:
+            fh.close()
+            return PlainTextResponse("Range not satisfiable", status_code=416,
+                                     headers={"Content-Range": f"bytes */{size}", "Accept-Ranges": "bytes"})
+        if wanted is None:
+            headers["Content-Length"] = str(size)
+            return StreamingResponse(_chunks(fh, head), media_type=media_type, headers=headers)
+        first, last = wanted
+        head = _skip(fh, head, first)
+        headers.update({"Content-Range": f"bytes {first}-{last}/{size}", "Content-Length": str(last - first + 1)})
+        return StreamingResponse(_chunks(fh, head, last - first + 1), status_code=206, media_type=media_type,
+                                 headers=headers)
+
+
+def _skip(fh: BinaryIO, head: bytes, first: int) -> bytes:
+    """Move to byte ``first`` of a file of which ``head`` was read; what is left of ``head``.
+
+    A local file seeks; an object store's stream cannot, so the bytes before are read and
+    dropped (a player's seek into a large video costs that read; a ranged GET would not).
+    """
+    if first <= len(head):
+        return head[first:]
+    if fh.seekable():
+        fh.seek(first)
+        return b""
+    left = first - len(head)
+    while left > 0:
+        chunk = fh.read(min(256 * 1024, left))
+        if not chunk:
+            break
+        left -= len(chunk)
+    return b""

@@ -9,15 +9,23 @@ import pytest
 
 from tests.e2e.stack import wait_for
 from tests.studio.conftest import StudioServer
-from tests.studio.test_browser import PASSWORD, WAIT, browser, new_page, sign_in, sign_up, unique  # noqa: F401
+from tests.studio.browsing import PASSWORD, WAIT, Pages, browser, sign_in, sign_up, unique  # noqa: F401
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
 pytestmark = pytest.mark.browser
 
 
-def test_sign_out_from_the_header_is_a_post_that_ends_the_session(browser, studio: StudioServer) -> None:  # noqa: F811
-    page = new_page(browser)
+@pytest.fixture
+def pages(browser, studio: StudioServer):  # type: ignore[no-untyped-def]  # noqa: F811
+    """Pages on this module's studio, closed when the test ends (the sign-in forms are the point here)."""
+    opened = Pages(browser, studio)
+    yield opened
+    opened.close()
+
+
+def test_sign_out_from_the_header_is_a_post_that_ends_the_session(pages: Pages, studio: StudioServer) -> None:
+    page = pages.blank()
     sign_up(page, studio, unique("out"))
     cookie = next(c for c in page.context.cookies() if c["name"] == "studio_session")
     assert cookie["httpOnly"] and cookie["sameSite"] == "Lax"
@@ -27,9 +35,9 @@ def test_sign_out_from_the_header_is_a_post_that_ends_the_session(browser, studi
     expect(page).to_have_url(re.compile(r"/login\?next="), timeout=WAIT)
 
 
-def test_changing_the_password_signs_out_everywhere(browser, studio: StudioServer) -> None:  # noqa: F811
+def test_changing_the_password_signs_out_everywhere(pages: Pages, studio: StudioServer) -> None:
     name = unique("pw")
-    laptop, phone = new_page(browser), new_page(browser)
+    laptop, phone = pages.blank(), pages.blank()
     sign_up(laptop, studio, name)
     sign_in(phone, studio, name)
     laptop.goto(studio.url + "/studio/account")
