@@ -26,8 +26,11 @@ s3-deps:
 	@command -v radosgw >/dev/null && command -v ceph-mon >/dev/null && command -v ceph-osd >/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq radosgw ceph-mon ceph-osd >/dev/null)
 
+# Three workers, one test file each at a time (pytest-xdist): most of the suite waits on
+# servers, simulated GPUs and Chromium, so on 2 cores three files at once finish much
+# sooner. Tests use private names on the shared servers, so files never collide.
 test: $(STAMP) browser-deps s3-deps
-	GRADIO_ANALYTICS_ENABLED=False HF_HUB_DISABLE_TELEMETRY=1 $(PY) -m pytest $(ARGS)
+	GRADIO_ANALYTICS_ENABLED=False HF_HUB_DISABLE_TELEMETRY=1 $(PY) -m pytest -n 3 --dist loadfile $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -11,6 +11,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -42,6 +43,24 @@ def _fail_skip_in_ci(report: pytest.CollectReport | pytest.TestReport) -> None:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
     outcome = yield
     _fail_skip_in_ci(outcome.get_result())
+
+
+#: Rows of the chaos table, from the scenarios' reports (``tests/chaos/conftest.py``): this
+#: conftest is the one the process printing the summary has loaded, with or without xdist.
+_CHAOS_ROWS: list[tuple[dict[str, Any], int]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _CHAOS_ROWS.extend(value for name, value in report.user_properties if name == "chaos_row")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _CHAOS_ROWS:
+        from .chaos.checks import Row, format_table
+
+        terminalreporter.write_sep("=", "chaos: faults injected, jobs affected, jobs lost")
+        rows = [Row(**fields) for fields, _ in _CHAOS_ROWS]
+        terminalreporter.write_line(format_table(rows, _CHAOS_ROWS[0][1]))
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -27,7 +27,7 @@ from .. import private_servers, s3server
 from ..conftest import empty_all_tables, s3_settings
 from ..private_servers import PrivateServers
 from . import faults
-from .checks import TABLE, format_table
+from .checks import TABLE
 from .cluster import Cluster, running_cluster
 from .embedded import running_embedded
 
@@ -116,8 +116,16 @@ def _distributed(servers: PrivateServers, chaos_db: Database, tmp_path: Path, *,
 
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """Each scenario's report carries its row of the table: under pytest-xdist the scenarios
+    run in worker processes, and only reports reach the process that prints the summary
+    (``tests/conftest.py`` prints the table from them)."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and item.name.startswith("test_chaos[") and TABLE:
+        report.user_properties.append(("chaos_row", (dataclasses.asdict(TABLE[-1]), _SEED[0] if _SEED else 0)))
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if TABLE:
-        terminalreporter.write_sep("=", "chaos: faults injected, jobs affected, jobs lost")
-        terminalreporter.write_line(format_table(TABLE, _SEED[0] if _SEED else 0))
     private_servers.report(terminalreporter)
