@@ -19,7 +19,9 @@ from PIL import Image
 from ..services import free_port
 from ..waiting import wait_for
 
-WAIT = 10.0
+#: Ceiling for a message or an answer of the simulator: reached only when it never comes,
+#: so it is generous — a loaded machine (the suite runs three files at once) is slow.
+WAIT = 60.0
 #: Ceiling for a ``python -m comfysim`` subprocess to answer (imports are slow when loaded).
 START = 90.0
 
