@@ -26,11 +26,11 @@ s3-deps:
 	@command -v radosgw >/dev/null && command -v ceph-mon >/dev/null && command -v ceph-osd >/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq radosgw ceph-mon ceph-osd >/dev/null)
 
-# Three workers, one test file each at a time (pytest-xdist): most of the suite waits on
-# servers, simulated GPUs and Chromium, so on 2 cores three files at once finish much
-# sooner. Tests use private names on the shared servers, so files never collide.
+# One file after another. `make test ARGS="-n 3 --dist loadfile"` runs three files at once
+# (pytest-xdist): about half the time, but on 2 cores the browser's image-editor step and a
+# few ceilings do not yet hold under that load (docs/testing.md).
 test: $(STAMP) browser-deps s3-deps
-	GRADIO_ANALYTICS_ENABLED=False HF_HUB_DISABLE_TELEMETRY=1 $(PY) -m pytest -n 3 --dist loadfile $(ARGS)
+	GRADIO_ANALYTICS_ENABLED=False HF_HUB_DISABLE_TELEMETRY=1 $(PY) -m pytest $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
