@@ -28,7 +28,7 @@ from .auth import SESSION_COOKIE
 from .context import Studio
 
 FILE_ROUTE = "/files"
-_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif",
+MEDIA_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif",
           "FLAC": "audio/flac", "WAV": "audio/wav", "MP3": "audio/mpeg", "MP4": "video/mp4", "WEBM": "video/webm"}
 
 
@@ -36,7 +36,7 @@ def file_url(asset_id: str, *, download: bool = False) -> str:
     return f"{FILE_ROUTE}/{asset_id}" + ("?download=1" if download else "")
 
 
-def _sniff(head: bytes) -> str:
+def sniff_media_type(head: bytes) -> str:
     if head.startswith(b"\x89PNG"):
         return "image/png"
     if head.startswith(b"\xff\xd8"):
@@ -75,7 +75,7 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     return int(first), min(int(last), size - 1) if last else size - 1
 
 
-def _chunks(fh: BinaryIO, head: bytes = b"", remaining: int | None = None) -> Iterator[bytes]:
+def stream_chunks(fh: BinaryIO, head: bytes = b"", remaining: int | None = None) -> Iterator[bytes]:
     """The bytes of ``fh`` after ``head`` (already read from it), ``remaining`` at most; closes it."""
     try:
         if head:
@@ -107,7 +107,7 @@ def add_file_routes(app: fastapi.FastAPI, studio: Studio) -> None:
         try:
             if assets.user_can_read(db, user.id, asset_id, is_admin=user.is_admin):
                 record, fh = assets.open_for_user(db, blobs, user.id, asset_id, is_admin=user.is_admin)
-                name, media_type = record.name, _TYPES.get(record.format.upper(), "")
+                name, media_type = record.name, MEDIA_TYPES.get(record.format.upper(), "")
             elif studio.feed.preview_owner(asset_id) == user.id or (
                 user.is_admin and studio.feed.preview_owner(asset_id) is not None
             ):
@@ -119,7 +119,7 @@ def add_file_routes(app: fastapi.FastAPI, studio: Studio) -> None:
         head = b""
         if not media_type:
             head = fh.read(16)  # an object store's stream cannot seek back
-            media_type = _sniff(head)
+            media_type = sniff_media_type(head)
         filename = name or f"{asset_id[:16]}.{media_type.rsplit('/', 1)[-1]}"
         disposition = "attachment" if download else "inline"
         headers = {
@@ -142,11 +142,11 @@ def add_file_routes(app: fastapi.FastAPI, studio: Studio) -> None:
                                      headers={"Content-Range": f"bytes */{size}", "Accept-Ranges": "bytes"})
         if wanted is None:
             headers["Content-Length"] = str(size)
-            return StreamingResponse(_chunks(fh, head), media_type=media_type, headers=headers)
+            return StreamingResponse(stream_chunks(fh, head), media_type=media_type, headers=headers)
         first, last = wanted
         head = _skip(fh, head, first)
         headers.update({"Content-Range": f"bytes {first}-{last}/{size}", "Content-Length": str(last - first + 1)})
-        return StreamingResponse(_chunks(fh, head, last - first + 1), status_code=206, media_type=media_type,
+        return StreamingResponse(stream_chunks(fh, head, last - first + 1), status_code=206, media_type=media_type,
                                  headers=headers)
 
 

@@ -25,7 +25,7 @@ from backend.jobs.waiting import queue_wait, wait_if_busy
 from backend.workflows import WorkflowSpec
 
 from ..context import Studio
-from ..files import _TYPES, _chunks, _sniff
+from ..files import MEDIA_TYPES, stream_chunks, sniff_media_type
 from .auth import reader, writer
 from .errors import ApiError, ErrorResponse
 from .events import event_stream
@@ -127,7 +127,7 @@ def download(asset_id: str, request: Request, user: TokenUser = Depends(reader))
         raise NotFound(f"No asset {asset_id}.", zh=f"没有文件 {asset_id}。")
     if assets.user_can_read(backend.db, user.user_id, asset_id):
         record, fh = assets.open_for_user(backend.db, backend.blobs, user.user_id, asset_id)
-        media_type = _TYPES.get(record.format.upper(), "")
+        media_type = MEDIA_TYPES.get(record.format.upper(), "")
     elif studio.feed.preview_owner(asset_id) == user.user_id:
         fh, media_type = backend.blobs.open(asset_id), ""
     else:
@@ -135,9 +135,9 @@ def download(asset_id: str, request: Request, user: TokenUser = Depends(reader))
     head = b""
     if not media_type:
         head = fh.read(16)  # an object store's stream cannot seek back
-        media_type = _sniff(head)
+        media_type = sniff_media_type(head)
     name = f"{asset_id[:16]}.{media_type.rsplit('/', 1)[-1]}"
-    return StreamingResponse(_chunks(fh, head), media_type=media_type, headers={
+    return StreamingResponse(stream_chunks(fh, head), media_type=media_type, headers={
         "Cache-Control": "private, max-age=86400", "X-Content-Type-Options": "nosniff",
         "Content-Disposition": f"attachment; filename*=UTF-8''{url_quote(name)}"})
 
