@@ -19,7 +19,7 @@ from .context import Context
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    group = sub.add_parser("assets", help="stored uploads").add_subparsers(dest="action", required=True, metavar="ACTION")
+    group = sub.add_parser("assets", help="stored files: uploads, migrate between stores, verify, gc, usage").add_subparsers(dest="action", required=True, metavar="ACTION")
 
     add = group.add_parser("add", help="store an image for a user, as if uploaded")
     add.add_argument("path", type=Path, help="a PNG, JPEG or WEBP file")
