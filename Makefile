@@ -26,11 +26,11 @@ s3-deps:
 	@command -v radosgw >/dev/null && command -v ceph-mon >/dev/null && command -v ceph-osd >/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq radosgw ceph-mon ceph-osd >/dev/null)
 
-# One file after another. `make test ARGS="-n 3 --dist loadfile"` runs three files at once
-# (pytest-xdist): about half the time, but on 2 cores the browser's image-editor step and a
-# few ceilings do not yet hold under that load (docs/testing.md).
+# Three test files at a time (pytest-xdist, a file stays on one worker so its servers and
+# browser are started once); `make test XDIST=` runs one file after another (docs/testing.md).
+XDIST ?= -n 3 --dist loadfile
 test: $(STAMP) browser-deps s3-deps
-	GRADIO_ANALYTICS_ENABLED=False HF_HUB_DISABLE_TELEMETRY=1 $(PY) -m pytest $(ARGS)
+	GRADIO_ANALYTICS_ENABLED=False HF_HUB_DISABLE_TELEMETRY=1 $(PY) -m pytest $(XDIST) $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

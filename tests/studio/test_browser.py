@@ -40,7 +40,7 @@ from tests.e2e.stack import png_bytes
 
 from .browsing import (ACTIVE, JOB_WAIT, WAIT, Pages, browser, choose, create, draw_stroke, expect,  # noqa: F401
                        fill_prompt, images_loaded, open_context, open_studio, output_src, pages, pixels, shot,
-                       sign_in, sign_up, signed_up, unique, until, wait_state)
+                       sign_in, sign_up, signed_up, unique, until, wait_state, wait_until_shown)
 from .conftest import ADMIN_NAME, ADMIN_PASSWORD, StudioServer
 
 pytestmark = pytest.mark.browser
@@ -125,19 +125,26 @@ def show(page: Any, param: Param) -> None:
         open_tab(page, "Expert")
 
 
+def picture_colour(spec: WorkflowSpec, name: str) -> tuple[int, int, int]:
+    """The colour of the picture the tour uploads for the image input ``name``."""
+    i = [p.name for p in spec.file_params if p.type == "image"].index(name)
+    return (40 + 60 * i, 140, 200)
+
+
 def upload_inputs(page: Any, spec: WorkflowSpec, folder: Path) -> None:
     """Upload a picture for each image input (masks are drawn last: :func:`draw_masks`)."""
-    for i, param in enumerate(p for p in spec.file_params if p.type == "image"):
+    for param in (p for p in spec.file_params if p.type == "image"):
         picture = folder / f"{spec.name}-{param.name}.png"
-        picture.write_bytes(png_bytes(576, 576, (40 + 60 * i, 140, 200)))  # room for the default crop
+        picture.write_bytes(png_bytes(576, 576, picture_colour(spec, param.name)))  # room for the default crop
         page.locator(f"#in-{param.name} input[type=file]").set_input_files(str(picture))
         expect(page.locator("#price-line")).not_to_contain_text(f"Upload {param.label.en} ")
 
 
 def draw_masks(page: Any, spec: WorkflowSpec) -> None:
+    """A stroke on each mask, once its picture shows in the editor."""
     for param in (p for p in spec.file_params if p.type == "mask"):
-        expect(page.locator(f"#in-{param.name} canvas").first).to_be_visible()
-        page.wait_for_timeout(300)
+        assert param.mask_of, f"{spec.name}: the tour draws masks over their picture"
+        wait_until_shown(page, f"#in-{param.name}", picture_colour(spec, param.mask_of))
         draw_stroke(page, f"#in-{param.name}")
 
 
@@ -455,7 +462,7 @@ def test_inpainting_with_a_mask_drawn_in_the_browser_then_drawn_again_from_the_s
     expect(page.locator("#price-line")).to_contain_text("Upload Picture")
     page.locator("#in-image input[type=file]").set_input_files(str(picture))
     expect(page.locator("#price-line")).to_contain_text("Upload Area to repaint")
-    expect(page.locator("#in-mask canvas").first).to_be_visible()
+    wait_until_shown(page, "#in-mask", (30, 140, 200))
     page.locator("#p-prompt textarea").fill("a red boat")
     draw_stroke(page, "#in-mask")
     expect(page.locator("#price-line")).to_contain_text(re.compile(r"Price: \d+ credits"))
