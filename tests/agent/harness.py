@@ -44,6 +44,13 @@ FAST = dict(
     http_timeout=3.0,
 )
 
+#: For tests of what the websocket carries (stages, steps, previews): the socket is not
+#: given up for a short silence. With FAST's one second, a busy machine that delays the
+#: socket's reader lets the watchdog finish the job from /history first, and the events
+#: then arriving for a forgotten job are rightly dropped (tests/agent/test_faults.py
+#: covers that path on purpose).
+STEADY = dict(silence_timeout=30.0, ping_timeout=30.0)
+
 
 class Harness:
     def __init__(self, comfy_url: str, tmp: Path, **config: Any) -> None:

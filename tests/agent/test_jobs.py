@@ -10,7 +10,7 @@ from PIL import Image
 from backend.jobs.messages import upload_name
 from comfysim import SimConfig, SimHandle, start_sim
 
-from .harness import CKPT, NODE, STAGES, Harness, alpha_of_rgb, image_upload, invert_scale, job_message, txt2img
+from .harness import CKPT, NODE, STAGES, STEADY, Harness, alpha_of_rgb, image_upload, invert_scale, job_message, txt2img
 
 
 def test_capabilities_and_state_are_published(sim: SimHandle, harness: Harness) -> None:
@@ -25,7 +25,8 @@ def test_capabilities_and_state_are_published(sim: SimHandle, harness: Harness) 
     assert state.caps_version and state.vram_total_mb > 0 and state.queue_remaining == 0
 
 
-def test_model_free_job_reports_every_step_and_stores_the_output(sim: SimHandle, harness: Harness) -> None:
+def test_model_free_job_reports_every_step_and_stores_the_output(sim: SimHandle, make_harness: Callable[..., Harness]) -> None:
+    harness = make_harness(sim.url, **STEADY)
     asset = harness.store_image(size=(32, 24), color=(10, 200, 30))
     job = harness.dispatch(
         job_message(
@@ -75,7 +76,8 @@ def test_the_same_input_is_uploaded_once_and_rechecked_after_a_reconnect(sim: Si
     assert harness.agent.uploader.sent == 2
 
 
-def test_a_redelivered_job_is_not_submitted_twice(sim: SimHandle, harness: Harness) -> None:
+def test_a_redelivered_job_is_not_submitted_twice(sim: SimHandle, make_harness: Callable[..., Harness]) -> None:
+    harness = make_harness(sim.url, **STEADY)
     asset = harness.store_image()
     job = job_message(invert_scale(upload_name(asset)), uploads=[image_upload(asset)])
     sim.set_faults(hang_in_node="ImageScaleBy")  # keeps the job running while the copy arrives
@@ -140,7 +142,7 @@ def test_a_prompt_comfyui_refuses_fails_with_the_node_errors(sim: SimHandle, har
 def test_txt2img_reports_each_sampler_step_and_previews(make_harness: Callable[..., Harness]) -> None:
     sim = start_sim(SimConfig(models={"checkpoints": [CKPT]}, step_seconds=0.01, previews=True))
     try:
-        harness = make_harness(sim.url, progress_interval=0)  # every step, unpaced
+        harness = make_harness(sim.url, progress_interval=0, **STEADY)  # every step, unpaced
         job = harness.dispatch(job_message(txt2img(steps=8), output_nodes=["9"], stages={"3": {"en": "Drawing", "zh": "绘制中"}}))
         assert harness.wait_end(job["job_id"])["type"] == "succeeded"
         steps = [(e["value"], e["max"]) for e in harness.user_events(job["job_id"], "progress") if e["max"] == 8]
@@ -161,7 +163,7 @@ def test_txt2img_reports_each_sampler_step_and_previews(make_harness: Callable[.
 def test_fast_sampler_steps_are_paced_to_a_few_progress_events_a_second(make_harness: Callable[..., Harness]) -> None:
     sim = start_sim(SimConfig(models={"checkpoints": [CKPT]}, step_seconds=0.002, previews=False))
     try:
-        harness = make_harness(sim.url, progress_interval=0.1)
+        harness = make_harness(sim.url, progress_interval=0.1, **STEADY)
         job = harness.dispatch(job_message(txt2img(steps=100), output_nodes=["9"]))
         assert harness.wait_end(job["job_id"])["type"] == "succeeded"
         progress = harness.user_events(job["job_id"], "progress")

@@ -248,10 +248,10 @@ def pixels(page: Any, src: str) -> bytes:
 
 
 def wait_until_shown(page: Any, selector: str, rgb: tuple[int, int, int], timeout: float = WAIT / 1000) -> None:
-    """Wait until the middle of the ``selector`` element's canvas shows the colour ``rgb``,
-    i.e. an uploaded picture has reached an image editor (a person waits to see it before
-    drawing: a stroke made before the picture has arrived may not survive its arrival). The editor draws with
-    WebGL, so this looks at a screenshot, not at the DOM."""
+    """Wait until the middle of the ``selector`` element's canvas shows the colour ``rgb``:
+    the uploaded picture has reached the image editor. A person waits to see it before
+    drawing; a stroke made before it arrives may not survive its arrival. The editor
+    draws with WebGL, so this looks at a screenshot, not at the DOM."""
     canvas = page.locator(f"{selector} canvas").first
     canvas.scroll_into_view_if_needed()
     deadline = time.monotonic() + timeout
@@ -260,7 +260,8 @@ def wait_until_shown(page: Any, selector: str, rgb: tuple[int, int, int], timeou
         middle = image.getpixel((image.width // 2, image.height // 2))
         if all(abs(a - b) <= 12 for a, b in zip(middle, rgb)):
             return
-        assert time.monotonic() < deadline, f"{selector} still shows {middle}, not the picture {rgb}, after {timeout:g} s"
+        assert time.monotonic() < deadline, \
+            f"{selector} still shows {middle}, not the picture {rgb}, after {timeout:g} s"
         page.wait_for_timeout(200)
 
 
