@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from sqlalchemy import delete, func, select
 
 from backend.accounts import throttle
+from backend.assets import maintenance
 from backend.config import Settings
 from backend.db import Database
 from backend.db.api_models import UserLimit
-from backend.db.models import Asset, AssetOwner, Job, JobOutput, LedgerEntry, User, utcnow
+from backend.db.models import Job, LedgerEntry, User, utcnow
 from backend.errors import InvalidParameter, LimitReached, NotFound, RateLimited
 from backend.jobs.state import ON_NODE, JobState
 
@@ -91,7 +92,6 @@ def _day_start(now: dt.datetime) -> dt.datetime:
 
 def usage(db: Database, user_id: int, *, now: dt.datetime | None = None) -> Usage:
     now = now or utcnow()
-    produced = select(JobOutput.asset_id).join(Job, Job.id == JobOutput.job_id).where(Job.user_id == user_id)
     with db.read() as s:
         states = dict(s.execute(select(Job.state, func.count()).where(Job.user_id == user_id,
                                                                       Job.state.in_((JobState.QUEUED, *ON_NODES)))
@@ -99,11 +99,10 @@ def usage(db: Database, user_id: int, *, now: dt.datetime | None = None) -> Usag
         spent = s.scalar(select(func.coalesce(func.sum(LedgerEntry.amount), 0))
                          .where(LedgerEntry.user_id == user_id, LedgerEntry.kind.in_(("charge", "refund")),
                                 LedgerEntry.created_at >= _day_start(now)))
-        stored = s.scalar(select(func.coalesce(func.sum(Asset.size), 0)).join(AssetOwner, AssetOwner.asset_id == Asset.id)
-                          .where(AssetOwner.user_id == user_id, Asset.id.not_in(produced)))
+    stored = maintenance.usage(db, user_id=user_id)
     return Usage(waiting=int(states.get(JobState.QUEUED, 0)), running=sum(int(states.get(k, 0)) for k in ON_NODES),
                  submits_last_minute=throttle.count(db, _submit_key(user_id), _submit_limit(0), now=now),
-                 spent_today=-int(spent or 0), storage_bytes=int(stored or 0))
+                 spent_today=-int(spent or 0), storage_bytes=stored[0].upload_bytes if stored else 0)
 
 
 def _submit_limit(allowed: int) -> throttle.Limit:
