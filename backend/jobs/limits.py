@@ -7,8 +7,9 @@ the same ones (docs/api.md):
 - ``daily_spend_cap``: credits charged (less refunds) since midnight UTC;
 - ``storage_quota_mb``: bytes of the user's own uploads.
 
-Creators get the defaults of :class:`~backend.config.Settings`; administrators have no
-limit. Either may be overridden per user (``user_limits`` rows, the admin API and
+Each role has its defaults in :class:`~backend.config.Settings`: the settings of these
+names for creators, the ones prefixed ``admin_`` for administrators (none by default).
+Either may be overridden per user (``user_limits`` rows, the admin page and API, and
 ``python -m backend limits``). 0 means no limit. A refusal is a :class:`LimitReached`
 naming the limit and when it frees up.
 """
@@ -22,14 +23,14 @@ from sqlalchemy import delete, func, select
 
 from backend.accounts import throttle
 from backend.assets import maintenance
-from backend.config import Settings
+from backend.config import LIMITS, Settings
 from backend.db import Database
 from backend.db.api_models import UserLimit
 from backend.db.models import Job, LedgerEntry, User, utcnow
 from backend.errors import InvalidParameter, LimitReached, NotFound, RateLimited
 from backend.jobs.state import ON_NODE, JobState
 
-NAMES = ("max_waiting_jobs", "max_running_jobs", "submits_per_minute", "daily_spend_cap", "storage_quota_mb")
+NAMES = LIMITS
 ON_NODES = ON_NODE
 SUBMIT_WINDOW = dt.timedelta(minutes=1)
 #: When a job limit frees up is unknown until a job ends; this is the hint given.
@@ -48,9 +49,9 @@ class Usage:
 
 
 def defaults(settings: Settings, role: str) -> dict[str, int]:
-    if role == "admin":
-        return {name: 0 for name in NAMES}
-    return {name: int(getattr(settings, name)) for name in NAMES}
+    """The limits of ``role`` ("creator" or "admin") before any per-user override."""
+    prefix = "admin_" if role == "admin" else ""
+    return {name: int(getattr(settings, prefix + name)) for name in NAMES}
 
 
 def overrides(db: Database, user_id: int) -> dict[str, int]:
