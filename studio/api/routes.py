@@ -28,7 +28,7 @@ from ..context import Studio
 from ..files import MEDIA_TYPES, stream_chunks, sniff_media_type
 from .auth import reader, writer
 from .errors import ApiError, ErrorResponse
-from .events import event_stream
+from .events import event_stream, last_event_id
 from .schemas import (AssetOut, BalanceOut, JobIn, JobOut, JobPage, LedgerEntryOut, LedgerPage, ParamOut, PresetOut,
                       QuoteIn, QuoteOut, Texts, WebhookAttemptOut, WebhookOut, WorkflowList, WorkflowOut,
                       WorkflowSummary)
@@ -188,10 +188,13 @@ def job_status(job_id: str, request: Request, user: TokenUser = Depends(reader))
             responses={200: {"content": {"text/event-stream": {}},
                              "description": "Server-Sent Events: state, stage, progress, preview, output, end"}},
             summary="Follow a job live (Server-Sent Events)")
-def job_events(job_id: str, request: Request, user: TokenUser = Depends(reader)) -> StreamingResponse:
+def job_events(job_id: str, request: Request, user: TokenUser = Depends(reader),
+               last_event: str | None = Header(None, alias="Last-Event-ID",
+                                               description="Resume after this event (its `id:`)")) -> StreamingResponse:
     studio = _studio(request)
     jobs.get(studio.backend.db, job_id, user_id=user.user_id)  # 404 before the stream starts
-    return StreamingResponse(event_stream(studio, user.user_id, job_id), media_type="text/event-stream",
+    stream = event_stream(studio, user.user_id, job_id, resume_after=last_event_id(last_event))
+    return StreamingResponse(stream, media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
