@@ -183,14 +183,14 @@ def post(target: Target, body: bytes, headers: dict[str, str], *, timeout: float
     No proxy (one from the environment must not carry webhooks elsewhere), no redirect,
     no retry here: the deliverer decides. Raises ``urllib3.exceptions.HTTPError``.
     """
-    options = {"timeout": urllib3.Timeout(connect=timeout, read=timeout), "retries": False, "maxsize": 1}
+    limit = urllib3.Timeout(connect=timeout, read=timeout)
     pool: urllib3.HTTPConnectionPool
     if target.scheme == "https":
-        pool = urllib3.HTTPSConnectionPool(target.address, target.port, server_hostname=target.host,
-                                           assert_hostname=target.host, cert_reqs="CERT_REQUIRED",
-                                           ca_certs=certifi.where(), **options)
+        pool = urllib3.HTTPSConnectionPool(target.address, target.port, timeout=limit, retries=False, maxsize=1,
+                                           server_hostname=target.host, assert_hostname=target.host,
+                                           cert_reqs="CERT_REQUIRED", ca_certs=certifi.where())
     else:
-        pool = urllib3.HTTPConnectionPool(target.address, target.port, **options)
+        pool = urllib3.HTTPConnectionPool(target.address, target.port, timeout=limit, retries=False, maxsize=1)
     try:
         answer = pool.urlopen("POST", target.path, body=body, headers={**headers, "Host": target.host_header},
                               redirect=False, preload_content=False, assert_same_host=False)

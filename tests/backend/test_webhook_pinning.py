@@ -4,13 +4,20 @@ the receiver is a real HTTP server on 127.0.0.1."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import http.server
+import shutil
+import socket
+import ssl
+import subprocess
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import urllib3
 
 from backend import jobs
 from backend.config import Settings
@@ -95,3 +102,35 @@ def test_the_pinned_address_is_reached_with_the_name_as_host(db: Database, recei
     assert webhooks.webhook_of(db, job_id) == (url, "delivered")
     (headers,) = receiver.received
     assert headers["Host"] == f"hooks.invalid:{receiver.port}" and headers["X-Studio-Job"] == job_id
+
+
+def test_over_https_the_name_is_the_tls_server_name(tmp_path: Path) -> None:
+    """Connecting to the pinned address, the TLS handshake still names the host (SNI)
+    and the certificate is checked against it: a self-signed one is refused."""
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=hooks.invalid"], check=True, capture_output=True)
+    server_names: list[str | None] = []
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    context.sni_callback = lambda _sock, name, _ctx: server_names.append(name)  # type: ignore[assignment]
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def handshake() -> None:
+        conn, _ = listener.accept()
+        with contextlib.suppress(ssl.SSLError, OSError), context.wrap_socket(conn, server_side=True):
+            pass
+
+    thread = threading.Thread(target=handshake, daemon=True)
+    thread.start()
+    target = webhooks.pin(Settings(webhook_secret="s", webhook_allow_networks=("127.0.0.1/32",)),
+                          f"https://hooks.invalid:{listener.getsockname()[1]}/h", resolve=lambda host, port: ["127.0.0.1"])
+    try:
+        with pytest.raises(urllib3.exceptions.SSLError, match="certificate verify failed"):
+            webhooks.post(target, b"{}", {}, timeout=5)
+    finally:
+        thread.join(10)
+        listener.close()
+    assert server_names == ["hooks.invalid"]
