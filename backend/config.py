@@ -20,6 +20,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 SIGNUP_MODES = ("open", "invite", "off")
 ASSET_STORES = ("local", "s3")
+#: The per-user limits (backend/jobs/limits.py): each a setting for creators and one
+#: prefixed ``admin_`` for administrators.
+LIMITS = ("max_waiting_jobs", "max_running_jobs", "submits_per_minute", "daily_spend_cap", "storage_quota_mb")
 
 
 @dataclass(frozen=True)
@@ -101,13 +104,19 @@ class Settings:
     webhook_retry_seconds: float = 30.0
     webhook_give_up_seconds: int = 86_400
     webhook_timeout_seconds: float = 10.0
-    #: Per-user limits for creators (administrators have none unless set per user with
-    #: the admin API or ``python -m backend limits``); 0 means no limit (backend/jobs/limits.py).
+    #: Per-user limits, a default per role: these for creators, the ``admin_`` ones for
+    #: administrators; either is overridden per user on the admin page, the admin API or
+    #: with ``python -m backend limits``. 0 means no limit (backend/jobs/limits.py).
     max_waiting_jobs: int = 0
     max_running_jobs: int = 0
     submits_per_minute: int = 0
     daily_spend_cap: int = 0
     storage_quota_mb: int = 0
+    admin_max_waiting_jobs: int = 0
+    admin_max_running_jobs: int = 0
+    admin_submits_per_minute: int = 0
+    admin_daily_spend_cap: int = 0
+    admin_storage_quota_mb: int = 0
 
     @property
     def assets_dir(self) -> Path:
@@ -160,7 +169,7 @@ class Settings:
         for name in ("webhook_retry_seconds", "webhook_give_up_seconds", "webhook_timeout_seconds"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
-        for name in ("max_waiting_jobs", "max_running_jobs", "submits_per_minute", "daily_spend_cap", "storage_quota_mb"):
+        for name in [prefix + limit for prefix in ("", "admin_") for limit in LIMITS]:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative (0: no limit)")
         for network in self.webhook_allow_networks:

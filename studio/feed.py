@@ -7,6 +7,10 @@ One bus subscription per studio process receives every user's events. The
 - per-job listener queues: the Create page's progress handler blocks on one;
 - a per-job snapshot (stage, steps, latest preview, outputs), so a page opened in the
   middle of a job shows where it is instead of waiting for the next event;
+- per-job numbers: each event of a job is numbered in the order it arrived, and the
+  last ``MAX_REPLAY`` events a running job showed (stage, progress, preview, output) are
+  kept, so a stream that broke off resumes after the last event it had
+  (:meth:`Feed.watch` with ``replay_after``, the API's ``Last-Event-ID``);
 - per-user notices (a job finished, failed or was cancelled), which every page polls
   to tell the user wherever they are;
 - which user each preview belongs to: previews are blobs without an owner row, and the
@@ -40,6 +44,11 @@ MAX_NOTICES = 50
 MAX_PREVIEWS = 20_000
 #: A listener that nobody drains (a vanished browser) must not grow without end.
 LISTENER_QUEUE = 1_000
+#: Events of a running job kept for a stream that resumes (dropped when the job ends:
+#: its end record then says what happened).
+MAX_REPLAY = 64
+#: The events a resumed stream is given again.
+REPLAYED = ("stage", "progress", "preview", "output")
 
 
 @dataclass
@@ -61,6 +70,10 @@ class JobSnapshot:
     kinds: dict[str, str] = field(default_factory=dict)
     reason: dict[str, str] | None = None
     refunded: int = 0
+    #: The number of the job's latest event (each event routed carries its own as ``seq``).
+    seq: int = 0
+    #: The latest events of a running job, numbered, for :meth:`Feed.watch`'s replay.
+    recent: collections.deque[dict[str, Any]] = field(default_factory=lambda: collections.deque(maxlen=MAX_REPLAY))
 
     @property
     def step(self) -> float:
@@ -116,7 +129,13 @@ class Feed:
         with self._lock:
             if job_id:
                 snap = self._snapshot(job_id, user_id)
+                snap.seq += 1
+                event = {**event, "seq": snap.seq}
                 self.apply(snap, event)
+                if kind in REPLAYED:
+                    snap.recent.append(event)
+                elif kind in TERMINAL:
+                    snap.recent.clear()
                 if kind == "succeeded" and snap.workflow and snap.nodes:
                     self.times.observe(snap.workflow, snap.nodes, float(event.get("ts") or snap.nodes[-1][1]))
             if kind == "preview" and event.get("asset"):
@@ -180,15 +199,23 @@ class Feed:
     # ---- the session side ---------------------------------------------------------------
 
     @contextlib.contextmanager
-    def watch(self, user_id: int, job_id: str) -> Iterator[queue.Queue[dict[str, Any]]]:
+    def watch(self, user_id: int, job_id: str, *, replay_after: int | None = None
+              ) -> Iterator[queue.Queue[dict[str, Any]]]:
         """A queue of ``job_id``'s events while the block runs (only if ``user_id`` owns it).
 
         Register before reading the job's state from the database, so that no event
-        between the read and the first ``get`` is lost.
+        between the read and the first ``get`` is lost. With ``replay_after`` (the
+        ``seq`` of the last event a broken-off stream had), the kept events after it come
+        first, each once: none is both replayed and routed.
         """
         q: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=LISTENER_QUEUE)
         entry = (user_id, q)
         with self._lock:
+            snap = self._jobs.get(job_id)
+            if replay_after is not None and snap is not None and snap.user_id == user_id:
+                for event in snap.recent:
+                    if event["seq"] > replay_after:
+                        q.put_nowait(dict(event))
             self._listeners.setdefault(job_id, []).append(entry)
         try:
             yield q

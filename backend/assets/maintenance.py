@@ -9,7 +9,8 @@
   failed, an output whose event was never applied, old previews) once they are older
   than a grace period, which keeps a write in flight (blob stored, row not yet
   committed) safe.
-* :func:`usage` sums the stored bytes per user.
+* :func:`usage` sums the stored bytes per user: all of them (what the admin sees) and
+  their own uploads (what the storage quota of :mod:`backend.jobs.limits` counts).
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select
+from sqlalchemy import case, exists, func, select
 
 from ..db import Database
-from ..db.models import Asset, AssetOwner, User
+from ..db.models import Asset, AssetOwner, Job, JobOutput, User
 from ..errors import InvalidUpload
 from ..ports.blob_store import BlobStore
 from .blobs import read_chunks
@@ -132,16 +133,25 @@ class UserUsage:
     username: str
     assets: int
     bytes: int
+    #: Of ``bytes``, the user's own uploads (masks drawn in the studio included); the
+    #: outputs of their jobs are not counted against their storage quota.
+    upload_bytes: int
 
 
-def usage(db: Database) -> list[UserUsage]:
-    """Stored bytes per user, largest first (an asset two users own counts for both)."""
+def usage(db: Database, *, user_id: int | None = None) -> list[UserUsage]:
+    """Stored bytes per user (only ``user_id``'s if given), largest first (an asset two
+    users own counts for both)."""
+    produced = exists().where(JobOutput.asset_id == Asset.id, Job.id == JobOutput.job_id, Job.user_id == User.id)
     stmt = (
-        select(User.id, User.name, func.count(Asset.id), func.coalesce(func.sum(Asset.size), 0))
+        select(User.id, User.name, func.count(Asset.id), func.coalesce(func.sum(Asset.size), 0),
+               func.coalesce(func.sum(case((produced, 0), else_=Asset.size)), 0))
         .join(AssetOwner, AssetOwner.user_id == User.id)
         .join(Asset, Asset.id == AssetOwner.asset_id)
         .group_by(User.id, User.name)
         .order_by(func.sum(Asset.size).desc(), User.id)
     )
+    if user_id is not None:
+        stmt = stmt.where(User.id == user_id)
     with db.read() as s:
-        return [UserUsage(uid, name, int(count), int(size)) for uid, name, count, size in s.execute(stmt)]
+        return [UserUsage(uid, name, int(count), int(size), int(uploads))
+                for uid, name, count, size, uploads in s.execute(stmt)]

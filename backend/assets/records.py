@@ -9,9 +9,11 @@ Ordering that keeps files and rows consistent:
 * an upload is streamed and inspected as a *staged* temp file; a rejected upload is
   discarded before it ever has a hash name, so nothing is stored and no file that another
   writer stored under the same hash can be removed;
-* an accepted upload's file is moved to its hash name inside the write transaction,
-  after the rows are flushed, so a committed row always has its file (a failed commit
-  can leave an unreferenced blob, which is harmless: it holds exactly those bytes).
+* an accepted upload is written under its hash name (a complete file or object, never
+  replaced) *before* the short transaction that records its rows, so a committed row
+  always has its bytes and no transaction waits on the object store; a transaction that
+  then fails leaves an unreferenced blob, which is harmless (it holds exactly those
+  bytes, a retry finds it, ``assets gc`` removes it after its grace period).
 
 Rows are inserted with ``ON CONFLICT DO NOTHING`` on both SQLite and PostgreSQL, which
 makes every call idempotent and lets concurrent uploads of the same bytes both succeed.
@@ -76,14 +78,17 @@ def store_upload(
     display = display_name(name)
     with blobs.stage(chunks, max_bytes=max_bytes) as staged:
         info = inspect_image_file(staged.path, max_bytes=max_bytes, max_pixels=max_pixels)
-        with db.write() as s:
+        with db.read() as s:  # an unknown user's bytes are not worth storing
             if s.get(User, user_id) is None:
                 raise NotFound(f"No user with id {user_id}.", zh=f"没有编号为 {user_id} 的用户。")
-            asset = {"id": staged.sha256, "size": staged.size, "kind": "image", "format": info.format}
-            _insert_ignore(s, Asset, {**asset, "width": info.width, "height": info.height}, ["id"])
-            _insert_ignore(s, AssetOwner, {"asset_id": staged.sha256, "user_id": user_id, "name": display}, ["asset_id", "user_id"])
-            staged.commit()
-            return _owned(s, staged.sha256, user_id)
+        stored = staged.commit()  # the object first, outside any transaction (see the module doc)
+    with db.write() as s:
+        if s.get(User, user_id) is None:
+            raise NotFound(f"No user with id {user_id}.", zh=f"没有编号为 {user_id} 的用户。")
+        asset = {"id": stored.sha256, "size": stored.size, "kind": "image", "format": info.format}
+        _insert_ignore(s, Asset, {**asset, "width": info.width, "height": info.height}, ["id"])
+        _insert_ignore(s, AssetOwner, {"asset_id": stored.sha256, "user_id": user_id, "name": display}, ["asset_id", "user_id"])
+        return _owned(s, stored.sha256, user_id)
 
 
 def register_output(

@@ -100,6 +100,9 @@ class Job(Base):
     #: Input parameter name -> asset id (sha256) of the stored upload.
     inputs: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     idempotency_key: Mapped[str] = mapped_column(String(64))
+    #: SHA-256 of what was asked (workflow, parameters as sent, webhook), so that a key
+    #: reused for another request is refused; None on jobs older than revision 0009.
+    request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     state: Mapped[str] = mapped_column(String(16), default=JobState.QUEUED.value)
     cost: Mapped[int] = mapped_column(BigInteger)
     #: Predicted peak memory in MiB, from the workflow's memory formula.

@@ -23,13 +23,15 @@ if TYPE_CHECKING:
         get,
         list_for_user,
         most_used_workflows,
+        request_hash,
+        same_request,
         succeed,
         transition,
     )
 
 __all__ = [
     "MAX_IDEMPOTENCY_KEY", "JobRecord", "NewJob", "cancel", "create", "fail", "find_by_key", "get", "list_for_user",
-    "most_used_workflows", "succeed", "transition",
+    "most_used_workflows", "request_hash", "same_request", "succeed", "transition",
 ]
 
 

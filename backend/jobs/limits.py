@@ -7,8 +7,9 @@ the same ones (docs/api.md):
 - ``daily_spend_cap``: credits charged (less refunds) since midnight UTC;
 - ``storage_quota_mb``: bytes of the user's own uploads.
 
-Creators get the defaults of :class:`~backend.config.Settings`; administrators have no
-limit. Either may be overridden per user (``user_limits`` rows, the admin API and
+Each role has its defaults in :class:`~backend.config.Settings`: the settings of these
+names for creators, the ones prefixed ``admin_`` for administrators (none by default).
+Either may be overridden per user (``user_limits`` rows, the admin page and API, and
 ``python -m backend limits``). 0 means no limit. A refusal is a :class:`LimitReached`
 naming the limit and when it frees up.
 """
@@ -21,14 +22,15 @@ from dataclasses import dataclass
 from sqlalchemy import delete, func, select
 
 from backend.accounts import throttle
-from backend.config import Settings
+from backend.assets import maintenance
+from backend.config import LIMITS, Settings
 from backend.db import Database
 from backend.db.api_models import UserLimit
-from backend.db.models import Asset, AssetOwner, Job, JobOutput, LedgerEntry, User, utcnow
+from backend.db.models import Job, LedgerEntry, User, utcnow
 from backend.errors import InvalidParameter, LimitReached, NotFound, RateLimited
 from backend.jobs.state import ON_NODE, JobState
 
-NAMES = ("max_waiting_jobs", "max_running_jobs", "submits_per_minute", "daily_spend_cap", "storage_quota_mb")
+NAMES = LIMITS
 ON_NODES = ON_NODE
 SUBMIT_WINDOW = dt.timedelta(minutes=1)
 #: When a job limit frees up is unknown until a job ends; this is the hint given.
@@ -47,9 +49,9 @@ class Usage:
 
 
 def defaults(settings: Settings, role: str) -> dict[str, int]:
-    if role == "admin":
-        return {name: 0 for name in NAMES}
-    return {name: int(getattr(settings, name)) for name in NAMES}
+    """The limits of ``role`` ("creator" or "admin") before any per-user override."""
+    prefix = "admin_" if role == "admin" else ""
+    return {name: int(getattr(settings, prefix + name)) for name in NAMES}
 
 
 def overrides(db: Database, user_id: int) -> dict[str, int]:
@@ -91,7 +93,6 @@ def _day_start(now: dt.datetime) -> dt.datetime:
 
 def usage(db: Database, user_id: int, *, now: dt.datetime | None = None) -> Usage:
     now = now or utcnow()
-    produced = select(JobOutput.asset_id).join(Job, Job.id == JobOutput.job_id).where(Job.user_id == user_id)
     with db.read() as s:
         states = dict(s.execute(select(Job.state, func.count()).where(Job.user_id == user_id,
                                                                       Job.state.in_((JobState.QUEUED, *ON_NODES)))
@@ -99,11 +100,10 @@ def usage(db: Database, user_id: int, *, now: dt.datetime | None = None) -> Usag
         spent = s.scalar(select(func.coalesce(func.sum(LedgerEntry.amount), 0))
                          .where(LedgerEntry.user_id == user_id, LedgerEntry.kind.in_(("charge", "refund")),
                                 LedgerEntry.created_at >= _day_start(now)))
-        stored = s.scalar(select(func.coalesce(func.sum(Asset.size), 0)).join(AssetOwner, AssetOwner.asset_id == Asset.id)
-                          .where(AssetOwner.user_id == user_id, Asset.id.not_in(produced)))
+    stored = maintenance.usage(db, user_id=user_id)
     return Usage(waiting=int(states.get(JobState.QUEUED, 0)), running=sum(int(states.get(k, 0)) for k in ON_NODES),
                  submits_last_minute=throttle.count(db, _submit_key(user_id), _submit_limit(0), now=now),
-                 spent_today=-int(spent or 0), storage_bytes=int(stored or 0))
+                 spent_today=-int(spent or 0), storage_bytes=stored[0].upload_bytes if stored else 0)
 
 
 def _submit_limit(allowed: int) -> throttle.Limit:

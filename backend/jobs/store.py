@@ -8,7 +8,10 @@ the second time. Failing or cancelling a job refunds it in the same transaction.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import uuid
+from collections.abc import Mapping
 from collections.abc import Collection
 from dataclasses import dataclass, fields
 from typing import Any
@@ -39,6 +42,7 @@ class JobRecord:
     params: dict[str, Any]
     inputs: dict[str, str]
     idempotency_key: str
+    request_hash: str | None
     state: JobState
     cost: int
     memory_mb: float
@@ -75,6 +79,16 @@ class NewJob:
     idempotency_key: str
     memory_mb: float = 0.0
     estimate_seconds: float = 0.0
+    #: :func:`request_hash` of the submit that asked for the job.
+    request_hash: str | None = None
+
+
+def request_hash(workflow: str, params: Mapping[str, Any], *, expert: bool = False, webhook_url: str | None = None) -> str:
+    """The fingerprint of a submit as it was asked: the parameters as sent, before
+    validation picks a random seed, so that a retry of the same request has the same one."""
+    asked = {"workflow": workflow, "params": dict(params), "expert": expert, "webhook_url": webhook_url or None}
+    canonical = json.dumps(asked, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def create(db: Database, new: NewJob) -> tuple[JobRecord, bool]:
@@ -88,7 +102,7 @@ def create(db: Database, new: NewJob) -> tuple[JobRecord, bool]:
         raise InvalidParameter(f"An idempotency key has 1–{MAX_IDEMPOTENCY_KEY} characters.", param="idempotency_key")
     existing = find_by_key(db, new.user_id, key)
     if existing is not None:
-        return _same_request(existing, new), False
+        return same_request(existing, new.workflow, new.request_hash), False
     try:
         with db.write() as s:
             if s.scalar(select(User.disabled).where(User.id == new.user_id)):
@@ -100,6 +114,7 @@ def create(db: Database, new: NewJob) -> tuple[JobRecord, bool]:
                 params=dict(new.params),
                 inputs=dict(new.inputs),
                 idempotency_key=key,
+                request_hash=new.request_hash,
                 state=JobState.QUEUED.value,
                 cost=new.cost,
                 memory_mb=new.memory_mb,
@@ -115,7 +130,7 @@ def create(db: Database, new: NewJob) -> tuple[JobRecord, bool]:
         existing = find_by_key(db, new.user_id, key)
         if existing is None:
             raise
-        return _same_request(existing, new), False
+        return same_request(existing, new.workflow, new.request_hash), False
 
 
 def find_by_key(db: Database, user_id: int, key: str) -> JobRecord | None:
@@ -125,11 +140,16 @@ def find_by_key(db: Database, user_id: int, key: str) -> JobRecord | None:
         return JobRecord.of(job) if job is not None else None
 
 
-def _same_request(job: JobRecord, new: NewJob) -> JobRecord:
-    if job.workflow != new.workflow:
+def same_request(job: JobRecord, workflow: str, fingerprint: str | None) -> JobRecord:
+    """``job``, made earlier with the idempotency key of a request for ``workflow`` with
+    ``fingerprint`` (:func:`request_hash`), if that request is the same one; otherwise
+    InvalidParameter (``idempotency_key``): a key names one request, never two."""
+    known = job.request_hash is not None and fingerprint is not None
+    if job.workflow != workflow or (known and job.request_hash != fingerprint):
         raise InvalidParameter(
-            "This idempotency key was already used for another workflow; send a new key for a new request.",
-            zh="该幂等键已用于其他工作流；新的请求请使用新的键。",
+            "This idempotency key was already used for another request (other workflow or parameters); "
+            "send a new key for a new request.",
+            zh="该幂等键已用于另一个请求（工作流或参数不同）；新的请求请使用新的键。",
             param="idempotency_key",
         )
     return job

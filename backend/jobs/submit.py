@@ -94,10 +94,11 @@ def submit(
     ends (:mod:`backend.jobs.webhooks`). Per-user limits (:mod:`backend.jobs.limits`) are checked
     before anything is charged. ``on_queued`` wakes the dispatcher.
     """
+    fingerprint = jobs.request_hash(workflow, params, expert=expert, webhook_url=webhook_url)
     try:
         replay = jobs.find_by_key(backend.db, user_id, idempotency_key)
         if replay is not None:
-            return Accepted(job=replay, created=False)
+            return Accepted(job=jobs.same_request(replay, workflow, fingerprint), created=False)
         if webhook_url:
             webhooks.check_url(backend.settings, webhook_url)
         job_price = price(backend, user_id, workflow, params, expert=expert)
@@ -126,6 +127,7 @@ def submit(
                     inputs=inputs,
                     cost=priced.cost,
                     idempotency_key=idempotency_key,
+                    request_hash=fingerprint,
                     memory_mb=priced.memory_mb,
                     estimate_seconds=priced.seconds,
                 ),

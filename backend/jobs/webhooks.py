@@ -13,7 +13,11 @@ the job ended; any other answer (4xx, a redirect) gives up at once. Every attemp
 A webhook is not a way into the operator's network: its host must resolve only to
 public addresses, or to networks in ``webhook_allow_networks``; this is checked when
 the job is submitted and again before each attempt (DNS may change), redirects are not
-followed, and the answer's body is never read beyond a few bytes.
+followed, and the answer's body is never read. Each attempt resolves the host once and
+connects to the very address it checked (:func:`pin`), sending the name as ``Host`` and,
+over HTTPS, as the TLS server name (SNI and the certificate check): a name whose DNS
+answer changes between the check and the connection (DNS rebinding) cannot steer the
+POST to a loopback or private address.
 
 Deliveries are claimed with a conditional UPDATE of ``next_at``, so several workers
 (replicas) may run deliverers against one database: each attempt is made once.
@@ -34,7 +38,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import requests
+import certifi
+import urllib3
 from sqlalchemy import select, update
 
 from backend.config import Settings
@@ -54,6 +59,9 @@ SIGNATURE_HEADER = "X-Studio-Signature"
 LEASE = dt.timedelta(minutes=2)
 #: Deliveries tried per pass.
 BATCH = 20
+
+#: DNS: the addresses of a host and port (``socket.getaddrinfo``'s, injectable for tests).
+Resolver = Callable[[str, int], list[str]]
 
 
 @dataclass(frozen=True)
@@ -86,8 +94,34 @@ def _refused(message: str, zh: str) -> InvalidParameter:
     return InvalidParameter(message, zh=zh, param="webhook_url")
 
 
-def check_url(settings: Settings, url: str, *, resolve: Callable[[str, int], list[str]] | None = None) -> str:
+@dataclass(frozen=True)
+class Target:
+    """Where one attempt goes: ``url``'s host, checked, pinned to one of its addresses."""
+
+    scheme: str
+    host: str
+    port: int
+    #: The request target: path and query.
+    path: str
+    #: The checked address the connection is made to.
+    address: str
+
+    @property
+    def host_header(self) -> str:
+        name = f"[{self.host}]" if ":" in self.host else self.host
+        default = 443 if self.scheme == "https" else 80
+        return name if self.port == default else f"{name}:{self.port}"
+
+
+def check_url(settings: Settings, url: str, *, resolve: Resolver | None = None) -> str:
     """``url`` if webhooks are configured and it may be called; InvalidParameter otherwise."""
+    pin(settings, url, resolve=resolve)
+    return url
+
+
+def pin(settings: Settings, url: str, *, resolve: Resolver | None = None) -> Target:
+    """Resolve ``url``'s host once and check every address it has; the :class:`Target`
+    to connect to (InvalidParameter if webhooks are off or any address is refused)."""
     if not settings.webhook_secret:
         raise _refused("Webhooks are not enabled on this studio (the operator sets webhook_secret).",
                        "本工作室未启用 Webhook（需由运维设置 webhook_secret）。")
@@ -103,6 +137,8 @@ def check_url(settings: Settings, url: str, *, resolve: Callable[[str, int], lis
         addresses = (resolve or _resolve)(parts.hostname, port)
     except OSError:
         raise _refused(f"The webhook host {parts.hostname} does not resolve.", f"无法解析 Webhook 主机 {parts.hostname}。") from None
+    if not addresses:
+        raise _refused(f"The webhook host {parts.hostname} does not resolve.", f"无法解析 Webhook 主机 {parts.hostname}。")
     allowed = [ipaddress.ip_network(n, strict=False) for n in settings.webhook_allow_networks]
     for raw in addresses:
         ip = ipaddress.ip_address(raw.split("%", 1)[0])
@@ -112,7 +148,9 @@ def check_url(settings: Settings, url: str, *, resolve: Callable[[str, int], lis
             raise _refused(f"The webhook host {parts.hostname} is a private or local address ({ip}); "
                            "the operator may allow its network (webhook_allow_networks).",
                            f"Webhook 主机 {parts.hostname} 是私有或本地地址（{ip}），需运维在 webhook_allow_networks 中允许。")
-    return url
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return Target(scheme=parts.scheme, host=parts.hostname, port=port, path=path,
+                  address=addresses[0].split("%", 1)[0])
 
 
 def _resolve(host: str, port: int) -> list[str]:
@@ -139,15 +177,40 @@ def webhook_of(db: Database, job_id: str) -> tuple[str, str] | None:
         return (row.url, row.state) if row is not None else None
 
 
+def post(target: Target, body: bytes, headers: dict[str, str], *, timeout: float) -> int:
+    """POST ``body`` to ``target``'s pinned address; the answer's status (its body unread).
+
+    No proxy (one from the environment must not carry webhooks elsewhere), no redirect,
+    no retry here: the deliverer decides. Raises ``urllib3.exceptions.HTTPError``.
+    """
+    limit = urllib3.Timeout(connect=timeout, read=timeout)
+    pool: urllib3.HTTPConnectionPool
+    if target.scheme == "https":
+        pool = urllib3.HTTPSConnectionPool(target.address, target.port, timeout=limit, retries=False, maxsize=1,
+                                           server_hostname=target.host, assert_hostname=target.host,
+                                           cert_reqs="CERT_REQUIRED", ca_certs=certifi.where())
+    else:
+        pool = urllib3.HTTPConnectionPool(target.address, target.port, timeout=limit, retries=False, maxsize=1)
+    try:
+        answer = pool.urlopen("POST", target.path, body=body, headers={**headers, "Host": target.host_header},
+                              redirect=False, preload_content=False, assert_same_host=False)
+        try:
+            return answer.status
+        finally:
+            answer.close()
+    finally:
+        pool.close()
+
+
 class Deliverer:
     """Posts due webhooks; :meth:`run` loops until stopped (a thread of the worker)."""
 
-    def __init__(self, db: Database, settings: Settings, *, interval: float = 1.0) -> None:
+    def __init__(self, db: Database, settings: Settings, *, interval: float = 1.0,
+                 resolve: Resolver | None = None) -> None:
         self.db = db
         self.settings = settings
         self.interval = interval
-        self.http = requests.Session()
-        self.http.trust_env = False  # a proxy from the environment must not carry them elsewhere
+        self.resolve = resolve
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -191,19 +254,17 @@ class Deliverer:
         error: str | None = None
         retry = False
         try:
-            check_url(self.settings, hook.url)
+            target = pin(self.settings, hook.url, resolve=self.resolve)
             timestamp = int(time.time())
             headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(self.settings.webhook_secret, timestamp, body),
                        "User-Agent": "AIGC-Studio-Webhook/1", "X-Studio-Job": job_id}
-            with self.http.post(hook.url, data=body, headers=headers, timeout=self.settings.webhook_timeout_seconds,
-                                allow_redirects=False, stream=True) as answer:
-                status = answer.status_code
+            status = post(target, body, headers, timeout=self.settings.webhook_timeout_seconds)
             retry = status >= 500
         except StudioError as exc:  # the target is no longer allowed: no retry helps
             error = exc.message
-        except requests.Timeout:
+        except urllib3.exceptions.TimeoutError:
             error, retry = "timed out", True
-        except requests.RequestException as exc:
+        except urllib3.exceptions.HTTPError as exc:
             error, retry = f"connection failed: {type(exc).__name__}", True
         ended = job.finished_at or now
         count = hook.attempts + 1

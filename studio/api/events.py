@@ -9,6 +9,12 @@ Each message is ``event: <kind>`` and ``data: <json>``:
 - ``output``: ``{"asset_id", "kind"}`` of an output;
 - ``end``: the final job record (from the database, the truth); the stream closes.
 
+``stage``, ``progress``, ``preview`` and ``output`` carry an ``id:``, the number of the
+event in its job. A client that lost the stream reconnects with ``Last-Event-ID`` (a
+browser's ``EventSource`` does so itself): after the ``state`` record it is given the
+events after that one that it missed (the studio keeps a running job's last
+``MAX_REPLAY`` of :mod:`studio.feed`), then the live ones.
+
 Events on the bus are lossy; the database is re-read every few seconds, so the stream
 always ends, with the right record, even if an event was lost. A comment line every
 ``KEEPALIVE_SECONDS`` keeps proxies from closing an idle stream.
@@ -36,14 +42,21 @@ SETTLE_SECONDS = 10.0
 MAX_STREAM_SECONDS = 6 * 3600
 
 
-def _message(kind: str, data: Any) -> bytes:
-    return f"event: {kind}\ndata: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n".encode()
+def _message(kind: str, data: Any, event_id: int | None = None) -> bytes:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {kind}\ndata: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n".encode()
+
+
+def last_event_id(header: str | None) -> int | None:
+    """The event number a ``Last-Event-ID`` header names; None if it names none."""
+    value = (header or "").strip()
+    return int(value) if value.isdigit() and len(value) < 19 else None
 
 
 def _translate(event: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
     kind = event.get("type")
     if kind == "stage":
-        return "stage", {"stage": event.get("alias"), "graph_node": event.get("node")}
+        return "stage", {"stage": event.get("alias"), "graph_node": event.get("graph_node")}
     if kind == "progress":
         return "progress", {"value": event.get("value", 0), "max": event.get("max", 0)}
     if kind == "preview" and event.get("asset"):
@@ -53,10 +66,12 @@ def _translate(event: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
     return None
 
 
-def event_stream(studio: Studio, user_id: int, job_id: str) -> Iterator[bytes]:
-    """The stream of one job the caller owns (checked before the stream starts)."""
+def event_stream(studio: Studio, user_id: int, job_id: str, *, resume_after: int | None = None) -> Iterator[bytes]:
+    """The stream of one job the caller owns (checked before the stream starts); with
+    ``resume_after``, the events after that one come first."""
     db = studio.backend.db
-    with studio.feed.watch(user_id, job_id) as q:  # before reading the job: no event lost in between
+    # Watching before reading the job: no event is lost in between.
+    with studio.feed.watch(user_id, job_id, replay_after=resume_after) as q:
         job = jobs.get(db, job_id, user_id=user_id)
         yield _message("state", job_payload(job_card(db, job_id)))
         state = job.state
@@ -71,7 +86,7 @@ def event_stream(studio: Studio, user_id: int, job_id: str) -> Iterator[bytes]:
             if event is not None:
                 translated = _translate(event)
                 if translated is not None:
-                    yield _message(*translated)
+                    yield _message(*translated, event_id=event.get("seq"))
                     last_sent = now
                 if event.get("type") in TERMINAL and ending is None:
                     ending = now

@@ -28,7 +28,7 @@ from ..context import Studio
 from ..files import MEDIA_TYPES, stream_chunks, sniff_media_type
 from .auth import reader, writer
 from .errors import ApiError, ErrorResponse
-from .events import event_stream
+from .events import event_stream, last_event_id
 from .schemas import (AssetOut, BalanceOut, JobIn, JobOut, JobPage, LedgerEntryOut, LedgerPage, ParamOut, PresetOut,
                       QuoteIn, QuoteOut, Texts, WebhookAttemptOut, WebhookOut, WorkflowList, WorkflowOut,
                       WorkflowSummary)
@@ -146,7 +146,8 @@ def download(asset_id: str, request: Request, user: TokenUser = Depends(reader))
              responses={200: {"model": JobOut, "description": "A retried request: the job made the first time"},
                         402: {"model": ErrorResponse, "description": "Not enough credits"},
                         409: {"model": ErrorResponse, "description": "Every node is busy (error.wait_seconds), or the "
-                                                                     "Idempotency-Key was used for another workflow"}},
+                                                                     "Idempotency-Key was used for another request "
+                                                                     "(other workflow or parameters)"}},
              summary="Submit a job")
 def create_job(body: JobIn, request: Request, response: Response, user: TokenUser = Depends(writer),
                idempotency_key: str | None = Header(None, max_length=jobs.MAX_IDEMPOTENCY_KEY,
@@ -160,11 +161,7 @@ def create_job(body: JobIn, request: Request, response: Response, user: TokenUse
                        result.message["zh"], field="queue_if_busy", extra={"wait_seconds": round(result.wait_seconds, 1)})
     if not isinstance(result, Accepted):
         raise result.error
-    if not result.created:
-        if result.job.workflow != body.workflow:
-            raise ApiError(409, "idempotency_conflict", "This Idempotency-Key was already used for another workflow; "
-                           "send a new key for a new request.", "该幂等键已用于其他工作流；新的请求请使用新的键。",
-                           field="Idempotency-Key")
+    if not result.created:  # the same request again (another one with this key was a 409 above)
         response.status_code = 200
     return _job_out(studio, queries.job_card(studio.backend.db, result.job.id))
 
@@ -191,10 +188,13 @@ def job_status(job_id: str, request: Request, user: TokenUser = Depends(reader))
             responses={200: {"content": {"text/event-stream": {}},
                              "description": "Server-Sent Events: state, stage, progress, preview, output, end"}},
             summary="Follow a job live (Server-Sent Events)")
-def job_events(job_id: str, request: Request, user: TokenUser = Depends(reader)) -> StreamingResponse:
+def job_events(job_id: str, request: Request, user: TokenUser = Depends(reader),
+               last_event: str | None = Header(None, alias="Last-Event-ID",
+                                               description="Resume after this event (its `id:`)")) -> StreamingResponse:
     studio = _studio(request)
     jobs.get(studio.backend.db, job_id, user_id=user.user_id)  # 404 before the stream starts
-    return StreamingResponse(event_stream(studio, user.user_id, job_id), media_type="text/event-stream",
+    stream = event_stream(studio, user.user_id, job_id, resume_after=last_event_id(last_event))
+    return StreamingResponse(stream, media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 

@@ -391,7 +391,8 @@ def _wire_form(studio: Studio, form: Form, key_state: gr.State, job_state: gr.St
                 png = mask_png(layer, size=size, **limits) if layer is not None else None
                 if png is not None and size is not None:
                     facts[name] = InputFacts(width=size[0], height=size[1])
-                    if store:
+                    if store:  # a drawn mask is an upload too: it counts against the storage quota
+                        user_limits.check_storage(db, settings, user.id, len(png))
                         record = assets.store_upload(db, studio.backend.blobs, user.id, [png], name="mask.png",
                                                      **limits)
                         ids[name] = record.id

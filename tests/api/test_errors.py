@@ -106,6 +106,13 @@ def test_409_idempotency_conflict_and_ended_jobs(embedded: Studio) -> None:
     body = error(api.submit({"workflow": "photo-flip", "params": {"image": asset}, "queue_if_busy": True}, key), 409,
                  "idempotency_conflict")
     assert body["field"] == "Idempotency-Key"
+    balance = api.get("/v1/balance").json()["balance"]
+    other = api.submit({"workflow": "invert-scale", "params": {"image": asset, "scale": 2.0}, "queue_if_busy": True}, key)
+    assert error(other, 409, "idempotency_conflict")["field"] == "Idempotency-Key", "the same workflow, other params"
+    same = api.submit({"workflow": "invert-scale", "params": {"image": asset}, "queue_if_busy": True}, key)
+    assert same.status_code == 200 and same.json()["id"] == job["id"], same.text
+    assert api.get("/v1/balance").json()["balance"] == balance, "neither the conflict nor the retry charged"
+    assert len(api.get("/v1/jobs").json()["jobs"]) == 1
     wait_for(lambda: api.get(f"/v1/jobs/{job['id']}").json()["state"] == "succeeded", 60, "the job to succeed")
     error(api.post(f"/v1/jobs/{job['id']}/cancel"), 409, "job_state")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import threading
 import uuid
@@ -62,8 +63,22 @@ def test_replayed_idempotency_key_charges_once(db: Database) -> None:
     again, created_again = jobs.create(db, new_job(user.id, 4, key="req-1"))
     assert created and not created_again and again.id == first.id
     assert balance_of(db, user.id) == 6
-    with pytest.raises(InvalidParameter, match="another workflow"):
+    with pytest.raises(InvalidParameter, match="another request"):
         jobs.create(db, new_job(user.id, 4, key="req-1", workflow="txt2img-sd15"))
+
+
+def test_a_key_reused_for_other_parameters_is_refused_and_charges_nothing(db: Database) -> None:
+    user = make_user(db, "cub", credits=10)
+    asked = jobs.request_hash("invert-scale", {"scale": 2.0, "seed": -1})
+    first, _ = jobs.create(db, dataclasses.replace(new_job(user.id, 4, key="req-2"), request_hash=asked))
+    assert jobs.request_hash("invert-scale", {"seed": -1, "scale": 2.0}) == asked, "the order of params is no difference"
+    other = dataclasses.replace(new_job(user.id, 4, key="req-2"), request_hash=jobs.request_hash("invert-scale", {"scale": 3.0}))
+    with pytest.raises(InvalidParameter, match="another request") as caught:
+        jobs.create(db, other)
+    assert caught.value.param == "idempotency_key"
+    again, created = jobs.create(db, dataclasses.replace(new_job(user.id, 4, key="req-2"), request_hash=asked))
+    assert not created and again.id == first.id
+    assert balance_of(db, user.id) == 6
 
 
 def test_concurrent_replays_of_one_key_charge_once(db: Database) -> None:

@@ -12,7 +12,7 @@ from backend import accounts, jobs
 from backend.accounts import tokens
 from backend.config import Settings
 from backend.db import Database
-from backend.errors import AuthError, LimitReached, PermissionDenied
+from backend.errors import AuthError, ConfigError, LimitReached, PermissionDenied
 from backend.jobs import limits
 
 from .helpers import charged_job, make_user
@@ -53,6 +53,27 @@ def test_submits_per_minute_and_the_role_defaults(db: Database) -> None:
     for _ in range(5):  # administrators have no limit unless one is set for them
         limits.check_submit(db, settings, admin.id, 0, now=now)
     assert limits.effective(db, settings, creator.id)["submits_per_minute"] == 2
+
+
+def test_each_role_has_its_defaults_and_a_user_override_wins(db: Database) -> None:
+    settings = Settings().with_values({"max_waiting_jobs": 1, "admin_max_waiting_jobs": 3, "admin_daily_spend_cap": 50})
+    creator, admin = make_user(db, "maker", credits=100), make_user(db, "chief", credits=100, role="admin")
+    assert limits.effective(db, settings, creator.id)["max_waiting_jobs"] == 1
+    assert limits.effective(db, settings, admin.id) == {**dict.fromkeys(limits.NAMES, 0), "max_waiting_jobs": 3,
+                                                        "daily_spend_cap": 50}
+    for _ in range(3):
+        limits.check_submit(db, settings, admin.id, 1)
+        charged_job(db, admin, 1)
+    with pytest.raises(LimitReached) as caught:
+        limits.check_submit(db, settings, admin.id, 1)
+    assert caught.value.limit == "max_waiting_jobs"
+    limits.set_override(db, admin.id, "max_waiting_jobs", 0)  # this administrator: no limit
+    limits.check_submit(db, settings, admin.id, 1)
+    charged_job(db, creator, 1)
+    with pytest.raises(LimitReached):
+        limits.check_submit(db, settings, creator.id, 1)
+    with pytest.raises(ConfigError, match="admin_storage_quota_mb"):
+        Settings().with_values({"admin_storage_quota_mb": -1})
 
 
 def test_tokens(db: Database) -> None:
