@@ -1,8 +1,8 @@
 """ComfyUI's vocabulary → the studio's: pure functions, no I/O.
 
-The runner feeds websocket messages and history entries through these helpers and
-publishes what they return; keeping them free of I/O keeps the mapping readable and
-testable on its own.
+The follower (``following.py``) feeds websocket messages and history entries through
+these helpers and publishes what they return; keeping them free of I/O keeps the mapping
+readable and testable on its own.
 """
 
 from __future__ import annotations
