@@ -76,11 +76,11 @@ class Follower:
             return
         job.heard()
         try:
-            asset = self._outputs.store_preview(preview.image)
+            asset_id = self._outputs.store_preview(preview.image)
         except (StudioError, OSError) as exc:
             log.warning("job_id=%s node_id=%s preview not stored: %s", job.job_id, self._node, exc)
             return
-        self._publish.user(job, "preview", asset=asset, kind="image")
+        self._publish.user(job, "preview", asset_id=asset_id, kind="image")
 
     def _apply(self, job: ActiveJob, kind: str, data: dict[str, Any]) -> None:
         if kind == "execution_start":
@@ -156,7 +156,7 @@ class Follower:
             stored = self._outputs.fetch(ref, job_id=job.job_id)
             self._publish.lifecycle("output", job.message, graph_node=graph_node, position=len(job.files), seconds=None, **stored.fields())
             job.files.add(key)
-            log.info("job_id=%s node_id=%s output %s stored as %s", job.job_id, self._node, ref["filename"], stored.asset)
+            log.info("job_id=%s node_id=%s output %s stored as %s", job.job_id, self._node, ref["filename"], stored.asset_id)
 
     def _finish_from_history(self, job: ActiveJob) -> None:
         entry = self._client.history(job.prompt_id)
