@@ -1,5 +1,5 @@
-"""Putting a job's inputs on the node, each once (design §2: "uploads missing inputs by
-content hash").
+"""Putting a job's inputs on the node, each once: only missing inputs are uploaded, found
+by content hash.
 
 An input's node-side name is derived from its sha256 (``backend.jobs.messages.upload_name``),
 so a name the node has always holds the right bytes and is never uploaded again. What
