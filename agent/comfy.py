@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import requests
@@ -128,14 +129,22 @@ class ComfyClient:
         response.close()
         return response.status_code == 200
 
-    def upload(self, data: bytes, *, filename: str, subfolder: str, mask_of: dict[str, str] | None = None) -> str:
-        """Upload an input image (or a mask onto ``mask_of``); the name the node stored it under."""
+    def upload(self, chunks: Iterable[bytes], *, size: int | None, filename: str, subfolder: str,
+               mask_of: dict[str, str] | None = None) -> str:
+        """Upload an input image (or a mask onto ``mask_of``); the name the node stored it under.
+
+        The bytes are streamed from ``chunks`` into the multipart body as it is sent, so an
+        input is never held whole in memory; with its ``size`` known the body has a
+        Content-Length, else it goes out chunked (aiohttp, ComfyUI's server, takes both).
+        """
         fields = {"type": "input", "subfolder": subfolder}
         path = "/upload/image"
         if mask_of is not None:
             path = "/upload/mask"
             fields["original_ref"] = json.dumps(mask_of)
-        response = self._request("POST", path, files={"image": (filename, data, "image/png")}, data=fields)
+        body = MultipartBody(fields, part="image", filename=filename, content_type="image/png", chunks=chunks, size=size)
+        data = body if body.length is not None else iter(body)
+        response = self._request("POST", path, data=data, headers={"Content-Type": body.content_type})
         if response.status_code != 200:
             raise ComfyUnavailable(f"ComfyUI refused the upload of {filename} with HTTP {response.status_code}")
         return str(response.json()["name"])
@@ -148,6 +157,51 @@ class ComfyClient:
             response.close()
             raise ComfyUnavailable(f"ComfyUI has no output file {ref['filename']} (HTTP {response.status_code})")
         return _chunks(response)
+
+
+class MultipartBody:
+    """A ``multipart/form-data`` body of text fields and one file part whose bytes are
+    read from an iterable only while the body is sent. requests sends an iterable that has
+    a ``__len__`` with that Content-Length and a bare iterator chunked, so a body of
+    unknown ``length`` is passed as ``iter(body)``."""
+
+    def __init__(self, fields: dict[str, str], *, part: str, filename: str, content_type: str,
+                 chunks: Iterable[bytes], size: int | None) -> None:
+        boundary = uuid.uuid4().hex
+        self.content_type = f"multipart/form-data; boundary={boundary}"
+        head = b"".join(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+            for name, value in fields.items()
+        )
+        head += (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{part}"; filename="{_quoted(filename)}"\r\n'
+            f"Content-Type: {content_type}\r\n\r\n"
+        ).encode()
+        self._head, self._tail = head, f"\r\n--{boundary}--\r\n".encode()
+        self._chunks = chunks
+        self._size = size
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self._head
+        for chunk in self._chunks:
+            if chunk:  # an empty chunk would end a chunked body early
+                yield chunk
+        yield self._tail
+
+    @property
+    def length(self) -> int | None:
+        """The body's size in bytes, when the file part's size is known."""
+        if self._size is None:
+            return None
+        return len(self._head) + self._size + len(self._tail)
+
+    def __len__(self) -> int:
+        return self.length or 0
+
+
+def _quoted(filename: str) -> str:
+    """The file name as a quoted-string of a Content-Disposition header."""
+    return filename.replace("\\", "\\\\").replace('"', '\\"').replace("\r", "").replace("\n", "")
 
 
 def _chunks(response: requests.Response) -> Iterator[bytes]:

@@ -7,7 +7,7 @@ this journal remembers which prompts it submitted. One file per job,
 started. It is written atomically (temporary file, fsync, rename) **before** the prompt is
 posted, updated once when the job starts, and removed when the job is settled (its last
 event published, or it was cancelled). A restarted agent adopts every entry whose
-reservation is still held (see ``JobRunner``).
+reservation is still held (see ``recovery.py``).
 
 Only the agent of this node id reads and writes the folder; files that cannot be read are
 logged and discarded (a torn write cannot happen with the rename, but a disk can fail).

@@ -25,7 +25,7 @@ log = logging.getLogger("agent.outputs.OutputStore")
 
 @dataclass(frozen=True)
 class StoredFile:
-    asset: str
+    asset_id: str
     size: int
     kind: str  # image, video, audio or file
     format: str | None
@@ -35,7 +35,7 @@ class StoredFile:
     def fields(self) -> dict[str, Any]:
         """The ``output`` lifecycle fields this file provides."""
         return {
-            "asset": self.asset,
+            "asset_id": self.asset_id,
             "kind": self.kind,
             "format": self.format,
             "size": self.size,

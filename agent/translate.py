@@ -1,8 +1,8 @@
 """ComfyUI's vocabulary → the studio's: pure functions, no I/O.
 
-The runner feeds websocket messages and history entries through these helpers and
-publishes what they return; keeping them free of I/O keeps the mapping readable and
-testable on its own.
+The follower (``following.py``) feeds websocket messages and history entries through
+these helpers and publishes what they return; keeping them free of I/O keeps the mapping
+readable and testable on its own.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def stage_alias(stages: dict[str, StageAlias], graph_node_id: str | None) -> Sta
 
 
 def stage_fields(stages: dict[str, StageAlias], graph_node_id: str | None) -> dict[str, Any]:
-    """Where a failure happened, for the ``failed`` lifecycle event: the graph ``node``, the
+    """Where a failure happened, for the ``failed`` lifecycle event: the ``graph_node``, the
     ``stage`` name the backend stores and shows (English), and ``stage_alias`` with both
     languages. All None when no node is to blame."""
     if graph_node_id is None:

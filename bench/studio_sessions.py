@@ -34,8 +34,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -46,7 +44,7 @@ from typing import Any
 
 import requests
 
-from tests.services import free_port
+from tests.studio_process import start_studio, stop_studio
 
 from . import common
 from .common import mark, ms
@@ -77,78 +75,6 @@ def rss_bytes(pid: int) -> int:
         except OSError:
             pass
     return total
-
-
-@dataclass
-class Studio:
-    url: str
-    sim_ports: list[int]
-    process: subprocess.Popen
-    data_dir: Path
-    log_path: Path
-
-    def faults(self, **changes: Any) -> None:
-        for p in self.sim_ports:
-            requests.post(f"http://127.0.0.1:{p}/sim/faults", json=changes, timeout=5).raise_for_status()
-
-    def reset_faults(self) -> None:
-        for p in self.sim_ports:
-            requests.delete(f"http://127.0.0.1:{p}/sim/faults", timeout=5).raise_for_status()
-
-    def metric(self, name: str) -> float:
-        text = requests.get(self.url + "/metrics", timeout=5).text
-        m = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
-        return float(m.group(1)) if m else 0.0
-
-    def log_tail(self, n: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
-
-
-def start_studio(root: Path, nodes: int, timeout: float = 120.0) -> Studio:
-    port, sim_base = free_port(), free_port()
-    # comfysim listens on sim_base, sim_base+1, ...; free_port only vouches for the first.
-    data_dir = root / "data"
-    env = dict(os.environ, STUDIO_DATA_DIR=str(data_dir), STUDIO_ADMIN_NAME="admin",
-               STUDIO_ADMIN_PASSWORD=ADMIN_PASSWORD, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_DISABLE_TELEMETRY="1",
-               HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", STUDIO_WELCOME_CREDITS="1000",
-               STUDIO_SIGNUPS_PER_ADDRESS="100000")  # every simulated user signs up from 127.0.0.1
-    for k in ("STUDIO_COMFYUI_URLS", "STUDIO_CONFIG", "STUDIO_DATABASE_URL", "STUDIO_REDIS_URL", "STUDIO_AMQP_URL"):
-        env.pop(k, None)
-    log_path = root / "studio.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, str(common.REPO / "run_studio.py"), "--port", str(port), "--sim-port", str(sim_base),
-             "--simulated-nodes", str(nodes), "--log-level", "WARNING"],
-            cwd=common.REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-    studio = Studio(url=f"http://127.0.0.1:{port}", sim_ports=[sim_base + i for i in range(nodes)], process=process,
-                    data_dir=data_dir, log_path=log_path)
-    deadline = time.monotonic() + timeout
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"run_studio.py exited with {process.returncode}:\n{studio.log_tail()}")
-        try:
-            if studio.metric("studio_nodes_online") >= nodes:
-                return studio
-        except requests.RequestException:
-            pass
-        if time.monotonic() > deadline:
-            stop_studio(studio)
-            raise RuntimeError(f"run_studio.py did not come up within {timeout} s:\n{studio.log_tail()}")
-        time.sleep(0.25)
-
-
-def stop_studio(studio: Studio) -> None:
-    if studio.process.poll() is None:
-        studio.process.terminate()
-        try:
-            studio.process.wait(30)
-        except subprocess.TimeoutExpired:
-            studio.process.kill()
-            studio.process.wait(10)
 
 
 def sign_up(url: str, name: str) -> str:
@@ -303,7 +229,9 @@ def watch(url: str, events: tuple[int, int], sess: Session, timeout: float) -> N
 
 def run(sessions: int, nodes: int, *, settle: float = 5.0, end_timeout: float = 150.0) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="studio-bench-sessions-"))
-    studio = start_studio(root, nodes)
+    studio = start_studio(root / "data", log_path=root / "studio.log", nodes=nodes, timeout=120.0, env=dict(
+        STUDIO_ADMIN_PASSWORD=ADMIN_PASSWORD, STUDIO_WELCOME_CREDITS="1000",
+        STUDIO_SIGNUPS_PER_ADDRESS="100000"))  # every simulated user signs up from 127.0.0.1
     threads: list[threading.Thread] = []
     try:
         base_rss = rss_bytes(studio.process.pid)

@@ -27,6 +27,7 @@ import io
 import statistics
 import time
 import uuid
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from . import common
@@ -57,9 +58,12 @@ def draw_again(data: bytes, blobs: Any = None) -> dict[str, Any]:
     def probe(agent: Any) -> None:
         inner = agent.client.upload
 
-        def upload(payload: bytes, **kw: Any) -> str:
-            sent.append(len(payload))
-            return inner(payload, **kw)
+        def upload(chunks: Iterable[bytes], **kw: Any) -> str:
+            def counted() -> Iterator[bytes]:  # the input streams: count it as it goes out
+                for chunk in chunks:
+                    sent.append(len(chunk))
+                    yield chunk
+            return inner(counted(), **kw)
 
         agent.client.upload = upload
 

@@ -138,8 +138,8 @@ class Feed:
                     snap.recent.clear()
                 if kind == "succeeded" and snap.workflow and snap.nodes:
                     self.times.observe(snap.workflow, snap.nodes, float(event.get("ts") or snap.nodes[-1][1]))
-            if kind == "preview" and event.get("asset"):
-                self._previews[str(event["asset"])] = user_id
+            if kind == "preview" and event.get("asset_id"):
+                self._previews[str(event["asset_id"])] = user_id
                 while len(self._previews) > MAX_PREVIEWS:
                     self._previews.popitem(last=False)
             if kind in TERMINAL or kind == "notice":
@@ -180,9 +180,9 @@ class Feed:
             snap.state = JobState.RUNNING
             snap.value, snap.max = event.get("value", 0), event.get("max", 0)
         elif kind == "preview":
-            snap.preview = event.get("asset")
+            snap.preview = event.get("asset_id")
         elif kind == "output":
-            asset = event.get("asset")
+            asset = event.get("asset_id")
             if asset and asset not in snap.outputs:
                 snap.outputs.append(asset)
             if asset:

@@ -50,7 +50,7 @@ def upstream(graph: Mapping[str, Any], nodes: Iterable[str]) -> set[str]:
 
 def nodes_to_run(spec: WorkflowSpec) -> set[str]:
     """The result nodes and everything upstream of them (ComfyUI runs nothing else)."""
-    return upstream(spec.graph, [o.node for o in spec.outputs]) or set(spec.graph)
+    return upstream(spec.graph, [o.graph_node for o in spec.outputs]) or set(spec.graph)
 
 
 def by_kind(spec: WorkflowSpec) -> dict[str, float]:

@@ -121,11 +121,11 @@ def _follow(ctx: Context, events: queue.Queue[dict[str, Any]], job_id: str, time
 def _describe(event: dict[str, Any]) -> str:
     kind = event["type"]
     if kind == "stage":
-        return f"  stage     {event.get('alias', {}).get('en') or event.get('node')}"
+        return f"  stage     {event.get('alias', {}).get('en') or event.get('graph_node')}"
     if kind == "progress":
         return f"  progress  {event.get('value')}/{event.get('max')}  ({100 * float(event.get('fraction', 0)):.0f}%)"
     if kind == "output":
-        return f"  output    {event.get('asset')}"
+        return f"  output    {event.get('asset_id')}"
     if kind == "failed":
         return f"  failed    {event.get('reason', {}).get('en')} (refunded {event.get('refunded', 0)})"
     return f"  {kind}"

@@ -78,10 +78,10 @@ def import_workflow(ctx: Context, args: argparse.Namespace) -> int:
     result = import_export(args.export, args.name, args.out or ctx.settings.workflows_dir,
                            node_url=args.node_url, force=args.force)
     params = [{"name": p["name"], "type": p["type"], "level": "beginner" if p.get("beginner") else "expert",
-               "targets": [f"{t['node']}.{t['input']}" for t in p.get("targets", [])]} for p in result.proposal.params]
+               "targets": [f"{t['graph_node']}.{t['input']}" for t in p.get("targets", [])]} for p in result.proposal.params]
     lines = [f"wrote {result.folder}/spec.toml and graph.json", "parameters:"]
     lines += [f"  {p['name']:<16} {p['type']:<7} {p['level']:<9} {', '.join(p['targets'])}" for p in params]
-    lines += [f"outputs: {', '.join(o['node'] + ' (' + o['kind'] + ')' for o in result.proposal.outputs)}"]
+    lines += [f"outputs: {', '.join(o['graph_node'] + ' (' + o['kind'] + ')' for o in result.proposal.outputs)}"]
     lines += [f"BAD {p}" for p in result.problems] or [f"ok  {args.name}: review the spec (see its header), then add example.png"]
     ctx.emit({"folder": str(result.folder), "params": params, "outputs": result.proposal.outputs,
               "problems": result.problems}, "\n".join(lines))

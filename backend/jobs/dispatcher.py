@@ -87,7 +87,7 @@ def job_message(
         "workflow": spec.name,
         "prompt": prompt,
         "uploads": uploads,
-        "output_nodes": [o.node for o in spec.outputs],
+        "output_nodes": [o.graph_node for o in spec.outputs],
         "stages": aliases if aliases is not None else _read_aliases(backend, spec),
         "estimate_seconds": job.estimate_seconds,
         "sent_at": time.time(),

@@ -175,7 +175,8 @@ class LifecycleConsumer:
             job_id=job.id,
             graph_node_id=str(event["graph_node"]),
             position=int(event.get("position", 0)),
-            asset_id=event["asset"],
+            # An agent of the release before says "asset": agents upgrade after the workers.
+            asset_id=event["asset_id"] if "asset_id" in event else event["asset"],
             size=int(event["size"]),
             kind=event.get("kind", "image"),
             format=event.get("format", "PNG"),
@@ -183,7 +184,7 @@ class LifecycleConsumer:
             height=event.get("height"),
             seconds=event.get("seconds"),
         )
-        self._tell(job, "output", asset=record.id, kind=record.kind, graph_node=str(event["graph_node"]))
+        self._tell(job, "output", asset_id=record.id, kind=record.kind, graph_node=str(event["graph_node"]))
 
     def _on_succeeded(self, job: Job, event: dict[str, Any]) -> None:
         with self.backend.db.write() as s:

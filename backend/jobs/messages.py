@@ -109,7 +109,7 @@ def lifecycle(kind: LifecycleType, /, *, job_id: str, attempt: int, node_id: str
 
     - ``submitted``: ``prompt_id``
     - ``started``: —
-    - ``output``: ``asset`` (sha256), ``graph_node`` (graph node id), ``position``, ``kind``,
+    - ``output``: ``asset_id`` (sha256), ``graph_node`` (graph node id), ``position``, ``kind``,
       ``format``, ``size``, ``width``, ``height``, ``seconds``
     - ``succeeded``: ``seconds`` (run time measured on the node)
     - ``failed``: ``error_type``, ``message``, ``graph_node`` (graph node id or None)
@@ -123,7 +123,7 @@ def user_event(kind: str, job_id: str | None, /, **fields: Any) -> dict[str, Any
 
     - ``stage``: ``graph_node``, ``alias`` ({en, zh})
     - ``progress``: ``value``, ``max`` (steps of the current node), ``fraction`` (0–1 overall)
-    - ``preview`` / ``output``: ``asset``, ``kind``
+    - ``preview`` / ``output``: ``asset_id``, ``kind``
     - ``failed``: ``reason`` ({en, zh}), ``refunded`` (credits)
     - ``succeeded``: ``outputs`` (asset ids); ``notice``: ``text`` ({en, zh})
     """

@@ -269,7 +269,7 @@ class _ParamBuilder:
         for input_name, value in node["inputs"].items():
             if _is_link(value):
                 continue
-            target = {"node": node_id, "input": input_name}
+            target = {"graph_node": node_id, "input": input_name}
             folder = MODEL_INPUTS.get((cls, input_name))
             if cls == "LoadImage" and input_name == "image":
                 self.add_image(node_id, target)
@@ -336,7 +336,7 @@ class _ParamBuilder:
 
     def add(self, name: str, ptype: str, en: str, zh: str, target: dict[str, str], value: Any, **extra: Any
             ) -> dict[str, Any]:
-        node = self.graph[target["node"]]
+        node = self.graph[target["graph_node"]]
         shareable = ptype not in ("image", "mask", "audio")
         key = (name, _hashable(value))
         if shareable and key in self._shared:
@@ -394,7 +394,7 @@ def _outputs(graph: Mapping[str, Any], info: Mapping[str, Any]) -> list[dict[str
         cls = node["class_type"]
         is_output = info[cls].get("output_node") if cls in info else cls in OUTPUT_KINDS
         if is_output:
-            found.append((cls in _PREVIEWS, {"node": node_id, "kind": OUTPUT_KINDS.get(cls, "image")}))
+            found.append((cls in _PREVIEWS, {"graph_node": node_id, "kind": OUTPUT_KINDS.get(cls, "image")}))
     saved = [o for preview, o in found if not preview]
     return saved or [o for _, o in found]
 

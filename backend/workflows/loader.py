@@ -54,6 +54,8 @@ MODEL_INPUTS: Mapping[tuple[str, str], str] = {
 BUILTIN_MODEL_VALUES = frozenset({"pixel_space"})
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+#: Specs written before the vocabulary settled said ``node`` for a node of the graph.
+_RENAMED_NODE_KEY = "the key 'node' is now 'graph_node' (a node of the graph; 'node' means a ComfyUI host): rename it"
 WORKFLOW_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 #: Placeholder format specs allowed in guard messages: width, precision, f/g/% only.
 _FORMAT_SPEC = re.compile(r"^[<>^]?\d{0,3}(\.\d{1,2})?[fg%]?$")
@@ -206,7 +208,7 @@ class _SpecReader:
                                 f"(image parameters: {', '.join(sorted(images)) or 'none'})")
         for param in params:
             if not param.targets and param.name not in originals:
-                raise self.fail(f"params.{param.name}.targets", "needs at least one { node = \"id\", input = \"name\" } "
+                raise self.fail(f"params.{param.name}.targets", "needs at least one { graph_node = \"id\", input = \"name\" } "
                                 "(only an image that a mask names in mask_of may have none)")
 
     def param(self, item: Any, where: str) -> Param:
@@ -285,16 +287,18 @@ class _SpecReader:
         if items is None and ptype == "image":
             return ()
         if not isinstance(items, list) or not items:
-            raise self.fail(where, "needs at least one { node = \"id\", input = \"name\" }")
+            raise self.fail(where, "needs at least one { graph_node = \"id\", input = \"name\" }")
         targets = []
         for index, item in enumerate(items):
-            if not isinstance(item, dict) or not {"node", "input"} <= set(item) <= {"node", "input", "value"}:
-                raise self.fail(f"{where}[{index}]", "must be { node = \"id\", input = \"name\" } "
+            if isinstance(item, dict) and "node" in item:
+                raise self.fail(f"{where}[{index}].node", _RENAMED_NODE_KEY)
+            if not isinstance(item, dict) or not {"graph_node", "input"} <= set(item) <= {"graph_node", "input", "value"}:
+                raise self.fail(f"{where}[{index}]", "must be { graph_node = \"id\", input = \"name\" } "
                                 "with an optional value = \"formula\"")
-            node_id, input_name = str(item["node"]), item["input"]
+            node_id, input_name = str(item["graph_node"]), item["input"]
             node = self.graph.get(node_id)
             if node is None:
-                raise self.fail(f"{where}[{index}].node", f"node {node_id!r} is not in {GRAPH_FILE}")
+                raise self.fail(f"{where}[{index}].graph_node", f"node {node_id!r} is not in {GRAPH_FILE}")
             if input_name not in node["inputs"]:
                 raise self.fail(f"{where}[{index}].input", f"node {node_id!r} ({node['class_type']}) has no "
                                 f"input {input_name!r} (it has {', '.join(sorted(node['inputs']))})")
@@ -306,7 +310,7 @@ class _SpecReader:
                 if ptype not in NUMERIC_TYPES:
                     raise self.fail(f"{where}[{index}].value", "only a numeric parameter's target can compute its value")
                 value = self.formula(item, "value", frozenset({name}), f"{where}[{index}]")
-            targets.append(Target(node=node_id, input=input_name, value=value))
+            targets.append(Target(graph_node=node_id, input=input_name, value=value))
         return tuple(targets)
 
     def presets(self, items: Any, params: tuple[Param, ...]) -> tuple[Preset, ...]:
@@ -353,13 +357,15 @@ class _SpecReader:
             raise self.fail("outputs", "needs at least one [[outputs]] entry with the node whose results are shown")
         outputs = []
         for index, item in enumerate(items):
-            node = str(item.get("node")) if isinstance(item, dict) else None
+            if isinstance(item, dict) and "node" in item:
+                raise self.fail(f"outputs[{index}].node", _RENAMED_NODE_KEY)
+            node = str(item.get("graph_node")) if isinstance(item, dict) else None
             if node not in self.graph:
-                raise self.fail(f"outputs[{index}].node", f"node {node!r} is not in {GRAPH_FILE}")
+                raise self.fail(f"outputs[{index}].graph_node", f"node {node!r} is not in {GRAPH_FILE}")
             kind = item.get("kind", "image")
             if kind not in ("image", "video", "audio"):
                 raise self.fail(f"outputs[{index}].kind", "must be image, video or audio")
-            outputs.append(Output(node=node, kind=kind))
+            outputs.append(Output(graph_node=node, kind=kind))
         return tuple(outputs)
 
     def stages(self, items: Any) -> dict[str, Text]:
@@ -428,7 +434,7 @@ class _SpecReader:
                     or not all(isinstance(v, str) and v for v in item.values()):
                 raise self.fail(f"models[{index}]", "must be { folder = \"loras\", file = \"name.safetensors\" }")
             files.add(ModelFile(item["folder"], item["file"]))
-        targeted = {(t.node, t.input): p for p in params for t in p.targets}
+        targeted = {(t.graph_node, t.input): p for p in params for t in p.targets}
         slots = []
         for node_id, node in self.graph.items():
             for input_name, value in node["inputs"].items():

@@ -36,11 +36,11 @@ def build_prompt(spec: WorkflowSpec, values: Mapping[str, Any], *, uploads: Mapp
         else:
             value = values[param.name]
         for target in param.targets:
-            inputs = prompt[target.node]["inputs"]
+            inputs = prompt[target.graph_node]["inputs"]
             inputs[target.input] = value if target.value is None else _computed(target, param.name, value, inputs)
     if filename_prefix is not None:
         for output in spec.outputs:
-            inputs = prompt[output.node]["inputs"]
+            inputs = prompt[output.graph_node]["inputs"]
             if PREFIX_INPUT in inputs:
                 inputs[PREFIX_INPUT] = filename_prefix
     return prompt

@@ -48,12 +48,12 @@ def check_spec(spec: WorkflowSpec, object_info: Mapping[str, Any]) -> list[str]:
     parameter limits that would let a creator send a value the node refuses."""
     problems = check_graph(spec.graph, object_info)
     for output in spec.outputs:
-        cls = spec.graph[output.node]["class_type"]
+        cls = spec.graph[output.graph_node]["class_type"]
         if not object_info.get(cls, {}).get("output_node"):
-            problems.append(f"outputs: node {output.node} ({cls}) is not an output node")
+            problems.append(f"outputs: node {output.graph_node} ({cls}) is not an output node")
     for param in spec.params:
         for target in param.targets:
-            cls = spec.graph[target.node]["class_type"]
+            cls = spec.graph[target.graph_node]["class_type"]
             inputs = object_info.get(cls, {}).get("input", {})
             decl = {**inputs.get("required", {}), **inputs.get("optional", {})}.get(target.input)
             if decl is None:

@@ -43,14 +43,14 @@ class Text:
 
 @dataclass(frozen=True)
 class Target:
-    """Where a parameter's value goes: ``graph[node]["inputs"][input]``.
+    """Where a parameter's value goes: ``graph[graph_node]["inputs"][input]``.
 
     ``value``, for numeric parameters, is a formula over the parameter's own name whose
     result is sent instead of the value itself (an 8x upscale after a 4x model sends
     ``factor / 4`` to the resize node).
     """
 
-    node: str
+    graph_node: str
     input: str
     value: Formula | None = None
 
@@ -105,9 +105,9 @@ class Preset:
 
 @dataclass(frozen=True, kw_only=True)
 class Output:
-    """A node whose outputs are results shown to the creator."""
+    """A graph node whose outputs are results shown to the creator."""
 
-    node: str
+    graph_node: str
     kind: str = "image"
 
 

@@ -54,10 +54,10 @@ def render_spec(proposal: Proposal) -> str:
             if param.get(key) is not None:
                 lines.append(f"{key} = {_value(param[key])}")
         if param.get("targets"):
-            targets = ", ".join(f"{{ node = {_value(t['node'])}, input = {_value(t['input'])} }}" for t in param["targets"])
+            targets = ", ".join(f"{{ graph_node = {_value(t['graph_node'])}, input = {_value(t['input'])} }}" for t in param["targets"])
             lines.append(f"targets = [{targets}]")
     for output in proposal.outputs:
-        lines += ["", "[[outputs]]", f"node = {_value(output['node'])}", f"kind = {_value(output['kind'])}"]
+        lines += ["", "[[outputs]]", f"graph_node = {_value(output['graph_node'])}", f"kind = {_value(output['kind'])}"]
     lines += ["", "[stages]"]
     lines += [f"{_value(node)} = {{ en = {_value(t['en'])}, zh = {_value(t['zh'])} }}" for node, t in proposal.stages.items()]
     lines += ["", "[formulas]"] + [f"{key} = {_value(text)}" for key, text in proposal.formulas.items()]

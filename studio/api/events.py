@@ -59,10 +59,10 @@ def _translate(event: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
         return "stage", {"stage": event.get("alias"), "graph_node": event.get("graph_node")}
     if kind == "progress":
         return "progress", {"value": event.get("value", 0), "max": event.get("max", 0)}
-    if kind == "preview" and event.get("asset"):
-        return "preview", {"asset_id": event["asset"]}
-    if kind == "output" and event.get("asset"):
-        return "output", {"asset_id": event["asset"], "kind": event.get("kind") or "image"}
+    if kind == "preview" and event.get("asset_id"):
+        return "preview", {"asset_id": event["asset_id"]}
+    if kind == "output" and event.get("asset_id"):
+        return "output", {"asset_id": event["asset_id"], "kind": event.get("kind") or "image"}
     return None
 
 

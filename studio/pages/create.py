@@ -324,57 +324,102 @@ PRICE_PLACEHOLDER = "-"
 
 def _wire_form(studio: Studio, form: Form, key_state: gr.State, job_state: gr.State, to_watch: gr.State,
                progress: gr.HTML, cancel_btn: gr.Button) -> None:
-    spec, db, settings = form.spec, studio.backend.db, studio.backend.settings
-    masks_of = {p.mask_of: p.name for p in spec.file_params if p.type == "mask" and p.mask_of}
-    uploaded: dict[str, Any] = {}  # file parameter -> its upload handler
-
+    spec, events = form.spec, _FormEvents(studio, form, key_state, job_state, to_watch, cancel_btn)
     for name, upload in form.files.items():
         param = spec.param(name)
         assert param is not None
         if param.type == "mask":
             continue  # stored when the job is created: the strokes change until then
+        outputs = [form.stored[name], form.stored_html[name]]
+        mask = events.masks_of.get(name)
+        if mask:
+            outputs += [form.files[mask], form.stored[mask], form.stored_html[mask]]
+        upload.upload(_FileUpload(events, name).store, [upload], outputs, api_visibility="private",
+                      show_progress="hidden").then(
+            events.price, form.value_inputs(), form.price, api_visibility="private", show_progress="hidden")
+        upload.clear(lambda: (None, ""), None, [form.stored[name], form.stored_html[name]], api_visibility="private",
+                     show_progress="hidden").then(
+            events.price, form.value_inputs(), form.price, api_visibility="private", show_progress="hidden")
 
-        def store(path: str | None, request: gr.Request, _name: str = name) -> tuple[Any, ...]:
-            user = studio.user(request)
-            mask = masks_of.get(_name)
-            if not path:
-                return (None, "") + ((gr.skip(), gr.skip(), gr.skip()) if mask else ())
-            try:
-                source = studio.uploads.path(path, session_token(request))  # before anything opens it
-                user_limits.check_storage(db, settings, user.id, source.stat().st_size)
-                with open(source, "rb") as fh:
-                    record = assets.store_upload(db, studio.backend.blobs, user.id, read_chunks(fh),
-                                                 name=source.name, max_bytes=settings.max_upload_bytes,
-                                                 max_pixels=settings.max_image_pixels)
-            except StudioError as exc:
-                raise fail(exc, request) from None
-            if not mask:
-                return record.id, ""
-            # A new picture: the mask is painted over it afresh; a stored mask no longer fits.
-            picture = str(source)
-            return record.id, "", {"background": picture, "layers": [], "composite": picture}, None, ""
+    triggers = [c.change for c in (*form.fields.values(), *form.presets.values(), *form.stored.values())]
+    for name, editor in form.files.items():
+        if (spec.param(name) or form).type == "mask":  # type: ignore[union-attr]
+            triggers += [editor.change, editor.input, editor.apply]
+    gr.on(triggers, events.price, form.value_inputs(), form.price, api_visibility="private", show_progress="hidden",
+          trigger_mode="always_last")
+    _wire_presets(form)
+    for name, button in form.seeds.items():
+        # "New seed": -1 asks for a random seed when the job is created (it records the one used).
+        button.click(None, None, form.fields[name], js="() => -1", api_visibility="private", show_progress="hidden")
 
-        uploaded[name] = store
+    # The form exists per session, so its events are not a stable public API: private.
+    # The progress card is the one progress indicator: Gradio's overlay stays hidden.
+    start_outputs = [job_state, to_watch, key_state, form.confirm, form.confirm_msg, form.notice, progress, cancel_btn]
+    inputs = form.value_inputs() | {key_state}
+    for button, fn in ((form.go, events.create), (form.queue_anyway, events.create_confirmed)):
+        button.click(fn, inputs, start_outputs, api_visibility="private", show_progress="hidden")
+    form.not_now.click(lambda: gr.update(visible=False), None, form.confirm, api_visibility="private",
+                       show_progress="hidden")
 
-    def owned(user_id: int, asset_id: str) -> assets.AssetRecord:
-        if not assets.user_can_read(db, user_id, asset_id):
+
+class _FormEvents:
+    """What the events of one session's form do: store an upload, price, create the job.
+
+    Gradio finds the ``gr.Request`` parameter of a handler by its type hint, so every
+    handler here is a plain method whose hints resolve at module level (a
+    ``functools.partial`` or a lambda would hide them and the request would not come).
+    """
+
+    def __init__(self, studio: Studio, form: Form, key_state: gr.State, job_state: gr.State, to_watch: gr.State,
+                 cancel_btn: gr.Button) -> None:
+        self.studio, self.form, self.spec = studio, form, form.spec
+        self.db, self.settings = studio.backend.db, studio.backend.settings
+        self.key_state, self.job_state, self.to_watch, self.cancel_btn = key_state, job_state, to_watch, cancel_btn
+        #: picture parameter -> the mask parameter drawn on it
+        self.masks_of = {p.mask_of: p.name for p in self.spec.file_params if p.type == "mask" and p.mask_of}
+
+    def store(self, name: str, path: str | None, request: gr.Request) -> tuple[Any, ...]:
+        """Store the file just uploaded for parameter ``name``; its asset id for the form."""
+        studio, db, settings = self.studio, self.db, self.settings
+        user = studio.user(request)
+        mask = self.masks_of.get(name)
+        if not path:
+            return (None, "") + ((gr.skip(), gr.skip(), gr.skip()) if mask else ())
+        try:
+            source = studio.uploads.path(path, session_token(request))  # before anything opens it
+            user_limits.check_storage(db, settings, user.id, source.stat().st_size)
+            with open(source, "rb") as fh:
+                record = assets.store_upload(db, studio.backend.blobs, user.id, read_chunks(fh),
+                                             name=source.name, max_bytes=settings.max_upload_bytes,
+                                             max_pixels=settings.max_image_pixels)
+        except StudioError as exc:
+            raise fail(exc, request) from None
+        if not mask:
+            return record.id, ""
+        # A new picture: the mask is painted over it afresh; a stored mask no longer fits.
+        picture = str(source)
+        return record.id, "", {"background": picture, "layers": [], "composite": picture}, None, ""
+
+    def _owned(self, user_id: int, asset_id: str) -> assets.AssetRecord:
+        if not assets.user_can_read(self.db, user_id, asset_id):
             raise NotFound("That file is not among yours.", zh="该文件不属于您。")
-        return assets.get_asset(db, asset_id)
+        return assets.get_asset(self.db, asset_id)
 
-    def files_and_facts(data: dict[Any, Any], request: gr.Request, *, store: bool
-                        ) -> tuple[dict[str, str | None], dict[str, InputFacts]]:
+    def _files_and_facts(self, data: dict[Any, Any], request: gr.Request, *, store: bool
+                         ) -> tuple[dict[str, str | None], dict[str, InputFacts]]:
         """Asset ids per file parameter (masks are stored here when ``store``).
 
         Canvas files are read only if they are uploads of this session, and checked
         before they are decoded (:func:`studio.widgets.mask_png`).
         """
+        studio, form, settings = self.studio, self.form, self.settings
         user = studio.user(request)
         token = session_token(request)
         limits = {"max_bytes": settings.max_upload_bytes, "max_pixels": settings.max_image_pixels}
         ids: dict[str, str | None] = {}
         facts: dict[str, InputFacts] = {}
         for name in form.files:
-            param = spec.param(name)
+            param = self.spec.param(name)
             assert param is not None
             stored = data[form.stored[name]]
             if param.type == "mask":
@@ -382,7 +427,7 @@ def _wire_form(studio: Studio, form: Form, key_state: gr.State, job_state: gr.St
                 size = None
                 if value["background"] is not None:
                     if param.mask_of and data.get(form.stored.get(param.mask_of)):  # type: ignore[arg-type]
-                        picture = owned(user.id, data[form.stored[param.mask_of]])
+                        picture = self._owned(user.id, data[form.stored[param.mask_of]])
                         size = (picture.width or 0, picture.height or 0)
                     else:
                         header = probe_image(studio.uploads.read(value["background"], token), **limits)
@@ -392,15 +437,15 @@ def _wire_form(studio: Studio, form: Form, key_state: gr.State, job_state: gr.St
                 if png is not None and size is not None:
                     facts[name] = InputFacts(width=size[0], height=size[1])
                     if store:  # a drawn mask is an upload too: it counts against the storage quota
-                        user_limits.check_storage(db, settings, user.id, len(png))
-                        record = assets.store_upload(db, studio.backend.blobs, user.id, [png], name="mask.png",
+                        user_limits.check_storage(self.db, self.settings, user.id, len(png))
+                        record = assets.store_upload(self.db, studio.backend.blobs, user.id, [png], name="mask.png",
                                                      **limits)
                         ids[name] = record.id
                     else:
                         ids[name] = "pending"
                     continue
                 if stored:  # "draw again" without new strokes: the job's stored mask
-                    record = owned(user.id, stored)
+                    record = self._owned(user.id, stored)
                     ids[name] = stored
                     facts[name] = InputFacts(width=record.width or 0, height=record.height or 0)
                 else:
@@ -408,88 +453,64 @@ def _wire_form(studio: Studio, form: Form, key_state: gr.State, job_state: gr.St
                 continue
             ids[name] = stored
             if stored:
-                record = owned(user.id, stored)
+                record = self._owned(user.id, stored)
                 facts[name] = InputFacts(width=record.width or 0, height=record.height or 0, seconds=record.seconds or 0.0)
         return ids, facts
 
-    def raw_params(data: dict[Any, Any], ids: dict[str, str | None]) -> dict[str, Any]:
-        values = {name: data[c] for name, c in form.fields.items()}
-        presets = {name: data[c] for name, c in form.presets.items()}
-        return collect(spec, values=values, presets=presets, files=ids)
+    def _raw_params(self, data: dict[Any, Any], ids: dict[str, str | None]) -> dict[str, Any]:
+        values = {name: data[c] for name, c in self.form.fields.items()}
+        presets = {name: data[c] for name, c in self.form.presets.items()}
+        return collect(self.spec, values=values, presets=presets, files=ids)
 
-    def price(data: dict[Any, Any], request: gr.Request) -> str:
-        studio.user(request)
+    def price(self, data: dict[Any, Any], request: gr.Request) -> str:
+        self.studio.user(request)
         lang = lang_of(request)
         try:
-            ids, facts = files_and_facts(data, request, store=False)
+            ids, facts = self._files_and_facts(data, request, store=False)
         except StudioError as exc:
             return price_line(lang, error=exc.text(lang))
-        missing = [p for p in spec.file_params if not ids.get(p.name)]
+        missing = [p for p in self.spec.file_params if not ids.get(p.name)]
         if missing:
             return price_line(lang, hint=t("create.need_input", lang, label=missing[0].label.get(lang)))
-        return _price(spec, raw_params(data, ids), facts, lang)
+        return _price(self.spec, self._raw_params(data, ids), facts, lang)
 
-    for name, upload in form.files.items():
-        param = spec.param(name)
-        assert param is not None
-        if param.type == "mask":
-            continue
-        outputs = [form.stored[name], form.stored_html[name]]
-        if name in masks_of:
-            outputs += [form.files[masks_of[name]], form.stored[masks_of[name]], form.stored_html[masks_of[name]]]
-        upload.upload(uploaded[name], [upload], outputs, api_visibility="private", show_progress="hidden").then(
-            price, form.value_inputs(), form.price, api_visibility="private", show_progress="hidden")
-        upload.clear(lambda: (None, ""), None, [form.stored[name], form.stored_html[name]], api_visibility="private",
-                     show_progress="hidden").then(
-            price, form.value_inputs(), form.price, api_visibility="private", show_progress="hidden")
+    def create(self, data: dict[Any, Any], request: gr.Request) -> dict[Any, Any]:
+        return self._start(data, request, queue_if_busy=False)
 
-    triggers = [c.change for c in (*form.fields.values(), *form.presets.values(), *form.stored.values())]
-    for name, editor in form.files.items():
-        if (spec.param(name) or form).type == "mask":  # type: ignore[union-attr]
-            triggers += [editor.change, editor.input, editor.apply]
-    gr.on(triggers, price, form.value_inputs(), form.price, api_visibility="private", show_progress="hidden",
-          trigger_mode="always_last")
-    _wire_presets(form)
-    for name, button in form.seeds.items():
-        # "New seed": -1 asks for a random seed when the job is created (it records the one used).
-        button.click(None, None, form.fields[name], js="() => -1", api_visibility="private", show_progress="hidden")
+    def create_confirmed(self, data: dict[Any, Any], request: gr.Request) -> dict[Any, Any]:
+        return self._start(data, request, queue_if_busy=True)
 
-    start_outputs = [job_state, to_watch, key_state, form.confirm, form.confirm_msg, form.notice, progress, cancel_btn]
-
-    def start(data: dict[Any, Any], request: gr.Request, *, queue_if_busy: bool) -> dict[Any, Any]:
+    def _start(self, data: dict[Any, Any], request: gr.Request, *, queue_if_busy: bool) -> dict[Any, Any]:
+        studio, form, to_watch = self.studio, self.form, self.to_watch
         user = studio.user(request)
         lang = lang_of(request)
-        key = data[key_state] or uuid.uuid4().hex
+        key = data[self.key_state] or uuid.uuid4().hex
         hidden = gr.update(visible=False)
         try:
-            ids, _ = files_and_facts(data, request, store=True)
+            ids, _ = self._files_and_facts(data, request, store=True)
         except StudioError as exc:
             return {form.notice: message("error", exc.text(lang)), form.confirm: hidden, to_watch: None}
         # Every value as the form shows it: presets already wrote theirs into the fields.
-        result = submit(studio.backend, user.id, spec.name, raw_params(data, ids), idempotency_key=key, expert=True,
-                        queue_if_busy=queue_if_busy, on_queued=studio.wake)
+        result = submit(studio.backend, user.id, self.spec.name, self._raw_params(data, ids), idempotency_key=key,
+                        expert=True, queue_if_busy=queue_if_busy, on_queued=studio.wake)
         if isinstance(result, Accepted):
-            return {job_state: result.job.id, to_watch: result.job.id, key_state: uuid.uuid4().hex,
-                    form.confirm: hidden, form.notice: "", cancel_btn: gr.update(visible=True)}
+            return {self.job_state: result.job.id, to_watch: result.job.id, self.key_state: uuid.uuid4().hex,
+                    form.confirm: hidden, form.notice: "", self.cancel_btn: gr.update(visible=True)}
         if isinstance(result, NeedsConfirmation):
             return {form.confirm: gr.update(visible=True), to_watch: None, form.notice: "",
                     form.confirm_msg: message("warn", pick(result.message, lang), elem_id="busy-message")}
         return {form.notice: message("error", error_text(result.error, lang), elem_id="rejection"),
                 form.confirm: hidden, to_watch: None}
 
-    def create(data: dict[Any, Any], request: gr.Request) -> dict[Any, Any]:
-        return start(data, request, queue_if_busy=False)
 
-    def create_confirmed(data: dict[Any, Any], request: gr.Request) -> dict[Any, Any]:
-        return start(data, request, queue_if_busy=True)
+class _FileUpload:
+    """The upload handler of one file parameter: Gradio calls it without the parameter's name."""
 
-    # The form exists per session, so its events are not a stable public API: private.
-    # The progress card is the one progress indicator: Gradio's overlay stays hidden.
-    inputs = form.value_inputs() | {key_state}
-    for button, fn in ((form.go, create), (form.queue_anyway, create_confirmed)):
-        button.click(fn, inputs, start_outputs, api_visibility="private", show_progress="hidden")
-    form.not_now.click(lambda: gr.update(visible=False), None, form.confirm, api_visibility="private",
-                       show_progress="hidden")
+    def __init__(self, events: _FormEvents, name: str) -> None:
+        self._events, self._name = events, name
+
+    def store(self, path: str | None, request: gr.Request) -> tuple[Any, ...]:
+        return self._events.store(self._name, path, request)
 
 
 def _wire_presets(form: Form) -> None:

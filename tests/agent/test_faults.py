@@ -38,7 +38,7 @@ def test_a_dropped_websocket_mid_job_is_reconciled(sim: SimHandle, harness: Harn
     done = harness.wait_end(job["job_id"])
     assert done["type"] == "succeeded"
     assert harness.types(job["job_id"]) == ["submitted", "started", "output", "succeeded"]
-    assert harness.blobs.exists(harness.events(job["job_id"], "output")[0]["asset"])
+    assert harness.blobs.exists(harness.events(job["job_id"], "output")[0]["asset_id"])
     assert harness.agent.online
 
 

@@ -42,7 +42,7 @@ def test_model_free_job_reports_every_step_and_stores_the_output(sim: SimHandle,
     submitted, _, output, _ = harness.events(job["job_id"])
     assert submitted["prompt_id"] == job["prompt_id"] and submitted["node_id"] == NODE
     assert (output["graph_node"], output["kind"], output["format"], output["width"], output["height"]) == ("4", "image", "PNG", 64, 48)
-    with Image.open(harness.blobs.path(output["asset"])) as img:
+    with Image.open(harness.blobs.path(output["asset_id"])) as img:
         assert img.size == (64, 48)
         pixel = img.convert("RGB").getpixel((5, 5))
         # (10, 200, 30) inverted; ComfyUI truncates float*255, so allow one step of rounding.
@@ -150,9 +150,9 @@ def test_txt2img_reports_each_sampler_step_and_previews(make_harness: Callable[.
         fractions = [e["fraction"] for e in harness.user_events(job["job_id"], "progress")]
         assert fractions == sorted(fractions)
         previews = harness.user_events(job["job_id"], "preview")
-        assert previews and all(harness.blobs.exists(e["asset"]) for e in previews)
+        assert previews and all(harness.blobs.exists(e["asset_id"]) for e in previews)
         [output] = harness.events(job["job_id"], "output")
-        assert output["width"] == 64 and harness.blobs.exists(output["asset"])
+        assert output["width"] == 64 and harness.blobs.exists(output["asset_id"])
         # The run is folded into the speed just after the terminal event is published.
         state = harness.wait_until(lambda: harness.agent.state.current.speed != 1.0 and harness.agent.state.current, what="speed")
         assert state.loaded_checkpoint == CKPT

@@ -34,7 +34,7 @@ from backend.accounts import ledger, tokens
 from backend.db import Database
 from tests import services
 from tests.backend.helpers import CHEAP_HASHER, PASSWORD
-from tests.studio.conftest import StudioServer, start_studio, stop_studio
+from tests.studio_process import StudioServer, start_studio, stop_studio
 
 WEBHOOK_SECRET = "test webhook secret"
 MAX_UPLOAD = 300_000

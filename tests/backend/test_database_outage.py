@@ -112,7 +112,7 @@ def test_the_worker_rides_out_an_outage_longer_than_any_retry_budget(backend: Ba
         postgres.stop()
         began = time.monotonic()
         image = backend.blobs.write_bytes(png_bytes(40, 30))
-        lifecycle("output", graph_node="9", position=0, asset=image.sha256, size=image.size, kind="image", format="PNG")
+        lifecycle("output", graph_node="9", position=0, asset_id=image.sha256, size=image.size, kind="image", format="PNG")
         lifecycle("succeeded", seconds=2.0)
         time.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - began)))
         postgres.start()

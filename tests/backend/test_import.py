@@ -52,7 +52,7 @@ def test_the_default_template_becomes_a_checked_spec(capsys: pytest.CaptureFixtu
     # Without a node, a model choice offers only the file the export names.
     assert spec.param("checkpoint").options == ("v1-5-pruned-emaonly.safetensors",)
     assert spec.stage("3").en == "KSampler" and spec.stage("4").zh == "加载模型中"
-    assert [(o.node, o.kind) for o in spec.outputs] == [("9", "image")]
+    assert [(o.graph_node, o.kind) for o in spec.outputs] == [("9", "image")]
     assert run(capsys, "workflows", "check")[0] == 0  # the library still passes as a whole
 
 
@@ -68,9 +68,9 @@ def test_a_drawn_mask_becomes_an_image_and_its_mask(capsys: pytest.CaptureFixtur
     assert code == 0 and json.loads(out)["problems"] == []
     spec = load_spec(_library / "dog-inpaint")
     image, mask = spec.param("image"), spec.param("mask")
-    assert image.targets == () and mask.mask_of == "image" and mask.targets[0].node == "10"
+    assert image.targets == () and mask.mask_of == "image" and mask.targets[0].graph_node == "10"
     assert spec.param("lora").options == ("add_detail.safetensors",) and spec.category == "image-to-image"
-    assert [o.node for o in spec.outputs] == ["9"]  # a saved result wins over the preview
+    assert [o.graph_node for o in spec.outputs] == ["9"]  # a saved result wins over the preview
     values = validate_params(spec, {"image": "a", "mask": "b", "prompt": "a cat"})
     prompt = build_prompt(spec, values, uploads={"image": "studio/a.png", "mask": "studio/b-mask.png"})
     assert prompt["10"]["inputs"]["image"] == "studio/b-mask.png"
@@ -79,7 +79,7 @@ def test_a_drawn_mask_becomes_an_image_and_its_mask(capsys: pytest.CaptureFixtur
 def test_repeated_settings_share_or_split_parameters(capsys: pytest.CaptureFixture[str], _library: Path) -> None:
     assert run(capsys, "workflows", "import", str(EXPORTS / "hires_fix_api.json"), "--name", "hires")[0] == 0
     spec = load_spec(_library / "hires")
-    assert [t.node for t in spec.param("seed").targets] == ["3", "11"]  # same value: one seed for both passes
+    assert [t.graph_node for t in spec.param("seed").targets] == ["3", "11"]  # same value: one seed for both passes
     assert spec.param("steps").default == 20 and spec.param("steps_2").default == 12
     assert spec.param("denoise_2").default == 0.5 and not spec.param("denoise_2").beginner
     assert spec.param("steps_2").label.en == "Steps (Hires pass)"

@@ -48,7 +48,7 @@ def test_an_output_whose_file_is_missing_is_set_aside_and_replayed_once_it_is_th
     try:
         image = png_bytes(32, 32)
         sha = hashlib.sha256(image).hexdigest()
-        output = _output(msg, position=0, asset=sha, size=len(image), kind="image", format="PNG")
+        output = _output(msg, position=0, asset_id=sha, size=len(image), kind="image", format="PNG")
         for kind in ("submitted", "started"):
             backend.bus.publish_lifecycle(event(msg, "n1", kind))
         backend.bus.publish_lifecycle(output)  # the agent said it stored the file; the store has no such file
@@ -75,12 +75,29 @@ def test_an_event_that_keeps_crashing_the_consumer_is_retried_then_set_aside(bac
     try:
         image = png_bytes(16, 16)
         blob = backend.blobs.write_bytes(image)
-        broken = _output(msg, position="first", asset=blob.sha256, size=blob.size, kind="image")
+        broken = _output(msg, position="first", asset_id=blob.sha256, size=blob.size, kind="image")
         backend.bus.publish_lifecycle(broken)  # int("first") raises in the handler: a bug-like crash
         backend.bus.publish_lifecycle(event(msg, "n1", "started"))
         wait_for(lambda: jobs.get(backend.db, msg["job_id"]).state == "running", 15, "the event behind it applied")
         [letter] = backend.bus.dead_letters()
         assert letter.body == broken
         assert letter.reason.startswith("ValueError") and f"crashed {MAX_EVENT_ATTEMPTS} times" in letter.reason
+    finally:
+        consumer.stop()
+
+
+def test_an_output_event_of_an_agent_one_release_behind_is_registered(backend: Backend) -> None:  # noqa: F811
+    """Agents upgrade after the workers: an old agent's ``output`` names the asset ``asset``."""
+    msg = _running_job(backend)
+    consumer = LifecycleConsumer(backend)
+    consumer.start()
+    try:
+        blob = backend.blobs.write_bytes(png_bytes(24, 24))
+        backend.bus.publish_lifecycle(event(msg, "n1", "started"))
+        backend.bus.publish_lifecycle(_output(msg, position=0, asset=blob.sha256, size=blob.size, kind="image", format="PNG"))
+        wait_for(lambda: _outputs(backend, msg["job_id"]) == 1, 15, "the old agent's output registered")
+        with backend.db.read() as s:
+            assert s.scalar(select(JobOutput.asset_id).where(JobOutput.job_id == msg["job_id"])) == blob.sha256
+        assert backend.bus.dead_letters() == []
     finally:
         consumer.stop()

@@ -97,13 +97,17 @@ def edit(folder: Path, old: str, new: str, file: str = "spec.toml") -> None:
 @pytest.mark.parametrize(
     ("old", "new", "message"),
     [
-        ('{ node = "3", input = "scale_by" }', '{ node = "99", input = "scale_by" }',
-         r"params\.scale\.targets\[0\]\.node: node '99' is not in graph\.json"),
-        ('{ node = "3", input = "scale_by" }', '{ node = "3", input = "scale" }',
+        ('{ graph_node = "3", input = "scale_by" }', '{ graph_node = "99", input = "scale_by" }',
+         r"params\.scale\.targets\[0\]\.graph_node: node '99' is not in graph\.json"),
+        ('{ graph_node = "3", input = "scale_by" }', '{ graph_node = "3", input = "scale" }',
          r"params\.scale\.targets\[0\]\.input: node '3' \(ImageScaleBy\) has no input 'scale'"),
-        ('{ node = "3", input = "scale_by" }', '{ node = "3", input = "image" }',
+        ('{ graph_node = "3", input = "scale_by" }', '{ graph_node = "3", input = "image" }',
          r"is a link to another node"),
-        ('node = "4"', 'node = "42"', r"outputs\[0\]\.node: node '42' is not in graph\.json"),
+        ('graph_node = "4"', 'graph_node = "42"', r"outputs\[0\]\.graph_node: node '42' is not in graph\.json"),
+        # Specs written before the vocabulary settled: the old key is named, with its new name.
+        ('{ graph_node = "3", input = "scale_by" }', '{ node = "3", input = "scale_by" }',
+         r"params\.scale\.targets\[0\]\.node: the key 'node' is now 'graph_node'"),
+        ('\ngraph_node = "4"', '\nnode = "4"', r"outputs\[0\]\.node: the key 'node' is now 'graph_node'"),
         ('"2" = {', '"77" = {', r"stages\.77: node '77' is not in graph\.json"),
         ('cost = "1 + image_area', 'cost = "1 + imag_area', r"formulas\.cost: unknown name 'imag_area'"),
         ('cost = "1 + image_area', 'cost = "__import__(1) + image_area', r"formulas\.cost: unknown function"),
@@ -168,7 +172,7 @@ label.en = "Upscaler"
 label.zh = "放大模型"
 options = ["4x.pth", "2x.pth"]
 default = "4x.pth"
-targets = [{ node = "5", input = "model_name" }]
+targets = [{ graph_node = "5", input = "model_name" }]
 
 [[models]]
 folder = "embeddings"
@@ -184,7 +188,7 @@ file = "easynegative.safetensors"
 
 def test_library_load_skips_a_broken_folder_and_load_all_reports_each(folder: Path, tmp_path: Path) -> None:
     shutil.copytree(WORKFLOWS / "txt2img-sd15", tmp_path / "txt2img-sd15")
-    edit(folder, 'node = "4"', 'node = "42"')
+    edit(folder, 'graph_node = "4"', 'graph_node = "42"')
     library = Library.load(tmp_path)  # the studio still starts, without the broken one
     assert library.names() == ["txt2img-sd15"] and "outputs" in str(library.problems[0])
     specs, errors = load_all(tmp_path)

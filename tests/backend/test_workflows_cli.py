@@ -40,9 +40,9 @@ def test_list(capsys: pytest.CaptureFixture[str]) -> None:
 def test_check_passes_then_lists_problems(capsys: pytest.CaptureFixture[str], _library: Path) -> None:
     assert run(capsys, "workflows", "check")[0] == 0
     spec = _library / "invert-scale" / "spec.toml"
-    spec.write_text(spec.read_text(encoding="utf-8").replace('node = "4"', 'node = "42"'), encoding="utf-8")
+    spec.write_text(spec.read_text(encoding="utf-8").replace('graph_node = "4"', 'graph_node = "42"'), encoding="utf-8")
     code, out, _ = run(capsys, "workflows", "check")
-    assert code == 1 and "ok  txt2img-sd15" in out and "BAD" in out and "outputs[0].node" in out
+    assert code == 1 and "ok  txt2img-sd15" in out and "BAD" in out and "outputs[0].graph_node" in out
 
 
 def test_quote_prints_values_cost_and_verdict(capsys: pytest.CaptureFixture[str]) -> None:

@@ -60,7 +60,7 @@ def test_a_computed_target_is_checked_against_the_node_range(tmp_path: Path) -> 
 
 @pytest.mark.parametrize(("old", "new", "error"), [
     ('value = "factor / 4"', 'value = "factor / image_area"', "image_area"),
-    ('targets = [{ node = "2", input = "model_name" }]', 'targets = [{ node = "2", input = "model_name", value = "1" }]',
+    ('targets = [{ graph_node = "2", input = "model_name" }]', 'targets = [{ graph_node = "2", input = "model_name", value = "1" }]',
      "only a numeric parameter's target"),
 ])
 def test_computed_target_mistakes_fail_loudly(tmp_path: Path, old: str, new: str, error: str) -> None:
@@ -72,8 +72,8 @@ def test_computed_target_mistakes_fail_loudly(tmp_path: Path, old: str, new: str
 
 def test_a_computed_int_target_stays_an_int(tmp_path: Path) -> None:
     folder = _copy(tmp_path, "photo-blur")
-    _edit(folder, 'targets = [{ node = "2", input = "blur_radius" }]',
-          'targets = [{ node = "2", input = "blur_radius", value = "radius / 2" }]')
+    _edit(folder, 'targets = [{ graph_node = "2", input = "blur_radius" }]',
+          'targets = [{ graph_node = "2", input = "blur_radius", value = "radius / 2" }]')
     spec = load_spec(folder)
     prompt = build_prompt(spec, validate_params(spec, {"image": "x", "radius": 5}), uploads={"image": "studio/x.png"})
     assert prompt["2"]["inputs"]["blur_radius"] == 2 and isinstance(prompt["2"]["inputs"]["blur_radius"], int)

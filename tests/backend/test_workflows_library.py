@@ -152,7 +152,7 @@ def test_graph_validates_and_runs_on_comfysim(name: str, demo_sim: SimHandle) ->
     entry = _wait_history(demo_sim.url, response.json()["prompt_id"])
     assert entry["status"]["status_str"] == "success", entry["status"]["messages"][-1]
     for output in spec.outputs:
-        ui = entry["outputs"][output.node]
+        ui = entry["outputs"][output.graph_node]
         files = ui.get("audio") if output.kind == "audio" else ui.get("images")
         assert files and files[0]["filename"].startswith(name)
 

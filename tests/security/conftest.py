@@ -1,7 +1,7 @@
 """A running studio to attack, and attackers: self-registered users driving raw HTTP and
 Gradio's queue protocol (``gradio_protocol``), never the page.
 
-The studio is ``run_studio.py`` itself, started by ``tests.studio.conftest.start_studio``
+The studio is ``run_studio.py`` itself, started by ``tests.studio_process.start_studio``
 (its own data directory, the built-in simulated node). It believes ``X-Forwarded-For``
 from 127.0.0.1 (``STUDIO_TRUSTED_PROXIES``), so each test client can pose as a client at
 its own address, as behind a real reverse proxy; its per-address limits are the shipped
@@ -31,7 +31,8 @@ from backend.db import Database
 from backend.db.models import Asset, AssetOwner, Job, LedgerEntry, User
 # ``backend`` and ``library``: the studio tests' in-process fixtures, for tests that choose
 # the client's address themselves (FastAPI's TestClient).
-from tests.studio.conftest import StudioServer, backend, library, start_studio, stop_studio  # noqa: F401
+from tests.studio.conftest import backend, library  # noqa: F401
+from tests.studio_process import StudioServer, start_studio, stop_studio
 
 from .gradio_protocol import Attacker
 

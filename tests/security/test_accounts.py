@@ -18,7 +18,7 @@ import requests
 from backend.config import REPO_ROOT
 from backend.accounts.signin import FREE_FAILURES, NAME_CEILING, SLOW_SECONDS
 from tests.e2e.stack import wait_for
-from tests.studio.conftest import StudioServer
+from tests.studio_process import StudioServer
 
 from .conftest import PASSWORD, Client, assert_no_leak, client, footprint, fresh_address, sign_up
 from .gradio_protocol import API, Attacker

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from PIL import Image
 
 from tests.backend import image_bombs
-from tests.studio.conftest import StudioServer
+from tests.studio_process import StudioServer
 
 from .conftest import Client, assert_no_leak, footprint, png, sign_up
 from .gradio_protocol import Attacker, Form, file_data

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from tests.e2e.stack import wait_for
-from tests.studio.conftest import StudioServer
+from tests.studio_process import StudioServer
 from tests.studio.browsing import PASSWORD, WAIT, Pages, browser, sign_in, sign_up, unique  # noqa: F401
 
 playwright_api = pytest.importorskip("playwright.sync_api")

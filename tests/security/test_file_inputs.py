@@ -19,7 +19,7 @@ import requests
 
 from backend.config import REPO_ROOT
 from backend.workflows import Library
-from tests.studio.conftest import StudioServer
+from tests.studio_process import StudioServer
 
 from .conftest import Client, assert_no_leak, blob_path, footprint, owned_assets, png
 from .gradio_protocol import API, Form, Outcome, file_data

@@ -14,7 +14,7 @@ from backend.errors import InvalidUpload
 from backend.runtime import Backend
 from studio.uploads import SESSION_QUOTA_FILES, Uploads
 from tests.backend.helpers import CHEAP_HASHER, PASSWORD, make_user
-from tests.studio.conftest import StudioServer
+from tests.studio_process import StudioServer
 
 from .conftest import Client, png
 from .gradio_protocol import API

@@ -30,7 +30,7 @@ from PIL import Image
 
 from studio.auth import SESSION_COOKIE
 
-from .conftest import StudioServer
+from ..studio_process import StudioServer
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect

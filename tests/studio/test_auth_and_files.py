@@ -171,7 +171,7 @@ def test_previews_are_served_to_the_user_whose_event_named_them(backend: Backend
     feed = client.app.state.studio.feed  # type: ignore[attr-defined]
     named, unnamed = backend.blobs.write_bytes(png((9, 9, 9))), backend.blobs.write_bytes(png((8, 8, 8)))
     jo = user_id(backend, "jo")
-    feed.publish({"type": "preview", "job_id": "j1", "ts": 0, "user_id": jo, "asset": named.sha256, "kind": "image"})
+    feed.publish({"type": "preview", "job_id": "j1", "ts": 0, "user_id": jo, "asset_id": named.sha256, "kind": "image"})
     assert feed.snapshot(user_id(backend, "kim"), "j1") is None and feed.snapshot(jo, "j1").preview == named.sha256
     for name, status in (("jo", 200), ("kim", 404), ("boss", 200)):
         login(client, name)

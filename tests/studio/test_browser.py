@@ -41,7 +41,7 @@ from tests.e2e.stack import png_bytes
 from .browsing import (ACTIVE, JOB_WAIT, WAIT, Pages, browser, choose, create, draw_stroke, expect,  # noqa: F401
                        fill_prompt, images_loaded, open_context, open_studio, output_src, pages, pixels, shot,
                        sign_in, sign_up, signed_up, unique, until, wait_state, wait_until_shown)
-from .conftest import ADMIN_NAME, ADMIN_PASSWORD, StudioServer
+from ..studio_process import ADMIN_NAME, ADMIN_PASSWORD, StudioServer
 
 pytestmark = pytest.mark.browser
 LIBRARY = Library.load(REPO_ROOT / "workflows")

@@ -17,7 +17,7 @@ from studio.files import byte_range
 from tests.backend.helpers import PASSWORD, charged_job, make_user
 from tests.waiting import wait_for
 
-from .conftest import free_port
+from ..services import free_port
 
 #: A stand-in for a short clip: every byte differs from its neighbours, so a wrong
 #: offset shows.

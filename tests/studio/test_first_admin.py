@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import start_studio, stop_studio
+from ..studio_process import start_studio, stop_studio
 
 
 def test_a_weak_admin_password_from_the_environment_names_the_setting(tmp_path: Path) -> None:
