@@ -183,6 +183,13 @@ def fill_prompt(page: Any, text: str, price: str = r"Price: \d+ credits") -> Non
     expect(page.locator("#price-line")).to_contain_text(re.compile(price))
 
 
+def wait_for_price(page: Any, *, drawn: bool = False) -> None:
+    """The price line shows a price. After a stroke on an image editor the ceiling is
+    ``JOB_WAIT``: the page first exports the drawing and uploads it, as for Create."""
+    expect(page.locator("#price-line")).to_contain_text(re.compile(r"Price: \d+ credits"),
+                                                        timeout=JOB_WAIT if drawn else WAIT)
+
+
 def current_job(page: Any) -> str | None:
     card = page.locator("#progress-card")
     return card.get_attribute("data-job") if card.count() else None
