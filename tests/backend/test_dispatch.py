@@ -17,12 +17,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from backend import jobs
 from backend.accounts import ledger
 from backend.assets.blobs import LocalBlobStore
-from backend.jobs import backlog, messages
+from backend.jobs import backlog, limits, messages
 from backend.config import REPO_ROOT, Settings
 from backend.db import Database
 from backend.db.models import Job, utcnow
@@ -437,6 +437,56 @@ def test_cancel_refunds_and_frees_the_slot(backend: Backend) -> None:
     assert backend.registry.reservations("n1") == {}
     with backend.db.read() as s:
         assert ledger.balance(s, user.id) == 500
+    assert ledger.verify(backend.db) == []
+
+
+def test_concurrent_submits_of_one_idempotency_key_make_one_job_and_one_charge(backend: Backend) -> None:
+    user = make_user(backend.db, "kai", credits=1000)
+    register(backend.registry, "n1", library_capabilities(backend.library))
+    start = threading.Barrier(8)
+
+    def send(_: int) -> object:
+        start.wait(WAIT)
+        return submit(backend, user.id, "txt2img-sd15", {"prompt": "a red fox"}, idempotency_key="one-request")
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(send, range(8)))
+    assert all(isinstance(r, Accepted) for r in results)
+    assert len({r.job.id for r in results}) == 1 and sum(r.created for r in results) == 1
+    with backend.db.read() as s:
+        assert s.scalar(select(func.count()).select_from(Job).where(Job.user_id == user.id)) == 1
+        assert ledger.balance(s, user.id) == 1000 - results[0].job.cost
+    assert ledger.verify(backend.db) == []
+
+
+def test_a_replayed_key_gets_its_job_even_where_a_new_request_is_refused(backend: Backend) -> None:
+    user = make_user(backend.db, "lea", credits=1000)
+    register(backend.registry, "n1", library_capabilities(backend.library), slots=1)
+    limits.set_override(backend.db, user.id, "max_waiting_jobs", 1)
+    first = submit(backend, user.id, "txt2img-sd15", {"prompt": "a red fox"}, idempotency_key="first")
+    assert isinstance(first, Accepted) and first.created
+    refused = txt2img(backend, user.id, queue_if_busy=True)  # a second waiting job is over the limit
+    assert isinstance(refused, Rejected) and "max_waiting_jobs" in refused.message["en"]
+    again = submit(backend, user.id, "txt2img-sd15", {"prompt": "a red fox"}, idempotency_key="first")
+    assert isinstance(again, Accepted) and not again.created and again.job.id == first.job.id
+    with backend.db.read() as s:
+        assert ledger.balance(s, user.id) == 1000 - first.job.cost
+
+
+def test_parallel_submits_stop_exactly_at_a_waiting_limit(backend: Backend) -> None:
+    user = make_user(backend.db, "max", credits=1000)
+    register(backend.registry, "n1", library_capabilities(backend.library), slots=1)
+    limits.set_override(backend.db, user.id, "max_waiting_jobs", 3)
+    start = threading.Barrier(8)
+
+    def send(_: int) -> object:
+        start.wait(WAIT)
+        return txt2img(backend, user.id, queue_if_busy=True)
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(send, range(8)))
+    assert sum(isinstance(r, Accepted) for r in results) == 3
+    assert all("max_waiting_jobs" in r.message["en"] for r in results if isinstance(r, Rejected))
     assert ledger.verify(backend.db) == []
 
 
