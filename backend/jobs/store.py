@@ -13,7 +13,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, fields
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -182,6 +182,25 @@ def transition(
     if moved and to in REFUNDED:
         ledger.refund(s, job_id, note=to.value)
     return moved
+
+
+def dispatch(s: Session, placements: Collection[tuple[str, int, str]]) -> set[str]:
+    """Move queued jobs to ``dispatched`` in one statement: ``placements`` are ``(job_id,
+    attempts read, node_id)``; each job moves only if it is still queued with that attempt
+    counter (as :func:`transition` with ``expect_attempts``), taking the next attempt and
+    the node. The ids of the jobs that moved."""
+    if not placements:
+        return set()
+    nodes = {job_id: node for job_id, _, node in placements}
+    now = utcnow()
+    stmt = (update(Job)
+            .where(Job.id.in_(list(nodes)), Job.state == JobState.QUEUED.value,
+                   tuple_(Job.id, Job.attempts).in_([(job_id, attempts) for job_id, attempts, _ in placements]))
+            .values(state=JobState.DISPATCHED.value, node_id=case(nodes, value=Job.id), attempts=Job.attempts + 1,
+                    updated_at=now, dispatched_at=now)
+            .returning(Job.id)
+            .execution_options(synchronize_session=False))
+    return set(s.scalars(stmt))
 
 
 def fail(
