@@ -82,11 +82,7 @@ def claim(db: Database, key: str, limit: Limit, *, now: dt.datetime | None = Non
 def claim_in(s: Session, key: str, limit: Limit, *, now: dt.datetime | None = None) -> int:
     """:func:`claim` in the caller's writing transaction: the attempt counts only if that
     transaction commits (a submit counts only when its job is made)."""
-    dialect = postgresql if s.get_bind().dialect.name == "postgresql" else sqlite
-    start = now or utcnow()
-    s.execute(dialect.insert(Throttle).values(key=key, count=0, window_start=start, next_at=start)
-              .on_conflict_do_nothing(index_elements=["key"]))
-    row = s.execute(select(Throttle).where(Throttle.key == key).with_for_update()).scalar_one()
+    row = lock(s, key, now=now)
     # The time of the decision is read once the row is ours: an attempt that waited for
     # the lock must not be judged by a clock read before the others went first.
     now = now or utcnow()
@@ -102,6 +98,16 @@ def claim_in(s: Session, key: str, limit: Limit, *, now: dt.datetime | None = No
         row.next_at = now + delay
     s.flush()
     return row.count
+
+
+def lock(s: Session, key: str, *, now: dt.datetime | None = None) -> Throttle:
+    """``key``'s row, made if missing and locked until the caller's transaction ends
+    (``SELECT … FOR UPDATE`` on PostgreSQL; SQLite's writing transactions are serial)."""
+    dialect = postgresql if s.get_bind().dialect.name == "postgresql" else sqlite
+    start = now or utcnow()
+    s.execute(dialect.insert(Throttle).values(key=key, count=0, window_start=start, next_at=start)
+              .on_conflict_do_nothing(index_elements=["key"]))
+    return s.execute(select(Throttle).where(Throttle.key == key).with_for_update()).scalar_one()
 
 
 def release(db: Database, key: str) -> None:

@@ -1,10 +1,12 @@
 """The dispatcher: hands queued jobs to nodes whenever a slot is free.
 
 One pass reads the live nodes once, walks the backlog fairly across users, and for each
-job atomically reserves the best capable slot in the registry, moves the job
-``queued → dispatched`` with a conditional update, and only after that commit publishes
-the job to its node (outbox order: a crash between the two leaves a ``dispatched`` job
-that the sweeper republishes, never a published job the database does not know).
+job atomically reserves the best capable slot in the registry; the reserved jobs move
+``queued → dispatched`` with a conditional update (several per transaction), and only
+after that commit are they published to their nodes (outbox order: a crash between the
+two leaves a ``dispatched`` job that the sweeper republishes, never a published job the
+database does not know). A pass's cost grows with the slots it fills, not with the
+backlog (``python -m bench dispatch``).
 Several dispatchers (threads or studio replicas) may run at once: the reservation and
 the conditional update each let exactly one of them win.
 

@@ -123,21 +123,24 @@ def check_submit_in(s: Session, settings: Settings, user_id: int, cost: int, *, 
     its bound; otherwise count the submit (``submits_per_minute``) in the caller's writing
     transaction, which then stores the job: a refused or rolled back submit counts nothing.
 
-    The user's row is locked first (on PostgreSQL; SQLite's writers are serial already),
-    so one user's concurrent submits are checked one after the other, each counting the
-    jobs the previous ones made: a limit holds exactly at its bound under parallel
-    submits too. The usage is read only for the limits that are set.
+    When a limit on jobs or spending is set, the user's submits are first serialized (a
+    lock on their submit counter's row, on PostgreSQL; SQLite's writers are serial
+    already), so each counts the jobs the previous ones made: a limit holds exactly at its
+    bound under parallel submits too. That lock is not the user's row, which the
+    dispatcher's fairness bookkeeping updates: a submit never holds up a dispatch pass.
+    Without such a limit (the default) nothing is locked and no usage is read.
     """
     now = now or utcnow()
     overrides = [select(UserLimit.value).where(UserLimit.user_id == user_id, UserLimit.name == name).scalar_subquery()
                  for name in NAMES]
-    row = s.execute(select(User.role, *overrides).where(User.id == user_id).with_for_update(of=User)).first()
+    row = s.execute(select(User.role, *overrides).where(User.id == user_id)).first()
     if row is None:
         raise NotFound(f"No user with id {user_id}.", zh=f"没有编号为 {user_id} 的用户。")
     limits = defaults(settings, row[0])
     limits.update({name: value for name, value in zip(NAMES, row[1:]) if value is not None})
     waiting, running, cap = limits["max_waiting_jobs"], limits["max_running_jobs"], limits["daily_spend_cap"]
     if waiting or running or cap:
+        throttle.lock(s, _submit_key(user_id), now=now)
         used_waiting, used_running, spent_today = _submit_usage(s, user_id, now)
         if waiting and used_waiting >= waiting:
             raise LimitReached(f"You have {used_waiting} jobs waiting, the most allowed (max_waiting_jobs). "
