@@ -19,7 +19,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.orm import Session
 
 from backend.accounts import throttle
@@ -131,9 +131,7 @@ def check_submit_in(s: Session, settings: Settings, user_id: int, cost: int, *, 
     Without such a limit (the default) nothing is locked and no usage is read.
     """
     now = now or utcnow()
-    overrides = [select(UserLimit.value).where(UserLimit.user_id == user_id, UserLimit.name == name).scalar_subquery()
-                 for name in NAMES]
-    row = s.execute(select(User.role, *overrides).where(User.id == user_id)).first()
+    row = s.execute(_ROLE_AND_OVERRIDES, {"user_id": user_id}).first()
     if row is None:
         raise NotFound(f"No user with id {user_id}.", zh=f"没有编号为 {user_id} 的用户。")
     limits = defaults(settings, row[0])
@@ -170,6 +168,13 @@ def check_submit_in(s: Session, settings: Settings, user_id: int, cost: int, *, 
                            f"(submits_per_minute). Try again in {round(retry)} s.",
                            zh=f"您在一分钟内已提交 {per_minute} 个任务，已达上限（submits_per_minute）。请 {round(retry)} 秒后再试。",
                            limit="submits_per_minute", retry_after=retry) from None
+
+
+#: A user's role and their override of each limit (NULL: none), built once: building the
+#: statement cost more than running it.
+_ROLE_AND_OVERRIDES = select(User.role, *(
+    select(UserLimit.value).where(UserLimit.user_id == bindparam("user_id"), UserLimit.name == name).scalar_subquery()
+    for name in NAMES)).where(User.id == bindparam("user_id"))
 
 
 def _submit_usage(s: Session, user_id: int, now: dt.datetime) -> tuple[int, int, int]:

@@ -25,7 +25,7 @@ from backend.assets.blobs import LocalBlobStore
 from backend.jobs import backlog, limits, messages
 from backend.config import REPO_ROOT, Settings
 from backend.db import Database
-from backend.db.models import Job, utcnow
+from backend.db.models import Job, User, utcnow
 from backend.jobs.dispatcher import Dispatcher
 from backend.jobs.lifecycle import LifecycleConsumer
 from backend.ports.bus import Delivery
@@ -438,6 +438,18 @@ def test_cancel_refunds_and_frees_the_slot(backend: Backend) -> None:
     with backend.db.read() as s:
         assert ledger.balance(s, user.id) == 500
     assert ledger.verify(backend.db) == []
+
+
+def test_a_capped_backlog_read_takes_jobs_in_the_order_a_pass_serves_them(backend: Backend) -> None:
+    register(backend.registry, "n1", library_capabilities(backend.library), slots=1)
+    users = [make_user(backend.db, name, credits=1000) for name in ("uma", "uli", "uta")]
+    made = {u.id: [txt2img(backend, u.id, queue_if_busy=True).job.id for _ in range(3)] for u in users}  # type: ignore[union-attr]
+    with backend.db.write() as s:  # uli was served longest ago, uta never: uta first, then uli, then uma
+        s.execute(update(User).where(User.id == users[0].id).values(last_served_at=utcnow()))
+        s.execute(update(User).where(User.id == users[1].id).values(last_served_at=utcnow() - dt.timedelta(hours=1)))
+    lines = backlog.lines(backend.db, per_user=4, limit=5)
+    assert [[job.id for job in line] for line in lines] == [
+        made[users[2].id][:2], made[users[1].id][:2], made[users[0].id][:1]]
 
 
 def test_concurrent_submits_of_one_idempotency_key_make_one_job_and_one_charge(backend: Backend) -> None:
