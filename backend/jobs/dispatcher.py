@@ -227,8 +227,8 @@ class Dispatcher:
                     if line:
                         lines.append(line)  # served: to the back of the line
                     if len(batch) >= BATCH:
-                        placed += self._commit(batch)
-                        batch = []
+                        full, batch = batch, []  # _commit answers for these slots from here on
+                        placed += self._commit(full)
                     if not free:
                         break
                 else:

@@ -452,6 +452,27 @@ def test_a_capped_backlog_read_takes_jobs_in_the_order_a_pass_serves_them(backen
         made[users[2].id][:2], made[users[1].id][:2], made[users[0].id][:1]]
 
 
+def test_a_pass_larger_than_a_batch_places_every_job_once_and_fairly(backend: Backend) -> None:
+    caps = library_capabilities(backend.library)
+    nodes = [f"n{i:02d}" for i in range(20)]
+    for node in nodes:
+        register(backend.registry, node, caps, slots=2)
+    queues = {node: NodeQueue(backend, node) for node in nodes}
+    users = [make_user(backend.db, name, credits=10_000) for name in ("ria", "rob", "roy")]
+    made = [txt2img(backend, u.id, queue_if_busy=True).job.id for u in users for _ in range(20)]  # type: ignore[union-attr]
+    assert Dispatcher(backend).dispatch_once() == 40
+    sent = [m["job_id"] for q in queues.values() for m in q.drain()]
+    assert len(sent) == len(set(sent)) == 40
+    by_user = {u.id: sum(jobs.get(backend.db, j).user_id == u.id for j in sent) for u in users}
+    assert sorted(by_user.values()) == [13, 13, 14]  # one per user in turn
+    for job_id in made:
+        job = jobs.get(backend.db, job_id)
+        assert (job.state == "dispatched") == (job_id in sent)
+        if job_id in sent:
+            assert job.attempts == 1 and backend.registry.holds(job.node_id, f"{job_id}-1")  # type: ignore[arg-type]
+    assert all(len(backend.registry.reservations(node)) == 2 for node in nodes)
+
+
 def test_concurrent_submits_of_one_idempotency_key_make_one_job_and_one_charge(backend: Backend) -> None:
     user = make_user(backend.db, "kai", credits=1000)
     register(backend.registry, "n1", library_capabilities(backend.library))
