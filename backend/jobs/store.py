@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session
 
 from backend.accounts import ledger
 from backend.db import Database, rows_changed
-from backend.db.models import Job, User, utcnow
-from backend.errors import InvalidParameter, JobStateError, NotFound, PermissionDenied
+from backend.db.models import Job, utcnow
+from backend.errors import InvalidParameter, JobStateError, NotFound
 from backend.jobs.state import ENTERED_FROM, REFUNDED, TERMINAL, JobState
 
 #: The timestamp column stamped when a state is entered.
@@ -105,14 +105,12 @@ def add(s: Session, new: NewJob) -> JobRecord | None:
     ``(user_id, idempotency_key)``), so a replay and a first request racing each other
     cost one statement and make one job: a second insert of the same key waits for the
     first's transaction and then inserts nothing. Raises PermissionDenied for a disabled
-    account and InsufficientCredits when the balance is too low (the caller's transaction
-    must then roll back).
+    account and InsufficientCredits when the balance is too low (both from the charge; the
+    caller's transaction must then roll back).
     """
     key = new.idempotency_key
     if not key or len(key) > MAX_IDEMPOTENCY_KEY:
         raise InvalidParameter(f"An idempotency key has 1–{MAX_IDEMPOTENCY_KEY} characters.", param="idempotency_key")
-    if s.scalar(select(User.disabled).where(User.id == new.user_id)):
-        raise PermissionDenied("This account is disabled.", zh="该账户已被停用。")
     now = utcnow()
     values = dict(
         id=uuid.uuid4().hex, user_id=new.user_id, workflow=new.workflow, params=dict(new.params), inputs=dict(new.inputs),
