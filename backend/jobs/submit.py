@@ -94,8 +94,9 @@ def submit(
     ends (:mod:`backend.jobs.webhooks`). Per-user limits (:mod:`backend.jobs.limits`) are checked
     before anything is charged. ``on_queued`` wakes the dispatcher.
 
-    One writing transaction does the database's part: the limits (with the user's row
-    locked), the job's insert with its idempotency key, the charge and the webhook. A key
+    One writing transaction does the database's part: the limits (see
+    :func:`~backend.jobs.limits.check_submit_in`), the job's insert with its idempotency
+    key, the charge and the webhook. A key
     seen before makes the insert do nothing; the transaction then rolls back and the first
     job is the answer. Whatever refuses a request (a limit, a busy cluster, a changed
     parameter), a key seen before still answers with its job, as a retry expects.
@@ -119,7 +120,10 @@ def submit(
             if webhook_url:
                 webhooks.attach(s, job.id, webhook_url)
     except _Replayed:
-        replay = jobs.find_by_key(backend.db, user_id, idempotency_key)
+        try:
+            replay = jobs.find_by_key(backend.db, user_id, idempotency_key)
+        except StudioError as exc:  # the database went away after the rollback
+            return Rejected(error=exc)
         if replay is None:  # jobs are never deleted: the key's job is there once the insert met it
             return Rejected(error=NotFound("The job of this idempotency key cannot be found; send a new key.",
                                            zh="找不到该幂等键的任务，请使用新的键。"))
