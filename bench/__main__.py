@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 
-from . import cluster, event_path, reconnect, recovery, studio_sessions, submit_path, uploads
+from . import cluster, dispatch_pass, event_path, reconnect, recovery, scaling, studio_sessions, submit_path, uploads
 
 BENCHMARKS = {
     "submit": submit_path.main,
@@ -15,6 +15,8 @@ BENCHMARKS = {
     "studio": studio_sessions.main,
     "recovery": recovery.main,
     "reconnect": reconnect.main,
+    "dispatch": dispatch_pass.main,
+    "scaling": scaling.main,
 }
 
 

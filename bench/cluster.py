@@ -145,18 +145,22 @@ def run_policy(policy: str, jobs: list[tuple[float, int, int]], *, nodes: int, c
         lifecycle.apply = apply
         users = [stack.user(f"bench-user-{i}") for i in range(5)]
         ids: list[str] = []
+        submits: list[float] = []  # each submit() call
         lock = threading.Lock()
         t0 = time.monotonic()
         start_wall = time.time()
 
         def burst(batch: list[tuple[float, int, int]]) -> None:
             for _, user, steps in batch:
+                called = time.perf_counter()
                 result = submit(stack.backend, users[user].id, WORKFLOW, {"prompt": "bench", "steps": steps, "seed": 1},
                                 idempotency_key=uuid.uuid4().hex, queue_if_busy=True, on_queued=stack.worker.wake)
+                took = time.perf_counter() - called
                 if not isinstance(result, Accepted):
                     raise RuntimeError(f"not accepted: {result}")
                 with lock:
                     ids.append(result.job.id)
+                    submits.append(took)
 
         for offset in sorted({j[0] for j in jobs}):
             batch = [j for j in jobs if j[0] == offset]
@@ -199,6 +203,7 @@ def run_policy(policy: str, jobs: list[tuple[float, int, int]], *, nodes: int, c
         "apply": (common.percentile(busy, 50), common.percentile(busy, 99), sum(busy)),
         "idle": sorted(idle),
         "started": start_wall,
+        "submit": (common.percentile(submits, 50), common.percentile(submits, 99)),
     }
 
 

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from backend.db import Database
 from backend.db.models import Job, LedgerEntry, User
-from backend.errors import InsufficientCredits, InvalidParameter, NotFound
+from backend.errors import InsufficientCredits, InvalidParameter, NotFound, PermissionDenied
 from backend.jobs.state import REFUNDED
 
 USER_KINDS = ("grant", "recharge", "redeem", "adjust")
@@ -64,19 +64,24 @@ def credit(
 
 
 def charge(s: Session, user_id: int, job_id: str, cost: int) -> LedgerEntry:
-    """Debit ``cost`` for ``job_id`` if the balance covers it, else raise InsufficientCredits."""
+    """Debit ``cost`` for ``job_id`` if the account is enabled and its balance covers it;
+    else raise PermissionDenied or InsufficientCredits. Both conditions are in the one
+    UPDATE, so an enabled account with credits costs no read before it."""
     if cost < 0:
         raise InvalidParameter("A price cannot be negative.", param="cost")
     new_balance = s.scalar(
         update(User)
-        .where(User.id == user_id, User.balance >= cost)
+        .where(User.id == user_id, User.balance >= cost, User.disabled.is_not(True))
         .values(balance=User.balance - cost)
         .returning(User.balance)
     )
     if new_balance is None:
-        balance = s.scalar(select(User.balance).where(User.id == user_id))
-        if balance is None:
+        row = s.execute(select(User.balance, User.disabled).where(User.id == user_id)).first()
+        if row is None:
             raise NotFound(f"No user with id {user_id}.")
+        balance, disabled = row
+        if disabled:
+            raise PermissionDenied("This account is disabled.", zh="该账户已被停用。")
         raise InsufficientCredits(
             f"This costs {cost} credits but your balance is {balance}. Redeem a code or ask an administrator for credits.",
             zh=f"本次需要 {cost} 积分，当前余额为 {balance}。请兑换积分码或联系管理员充值。",

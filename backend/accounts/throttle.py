@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
 
 from backend.db import Database, rows_changed
 from backend.db.models import Throttle, utcnow
@@ -75,25 +76,38 @@ def claim(db: Database, key: str, limit: Limit, *, now: dt.datetime | None = Non
     Raises :class:`~backend.errors.RateLimited` (nothing counted) when ``limit`` refuses it.
     """
     with db.write() as s:
-        dialect = postgresql if s.get_bind().dialect.name == "postgresql" else sqlite
-        start = now or utcnow()
-        s.execute(dialect.insert(Throttle).values(key=key, count=0, window_start=start, next_at=start)
-                  .on_conflict_do_nothing(index_elements=["key"]))
-        row = s.execute(select(Throttle).where(Throttle.key == key).with_for_update()).scalar_one()
-        # The time of the decision is read once the row is ours: an attempt that waited for
-        # the lock must not be judged by a clock read before the others went first.
-        now = now or utcnow()
-        if now - row.window_start >= limit.window:
-            row.count, row.window_start, row.next_at = 0, now, now
-        if now < row.next_at:
-            raise _limited(limit, (row.next_at - now).total_seconds())
-        if limit.refuse and not limit.backoff and row.count >= limit.allowed:
-            raise _limited(limit, (row.window_start + limit.window - now).total_seconds())
-        row.count += 1
-        delay = limit.delay_after(row.count)
-        if delay:  # free attempts leave it alone: replicas' clocks differ by a little
-            row.next_at = now + delay
-        return row.count
+        return claim_in(s, key, limit, now=now)
+
+
+def claim_in(s: Session, key: str, limit: Limit, *, now: dt.datetime | None = None) -> int:
+    """:func:`claim` in the caller's writing transaction: the attempt counts only if that
+    transaction commits (a submit counts only when its job is made)."""
+    row = lock(s, key, now=now)
+    # The time of the decision is read once the row is ours: an attempt that waited for
+    # the lock must not be judged by a clock read before the others went first.
+    now = now or utcnow()
+    if now - row.window_start >= limit.window:
+        row.count, row.window_start, row.next_at = 0, now, now
+    if now < row.next_at:
+        raise _limited(limit, (row.next_at - now).total_seconds())
+    if limit.refuse and not limit.backoff and row.count >= limit.allowed:
+        raise _limited(limit, (row.window_start + limit.window - now).total_seconds())
+    row.count += 1
+    delay = limit.delay_after(row.count)
+    if delay:  # free attempts leave it alone: replicas' clocks differ by a little
+        row.next_at = now + delay
+    s.flush()
+    return row.count
+
+
+def lock(s: Session, key: str, *, now: dt.datetime | None = None) -> Throttle:
+    """``key``'s row, made if missing and locked until the caller's transaction ends
+    (``SELECT … FOR UPDATE`` on PostgreSQL; SQLite's writing transactions are serial)."""
+    dialect = postgresql if s.get_bind().dialect.name == "postgresql" else sqlite
+    start = now or utcnow()
+    s.execute(dialect.insert(Throttle).values(key=key, count=0, window_start=start, next_at=start)
+              .on_conflict_do_nothing(index_elements=["key"]))
+    return s.execute(select(Throttle).where(Throttle.key == key).with_for_update()).scalar_one()
 
 
 def release(db: Database, key: str) -> None:

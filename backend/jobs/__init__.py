@@ -16,6 +16,7 @@ if TYPE_CHECKING:
         MAX_IDEMPOTENCY_KEY,
         JobRecord,
         NewJob,
+        add,
         cancel,
         create,
         fail,
@@ -30,8 +31,8 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
-    "MAX_IDEMPOTENCY_KEY", "JobRecord", "NewJob", "cancel", "create", "fail", "find_by_key", "get", "list_for_user",
-    "most_used_workflows", "request_hash", "same_request", "succeed", "transition",
+    "MAX_IDEMPOTENCY_KEY", "JobRecord", "NewJob", "add", "cancel", "create", "fail", "find_by_key", "get",
+    "list_for_user", "most_used_workflows", "request_hash", "same_request", "succeed", "transition",
 ]
 
 

@@ -22,11 +22,18 @@ PER_USER = 4
 _NEVER = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
-def lines(db: Database, *, per_user: int = PER_USER) -> list[deque[Job]]:
-    """One line of queued jobs per user (oldest first), users least recently served first."""
+def lines(db: Database, *, per_user: int = PER_USER, limit: int | None = None) -> list[deque[Job]]:
+    """One line of queued jobs per user (oldest first), users least recently served first.
+
+    ``limit`` caps the jobs read in all: they are the first ``limit`` in the order a pass
+    takes them (every user's first job, then every user's second, ...), so a pass that
+    can fill a few slots reads a few jobs, however long the backlog behind them.
+    """
     with db.read() as s:
         ranked = (
-            select(Job.id, func.row_number().over(partition_by=Job.user_id, order_by=(Job.created_at, Job.id)).label("n"))
+            select(Job.id, Job.user_id,
+                   func.row_number().over(partition_by=Job.user_id, order_by=(Job.created_at, Job.id)).label("n"),
+                   func.min(Job.created_at).over(partition_by=Job.user_id).label("first"))
             .where(Job.state == JobState.QUEUED)
             .subquery()
         )
@@ -35,16 +42,15 @@ def lines(db: Database, *, per_user: int = PER_USER) -> list[deque[Job]]:
             .join(ranked, ranked.c.id == Job.id)
             .join(User, User.id == Job.user_id)
             .where(ranked.c.n <= per_user)
-            .order_by(Job.created_at, Job.id)
+            .order_by(ranked.c.n, func.coalesce(User.last_served_at, _NEVER), ranked.c.first, Job.user_id)
         )
+        if limit is not None:
+            stmt = stmt.limit(limit)
         rows = list(s.execute(stmt))
     by_user: dict[int, deque[Job]] = {}
-    served: dict[int, dt.datetime] = {}
-    for job, last_served in rows:
+    for job, _ in rows:  # users appear in their turn's order with their first job
         by_user.setdefault(job.user_id, deque()).append(job)
-        served[job.user_id] = last_served or _NEVER
-    order = sorted(by_user, key=lambda user: (served[user], by_user[user][0].created_at))
-    return [by_user[user] for user in order]
+    return list(by_user.values())
 
 
 def depth(db: Database) -> int:

@@ -1,10 +1,12 @@
 """The dispatcher: hands queued jobs to nodes whenever a slot is free.
 
 One pass reads the live nodes once, walks the backlog fairly across users, and for each
-job atomically reserves the best capable slot in the registry, moves the job
-``queued → dispatched`` with a conditional update, and only after that commit publishes
-the job to its node (outbox order: a crash between the two leaves a ``dispatched`` job
-that the sweeper republishes, never a published job the database does not know).
+job atomically reserves the best capable slot in the registry; the reserved jobs move
+``queued → dispatched`` with a conditional update (several per transaction), and only
+after that commit are they published to their nodes (outbox order: a crash between the
+two leaves a ``dispatched`` job that the sweeper republishes, never a published job the
+database does not know). A pass's cost grows with the slots it fills, not with the
+backlog (``python -m bench dispatch``).
 Several dispatchers (threads or studio replicas) may run at once: the reservation and
 the conditional update each let exactly one of them win.
 
@@ -17,22 +19,26 @@ otherwise it would see their slots free and book them twice.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import heapq
 import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import case, select, update
 from sqlalchemy.orm import Session
 
-from backend.jobs import backlog
+from backend.jobs import backlog, store
 from backend import jobs
 from backend.db.models import Job, StageAlias, User, utcnow
 from backend.errors import DatabaseUnavailable, NotFound, StudioError, Unavailable
 from backend.jobs.messages import JobMessage, Upload, prompt_id_of, upload_name
 from backend.jobs.messages import StageAlias as AliasMessage
 from backend.jobs.placement import DEFAULT_SWITCH_PENALTY, CapabilityCache, Needs, candidates
-from backend.ports.registry import NodeView
+from backend.ports.registry import Candidate, NodeView, choice_key
 from backend.runtime import Backend
 from backend.workflows import WorkflowSpec, build_prompt
 from backend.jobs.state import JobState
@@ -43,6 +49,14 @@ log = logging.getLogger(__name__)
 #: after losing a job to another dispatcher, which means that one made progress, so a
 #: handful is never reached; the cap only keeps a scheduler thread from spinning.
 MAX_PASSES = 10
+#: Jobs a pass reads from the backlog per free slot: room for jobs no free node can run.
+BACKLOG_PER_FREE_SLOT = 4
+#: Reservations marked ``dispatched`` per transaction.
+BATCH = 16
+#: Nodes offered to the registry's atomic reserve: the best of the pass's copy.
+RESERVE_CANDIDATES = 8
+#: Job publishes of one batch in flight at once.
+PUBLISHERS = 4
 
 
 def stage_aliases(s: Session, spec: WorkflowSpec) -> dict[str, AliasMessage]:
@@ -103,6 +117,21 @@ def _with_reservation(view: NodeView, prompt_id: str, seconds: float) -> NodeVie
     return dataclasses.replace(view, reservations={**view.reservations, prompt_id: seconds})
 
 
+@dataclass(frozen=True, eq=False)
+class _Reserved:
+    """A job holding a slot, not yet marked ``dispatched``."""
+
+    job: Job
+    spec: WorkflowSpec
+    node: str
+    attempt: int
+    served_at: dt.datetime
+
+    @property
+    def prompt_id(self) -> str:
+        return prompt_id_of(self.job.id, self.attempt)
+
+
 class Dispatcher:
     """Runs dispatch passes when woken (a submit, a freed slot) and at least every ``interval``."""
 
@@ -117,6 +146,8 @@ class Dispatcher:
         self.restore = restore
         self._epoch: str | None = None
         self._caps = CapabilityCache(backend.registry)
+        #: Per pass: the nodes of the pass's copy able to run each kind of job.
+        self._able: dict[Needs, list[Candidate]] = {}
         self._refused = False
         self._lost_race = False
         self._wake = threading.Event()
@@ -167,44 +198,59 @@ class Dispatcher:
                 log.warning("registry epoch %s: %d reservation(s) of jobs on nodes restored before dispatching",
                             epoch[:8], restored)
             self._epoch = epoch
-        views = [v for v in registry.nodes() if v.state.online]
-        free = sum(v.free_slots for v in views)
+        views = {v.state.node_id: v for v in registry.nodes() if v.state.online}
+        free = sum(v.free_slots for v in views.values())
         if not free:
             return 0
         placed = 0
-        # Enough of each user's line to fill every free slot, should one user be alone.
-        lines = backlog.lines(self.backend.db, per_user=max(backlog.PER_USER, free))
+        self._able = {}
+        # Enough of each user's line to fill every free slot, should one user be alone, but
+        # no more jobs in all than the free slots can take with room for jobs that fit no
+        # free node: the pass costs what it places, not what waits behind.
+        lines = backlog.lines(self.backend.db, per_user=max(backlog.PER_USER, free),
+                              limit=max(BACKLOG_PER_FREE_SLOT * free, backlog.PER_USER))
+        batch: list[_Reserved] = []
         retried: set[str] = set()
-        while lines:
-            line = lines.pop(0)
-            job = line.popleft()
-            node = self._place(job, views)
-            if node is not None:
-                placed += 1
-                # The reservation just made is the only change we know of: count it in
-                # our copy instead of re-reading every node after each placement. A copy
-                # that is stale (another dispatcher) costs a refused reserve, never a
-                # double booking: the registry's reserve is the check that counts.
-                views = [_with_reservation(v, prompt_id_of(job.id, job.attempts + 1), job.estimate_seconds)
-                         if v.state.node_id == node else v for v in views]
-                if line:
-                    lines.append(line)  # served: to the back of the line
-                if not any(v.free_slots for v in views):
-                    break
-            else:
-                if self._refused:  # our copy of the nodes was stale: read them again
-                    views = [v for v in registry.nodes() if v.state.online]
-                    if not any(v.free_slots for v in views):
+        try:
+            while lines:
+                line = lines.pop(0)
+                job = line.popleft()
+                reserved = self._reserve(job, views)
+                if reserved is not None:
+                    batch.append(reserved)
+                    # The reservation just made is the only change we know of: count it in
+                    # our copy instead of re-reading every node after each placement. A copy
+                    # that is stale (another dispatcher) costs a refused reserve, never a
+                    # double booking: the registry's reserve is the check that counts.
+                    views[reserved.node] = _with_reservation(views[reserved.node], reserved.prompt_id, job.estimate_seconds)
+                    free -= 1
+                    if line:
+                        lines.append(line)  # served: to the back of the line
+                    if len(batch) >= BATCH:
+                        full, batch = batch, []  # _commit answers for these slots from here on
+                        placed += self._commit(full)
+                    if not free:
                         break
-                    if job.id not in retried:  # and give this job one more try with them
-                        retried.add(job.id)
-                        line.appendleft(job)
-                if line:
-                    lines.insert(0, line)  # not placeable now: the same user keeps the turn
-        return placed
+                else:
+                    if self._refused:  # our copy of the nodes was stale: read them again
+                        views = {v.state.node_id: v for v in registry.nodes() if v.state.online}
+                        self._able = {}
+                        free = sum(v.free_slots for v in views.values())
+                        if not free:
+                            break
+                        if job.id not in retried:  # and give this job one more try with them
+                            retried.add(job.id)
+                            line.appendleft(job)
+                    if line:
+                        lines.insert(0, line)  # not placeable now: the same user keeps the turn
+        except Exception:
+            for r in batch:  # reserved but never marked dispatched: nobody else frees these slots soon
+                self._release_quietly(r.node, r.prompt_id)
+            raise
+        return placed + (self._commit(batch) if batch else 0)
 
-    def _place(self, job: Job, views: list) -> str | None:  # type: ignore[type-arg]
-        """Give ``job`` to a node: the node's id, or None if it stays in the backlog."""
+    def _reserve(self, job: Job, views: dict[str, NodeView]) -> _Reserved | None:
+        """Reserve a slot for ``job`` on the best capable node, or None if it stays in the backlog."""
         backend = self.backend
         self._refused = False
         try:
@@ -213,33 +259,59 @@ class Dispatcher:
             jobs.fail(backend.db, job.id, error_type="WorkflowRemoved", message=f"workflow {job.workflow} is no longer offered")
             return None
         needs = Needs.of(spec, job.params, job.memory_mb)
-        found = candidates((v for v in views if v.free_slots), self._caps, needs, switch_penalty=self.switch_penalty)
+        able = self._able.get(needs)
+        if able is None:  # which nodes can run it does not change during a pass; their free slots do
+            able = self._able[needs] = candidates(views.values(), self._caps, needs, switch_penalty=self.switch_penalty)
+        found = [c for c in able if views[c.node_id].free_slots]
         if not found:
             return None
+        # The registry picks the best of the candidates atomically, reading each one it is
+        # given: handing it the few best of our copy keeps a reserve's cost flat however
+        # many nodes there are. It picks by the same order, so the choice is the same
+        # unless our copy is stale, which costs a refusal and a fresh read.
+        found = heapq.nsmallest(RESERVE_CANDIDATES, found, key=lambda c: choice_key(views[c.node_id], c))
         attempt = job.attempts + 1
         prompt_id = prompt_id_of(job.id, attempt)
         node = backend.registry.reserve(found, prompt_id, job.estimate_seconds)
         if node is None:
             self._refused = True
             return None
+        return _Reserved(job=job, spec=spec, node=node, attempt=attempt, served_at=utcnow())
+
+    def _commit(self, batch: list[_Reserved]) -> int:
+        """Mark the reserved jobs ``dispatched`` in one transaction, then publish them; the
+        number published. One commit per batch rather than per job: the commit's wait for
+        the disk is most of what a placement costs the database."""
+        backend = self.backend
         try:
             with backend.db.write() as s:
-                moved = jobs.transition(
-                    s, job.id, JobState.DISPATCHED, expect=(JobState.QUEUED,), expect_attempts=job.attempts, node_id=node, attempts=attempt
-                )
-                if moved:
-                    s.execute(update(User).where(User.id == job.user_id).values(last_served_at=utcnow()))
-                    aliases = stage_aliases(s, spec)
+                dispatched = store.dispatch(s, [(r.job.id, r.job.attempts, r.node) for r in batch])
+                moved = [r for r in batch if r.job.id in dispatched]
+                served = {r.job.user_id: r.served_at for r in moved}
+                if served:
+                    s.execute(update(User).where(User.id.in_(list(served)))
+                              .values(last_served_at=case(served, value=User.id)))
+                specs = {r.spec.name: r.spec for r in moved}
+                aliases = {name: stage_aliases(s, spec) for name, spec in specs.items()}
         except DatabaseUnavailable:
-            # The job stays queued (or its commit's answer was lost and it is dispatched:
-            # then the sweeper restores the slot and republishes it).
-            self._release_quietly(node, prompt_id)
+            # The jobs stay queued (or the commit's answer was lost and they are dispatched:
+            # then the sweeper restores their slots and republishes them).
+            for r in batch:
+                self._release_quietly(r.node, r.prompt_id)
             raise
-        if not moved:  # another dispatcher or a cancel got there first
-            backend.registry.release(node, prompt_id)
-            self._lost_race = True
-            return None
-        return node if self.publish(spec, job, node, attempt, aliases=aliases) else None
+        for r in batch:
+            if r not in moved:  # another dispatcher or a cancel got there first
+                backend.registry.release(r.node, r.prompt_id)
+                self._lost_race = True
+
+        def send(r: _Reserved) -> bool:
+            return self.publish(r.spec, r.job, r.node, r.attempt, aliases=aliases[r.spec.name])
+
+        if len(moved) <= 1:
+            return sum(map(send, moved))
+        # Each confirmed publish waits for the broker's disk: several at once overlap.
+        with ThreadPoolExecutor(max_workers=min(len(moved), PUBLISHERS), thread_name_prefix="dispatch-publish") as pool:
+            return sum(pool.map(send, moved))
 
     def _release_quietly(self, node: str, prompt_id: str) -> None:
         try:

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
+from sqlalchemy.orm import Session
 
 from backend.accounts import throttle
 from backend.assets import maintenance
@@ -110,50 +112,84 @@ def _submit_limit(allowed: int) -> throttle.Limit:
     return throttle.Limit(allowed, SUBMIT_WINDOW, what=("submits", "提交"))
 
 
-def check_submit(db: Database, settings: Settings, user_id: int, cost: int, *, now: dt.datetime | None = None) -> str | None:
+def check_submit(db: Database, settings: Settings, user_id: int, cost: int, *, now: dt.datetime | None = None) -> None:
+    """:func:`check_submit_in` in a transaction of its own."""
+    with db.write() as s:
+        check_submit_in(s, settings, user_id, cost, now=now)
+
+
+def check_submit_in(s: Session, settings: Settings, user_id: int, cost: int, *, now: dt.datetime | None = None) -> None:
     """Refuse a new job of ``cost`` credits with :class:`LimitReached` if any limit is at
-    its bound; otherwise count the submit and return its throttle key (give it back with
-    :func:`release_submit` if the job is not made after all), or None."""
+    its bound; otherwise count the submit (``submits_per_minute``) in the caller's writing
+    transaction, which then stores the job: a refused or rolled back submit counts nothing.
+
+    When a limit on jobs or spending is set, the user's submits are first serialized (a
+    lock on their submit counter's row, on PostgreSQL; SQLite's writers are serial
+    already), so each counts the jobs the previous ones made: a limit holds exactly at its
+    bound under parallel submits too. That lock is not the user's row, which the
+    dispatcher's fairness bookkeeping updates: a submit never holds up a dispatch pass.
+    Without such a limit (the default) nothing is locked and no usage is read.
+    """
     now = now or utcnow()
-    limits = effective(db, settings, user_id)
-    used = usage(db, user_id, now=now)
-    waiting, running = limits["max_waiting_jobs"], limits["max_running_jobs"]
-    if waiting and used.waiting >= waiting:
-        raise LimitReached(f"You have {used.waiting} jobs waiting, the most allowed (max_waiting_jobs). "
-                           "Submit again when one has started.",
-                           zh=f"您已有 {used.waiting} 个任务在排队，已达上限（max_waiting_jobs）。请等其中一个开始后再提交。",
-                           limit="max_waiting_jobs", retry_after=JOB_RETRY_SECONDS)
-    if running and used.running >= running:
-        raise LimitReached(f"You have {used.running} jobs running, the most allowed (max_running_jobs). "
-                           "Submit again when one has finished.",
-                           zh=f"您已有 {used.running} 个任务在运行，已达上限（max_running_jobs）。请等其中一个结束后再提交。",
-                           limit="max_running_jobs", retry_after=JOB_RETRY_SECONDS)
-    cap = limits["daily_spend_cap"]
-    if cap and used.spent_today + cost > cap:
-        midnight = _day_start(now) + dt.timedelta(days=1)
-        raise LimitReached(f"This job costs {cost} credits; you have spent {used.spent_today} of your daily "
-                           f"{cap} (daily_spend_cap). It frees up at midnight UTC.",
-                           zh=f"本任务需 {cost} 积分；今日已花费 {used.spent_today}，每日上限 {cap}（daily_spend_cap）。"
-                              "北京时间早上 8 点（UTC 零点）重置。",
-                           limit="daily_spend_cap", retry_after=max(1.0, (midnight - now).total_seconds()))
+    row = s.execute(_ROLE_AND_OVERRIDES, {"user_id": user_id}).first()
+    if row is None:
+        raise NotFound(f"No user with id {user_id}.", zh=f"没有编号为 {user_id} 的用户。")
+    limits = defaults(settings, row[0])
+    limits.update({name: value for name, value in zip(NAMES, row[1:]) if value is not None})
+    waiting, running, cap = limits["max_waiting_jobs"], limits["max_running_jobs"], limits["daily_spend_cap"]
+    if waiting or running or cap:
+        throttle.lock(s, _submit_key(user_id), now=now)
+        used_waiting, used_running, spent_today = _submit_usage(s, user_id, now)
+        if waiting and used_waiting >= waiting:
+            raise LimitReached(f"You have {used_waiting} jobs waiting, the most allowed (max_waiting_jobs). "
+                               "Submit again when one has started.",
+                               zh=f"您已有 {used_waiting} 个任务在排队，已达上限（max_waiting_jobs）。请等其中一个开始后再提交。",
+                               limit="max_waiting_jobs", retry_after=JOB_RETRY_SECONDS)
+        if running and used_running >= running:
+            raise LimitReached(f"You have {used_running} jobs running, the most allowed (max_running_jobs). "
+                               "Submit again when one has finished.",
+                               zh=f"您已有 {used_running} 个任务在运行，已达上限（max_running_jobs）。请等其中一个结束后再提交。",
+                               limit="max_running_jobs", retry_after=JOB_RETRY_SECONDS)
+        if cap and spent_today + cost > cap:
+            midnight = _day_start(now) + dt.timedelta(days=1)
+            raise LimitReached(f"This job costs {cost} credits; you have spent {spent_today} of your daily "
+                               f"{cap} (daily_spend_cap). It frees up at midnight UTC.",
+                               zh=f"本任务需 {cost} 积分；今日已花费 {spent_today}，每日上限 {cap}（daily_spend_cap）。"
+                                  "北京时间早上 8 点（UTC 零点）重置。",
+                               limit="daily_spend_cap", retry_after=max(1.0, (midnight - now).total_seconds()))
     per_minute = limits["submits_per_minute"]
     if not per_minute:
-        return None
-    key = _submit_key(user_id)
+        return
     try:
-        throttle.claim(db, key, _submit_limit(per_minute), now=now)
+        throttle.claim_in(s, _submit_key(user_id), _submit_limit(per_minute), now=now)
     except RateLimited as exc:
         retry = exc.retry_after
         raise LimitReached(f"You submitted {per_minute} jobs in the last minute, the most allowed "
                            f"(submits_per_minute). Try again in {round(retry)} s.",
                            zh=f"您在一分钟内已提交 {per_minute} 个任务，已达上限（submits_per_minute）。请 {round(retry)} 秒后再试。",
                            limit="submits_per_minute", retry_after=retry) from None
-    return key
 
 
-def release_submit(db: Database, key: str | None) -> None:
-    if key is not None:
-        throttle.release(db, key)
+#: A user's role and their override of each limit (NULL: none), built once: building the
+#: statement cost more than running it.
+_ROLE_AND_OVERRIDES = select(User.role, *(
+    select(UserLimit.value).where(UserLimit.user_id == bindparam("user_id"), UserLimit.name == name).scalar_subquery()
+    for name in NAMES)).where(User.id == bindparam("user_id"))
+
+
+def _submit_usage(s: Session, user_id: int, now: dt.datetime) -> tuple[int, int, int]:
+    """Jobs waiting, jobs on nodes and credits spent today (as in :func:`usage`), in one
+    statement of the caller's transaction."""
+    def jobs_in(states: tuple[str, ...]) -> Any:
+        return (select(func.count()).select_from(Job).where(Job.user_id == user_id, Job.state.in_(states))
+                .scalar_subquery())
+
+    spent = (select(func.coalesce(func.sum(LedgerEntry.amount), 0))
+             .where(LedgerEntry.user_id == user_id, LedgerEntry.kind.in_(("charge", "refund")),
+                    LedgerEntry.created_at >= _day_start(now)).scalar_subquery())
+    waiting, running, spent_sum = s.execute(select(jobs_in((JobState.QUEUED.value,)),
+                                                   jobs_in(tuple(state.value for state in ON_NODES)), spent)).one()
+    return int(waiting), int(running), -int(spent_sum or 0)
 
 
 def check_storage(db: Database, settings: Settings, user_id: int, incoming: int) -> None:

@@ -16,14 +16,14 @@ from collections.abc import Collection
 from dataclasses import dataclass, fields
 from typing import Any
 
-from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import case, func, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from backend.accounts import ledger
 from backend.db import Database, rows_changed
-from backend.db.models import Job, User, utcnow
-from backend.errors import InvalidParameter, JobStateError, NotFound, PermissionDenied
+from backend.db.models import Job, utcnow
+from backend.errors import InvalidParameter, JobStateError, NotFound
 from backend.jobs.state import ENTERED_FROM, REFUNDED, TERMINAL, JobState
 
 #: The timestamp column stamped when a state is entered.
@@ -97,40 +97,53 @@ def create(db: Database, new: NewJob) -> tuple[JobRecord, bool]:
     A replayed idempotency key returns the first job with ``created=False`` and charges
     nothing. Raises InsufficientCredits (nothing stored) when the balance is too low.
     """
+    try:
+        with db.write() as s:
+            record = add(s, new)
+            if record is None:
+                raise _Replayed
+        return record, True
+    except _Replayed:
+        pass
+    existing = find_by_key(db, new.user_id, new.idempotency_key)
+    if existing is None:  # jobs are never deleted, so the key's job is there once the insert met it
+        raise NotFound("The job of this idempotency key cannot be found; send a new key.", zh="找不到该幂等键的任务，请使用新的键。")
+    return same_request(existing, new.workflow, new.request_hash), False
+
+
+def add(s: Session, new: NewJob) -> JobRecord | None:
+    """Store and charge a job in the caller's writing transaction; None (nothing stored,
+    nothing charged) when the user already has a job with this idempotency key.
+
+    The key check is the insert itself (``INSERT … ON CONFLICT DO NOTHING`` on the unique
+    ``(user_id, idempotency_key)``), so a replay and a first request racing each other
+    cost one statement and make one job: a second insert of the same key waits for the
+    first's transaction and then inserts nothing. Raises PermissionDenied for a disabled
+    account and InsufficientCredits when the balance is too low (both from the charge; the
+    caller's transaction must then roll back).
+    """
     key = new.idempotency_key
     if not key or len(key) > MAX_IDEMPOTENCY_KEY:
         raise InvalidParameter(f"An idempotency key has 1–{MAX_IDEMPOTENCY_KEY} characters.", param="idempotency_key")
-    existing = find_by_key(db, new.user_id, key)
-    if existing is not None:
-        return same_request(existing, new.workflow, new.request_hash), False
-    try:
-        with db.write() as s:
-            if s.scalar(select(User.disabled).where(User.id == new.user_id)):
-                raise PermissionDenied("This account is disabled.", zh="该账户已被停用。")
-            job = Job(
-                id=uuid.uuid4().hex,
-                user_id=new.user_id,
-                workflow=new.workflow,
-                params=dict(new.params),
-                inputs=dict(new.inputs),
-                idempotency_key=key,
-                request_hash=new.request_hash,
-                state=JobState.QUEUED.value,
-                cost=new.cost,
-                memory_mb=new.memory_mb,
-                estimate_seconds=new.estimate_seconds,
-            )
-            s.add(job)
-            s.flush()  # the job row must exist before the ledger row refers to it
-            ledger.charge(s, new.user_id, job.id, new.cost)
-            record = JobRecord.of(job)
-        return record, True
-    except IntegrityError:
-        # Another request with the same key committed first; its job is the answer.
-        existing = find_by_key(db, new.user_id, key)
-        if existing is None:
-            raise
-        return same_request(existing, new.workflow, new.request_hash), False
+    now = utcnow()
+    values = dict(
+        id=uuid.uuid4().hex, user_id=new.user_id, workflow=new.workflow, params=dict(new.params), inputs=dict(new.inputs),
+        idempotency_key=key, request_hash=new.request_hash, state=JobState.QUEUED.value, cost=new.cost, memory_mb=new.memory_mb,
+        estimate_seconds=new.estimate_seconds, created_at=now, updated_at=now,
+    )
+    dialect = postgresql if s.get_bind().dialect.name == "postgresql" else sqlite
+    stmt = (dialect.insert(Job).values(**values)
+            .on_conflict_do_nothing(index_elements=["user_id", "idempotency_key"])
+            .returning(*Job.__table__.c))
+    row = s.execute(stmt).mappings().first()
+    if row is None:
+        return None
+    ledger.charge(s, new.user_id, row["id"], new.cost)
+    return JobRecord(**{f.name: row[f.name] for f in fields(JobRecord) if f.name != "state"}, state=JobState(row["state"]))
+
+
+class _Replayed(Exception):
+    """Rolls back a transaction whose insert found the idempotency key taken."""
 
 
 def find_by_key(db: Database, user_id: int, key: str) -> JobRecord | None:
@@ -186,6 +199,25 @@ def transition(
     if moved and to in REFUNDED:
         ledger.refund(s, job_id, note=to.value)
     return moved
+
+
+def dispatch(s: Session, placements: Collection[tuple[str, int, str]]) -> set[str]:
+    """Move queued jobs to ``dispatched`` in one statement: ``placements`` are ``(job_id,
+    attempts read, node_id)``; each job moves only if it is still queued with that attempt
+    counter (as :func:`transition` with ``expect_attempts``), taking the next attempt and
+    the node. The ids of the jobs that moved."""
+    if not placements:
+        return set()
+    nodes = {job_id: node for job_id, _, node in placements}
+    now = utcnow()
+    stmt = (update(Job)
+            .where(Job.id.in_(list(nodes)), Job.state == JobState.QUEUED.value,
+                   tuple_(Job.id, Job.attempts).in_([(job_id, attempts) for job_id, attempts, _ in placements]))
+            .values(state=JobState.DISPATCHED.value, node_id=case(nodes, value=Job.id), attempts=Job.attempts + 1,
+                    updated_at=now, dispatched_at=now)
+            .returning(Job.id)
+            .execution_options(synchronize_session=False))
+    return set(s.scalars(stmt))
 
 
 def fail(

@@ -16,7 +16,7 @@ from typing import Any
 
 from backend import assets, jobs
 from backend.jobs import limits, webhooks
-from backend.errors import InvalidParameter, StudioError
+from backend.errors import InvalidParameter, NotFound, StudioError
 from backend.jobs.messages import prompt_id_of, user_event
 from backend.jobs.placement import Needs
 from backend.runtime import Backend
@@ -93,65 +93,96 @@ def submit(
     resubmit after a :class:`NeedsConfirmation`. ``webhook_url`` is told when the job
     ends (:mod:`backend.jobs.webhooks`). Per-user limits (:mod:`backend.jobs.limits`) are checked
     before anything is charged. ``on_queued`` wakes the dispatcher.
+
+    One writing transaction does the database's part: the limits (see
+    :func:`~backend.jobs.limits.check_submit_in`), the job's insert with its idempotency
+    key, the charge and the webhook. A key
+    seen before makes the insert do nothing; the transaction then rolls back and the first
+    job is the answer. Whatever refuses a request (a limit, a busy cluster, a changed
+    parameter), a key seen before still answers with its job, as a retry expects.
     """
     fingerprint = jobs.request_hash(workflow, params, expert=expert, webhook_url=webhook_url)
     try:
-        replay = jobs.find_by_key(backend.db, user_id, idempotency_key)
-        if replay is not None:
-            return Accepted(job=jobs.same_request(replay, workflow, fingerprint), created=False)
         if webhook_url:
             webhooks.check_url(backend.settings, webhook_url)
         job_price = price(backend, user_id, workflow, params, expert=expert)
         spec, values, inputs, priced = job_price.spec, job_price.values, job_price.inputs, job_price.quote
         priced.check()
-        counted = limits.check_submit(backend.db, backend.settings, user_id, priced.cost)
-        try:
-            needs = Needs.of(spec, values, priced.memory_mb)
-            wait = wait_if_busy(backend, needs)
+        new = jobs.NewJob(user_id=user_id, workflow=spec.name, params=values, inputs=inputs, cost=priced.cost,
+                          idempotency_key=idempotency_key, request_hash=fingerprint, memory_mb=priced.memory_mb,
+                          estimate_seconds=priced.seconds)
+        with backend.db.write() as s:
+            limits.check_submit_in(s, backend.settings, user_id, priced.cost)
+            wait = wait_if_busy(backend, Needs.of(spec, values, priced.memory_mb))
             if wait is not None and not queue_if_busy:
-                limits.release_submit(backend.db, counted)  # asked, not submitted
-                seconds = round(wait)
-                return NeedsConfirmation(
-                    wait_seconds=wait,
-                    message={
-                        "en": f"All nodes are busy, about {seconds} s wait. Queue anyway?",
-                        "zh": f"所有节点都在忙，预计等待约 {seconds} 秒。仍要排队吗？",
-                    },
-                )
-            job, created = jobs.create(
-                backend.db,
-                jobs.NewJob(
-                    user_id=user_id,
-                    workflow=spec.name,
-                    params=values,
-                    inputs=inputs,
-                    cost=priced.cost,
-                    idempotency_key=idempotency_key,
-                    request_hash=fingerprint,
-                    memory_mb=priced.memory_mb,
-                    estimate_seconds=priced.seconds,
-                ),
-            )
-        except StudioError:
-            limits.release_submit(backend.db, counted)  # nothing was made: the submit does not count
-            raise
-        if not created:
-            limits.release_submit(backend.db, counted)
+                raise _Busy(wait)  # asked, not submitted: the rollback un-counts the submit
+            job = jobs.add(s, new)
+            if job is None:
+                raise _Replayed
+            if webhook_url:
+                webhooks.attach(s, job.id, webhook_url)
+    except _Replayed:
+        try:
+            replay = jobs.find_by_key(backend.db, user_id, idempotency_key)
+        except StudioError as exc:  # the database went away after the rollback
+            return Rejected(error=exc)
+        if replay is None:  # jobs are never deleted: the key's job is there once the insert met it
+            return Rejected(error=NotFound("The job of this idempotency key cannot be found; send a new key.",
+                                           zh="找不到该幂等键的任务，请使用新的键。"))
+        try:
+            return Accepted(job=jobs.same_request(replay, workflow, fingerprint), created=False)
+        except StudioError as exc:  # the key names another request
+            return Rejected(error=exc)
+    except _Busy as busy:
+        return _replay(backend, user_id, idempotency_key, workflow, fingerprint) or _needs_confirmation(busy.wait)
+    except StudioError as exc:
+        return _replay(backend, user_id, idempotency_key, workflow, fingerprint) or Rejected(error=exc)
+    log.info("job_id=%s node_id=- queued: %s for user %s, %d credits", job.id, spec.name, user_id, job.cost)
+    try:
+        backend.bus.publish_user_event(user_id, user_event("queued", job.id, cost=job.cost, workflow=spec.name))
+    except StudioError as exc:
+        log.warning("job_id=%s node_id=- queued event not sent: %s", job.id, exc)
+    on_queued()
+    return Accepted(job=job, created=True)
+
+
+class _Busy(Exception):
+    """Rolls back a submit that must first ask "queue anyway?"."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__(wait)
+        self.wait = wait
+
+
+class _Replayed(Exception):
+    """Rolls back a submit whose idempotency key already has a job."""
+
+
+def _needs_confirmation(wait: float) -> NeedsConfirmation:
+    seconds = round(wait)
+    return NeedsConfirmation(
+        wait_seconds=wait,
+        message={
+            "en": f"All nodes are busy, about {seconds} s wait. Queue anyway?",
+            "zh": f"所有节点都在忙，预计等待约 {seconds} 秒。仍要排队吗？",
+        },
+    )
+
+
+def _replay(backend: Backend, user_id: int, key: str, workflow: str, fingerprint: str) -> Accepted | Rejected | None:
+    """The job a request with ``key`` made before, if any: a retry gets it whatever the
+    retry itself would be refused for (a key used for another request is refused as
+    such). Only refusals pay for this read."""
+    try:
+        job = jobs.find_by_key(backend.db, user_id, key)
+    except StudioError:  # the database is away: the refusal itself is the answer
+        return None
+    if job is None:
+        return None
+    try:
+        return Accepted(job=jobs.same_request(job, workflow, fingerprint), created=False)
     except StudioError as exc:
         return Rejected(error=exc)
-    if created and webhook_url:
-        try:
-            webhooks.attach(backend.db, job.id, webhook_url)
-        except StudioError as exc:  # the job is made and charged; only its webhook is lost
-            log.error("job_id=%s node_id=- webhook not recorded: %s", job.id, exc)
-    if created:
-        log.info("job_id=%s node_id=- queued: %s for user %s, %d credits", job.id, spec.name, user_id, job.cost)
-        try:
-            backend.bus.publish_user_event(user_id, user_event("queued", job.id, cost=job.cost, workflow=spec.name))
-        except StudioError as exc:
-            log.warning("job_id=%s node_id=- queued event not sent: %s", job.id, exc)
-        on_queued()
-    return Accepted(job=job, created=created)
 
 
 def _inputs(

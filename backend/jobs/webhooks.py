@@ -41,6 +41,7 @@ from urllib.parse import urlsplit
 import certifi
 import urllib3
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from backend.config import Settings
 from backend.db import Database, rows_changed
@@ -157,11 +158,11 @@ def _resolve(host: str, port: int) -> list[str]:
     return sorted({str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)})
 
 
-def attach(db: Database, job_id: str, url: str) -> None:
-    """Remember ``url`` (checked with :func:`check_url`) for the end of ``job_id``."""
-    with db.write() as s:
-        if s.get(JobWebhook, job_id) is None:
-            s.add(JobWebhook(job_id=job_id, url=url, state="pending", attempts=0, next_at=utcnow()))
+def attach(s: Session, job_id: str, url: str) -> None:
+    """Remember ``url`` (checked with :func:`check_url`) for the end of ``job_id``, in the
+    transaction that makes the job."""
+    if s.get(JobWebhook, job_id) is None:
+        s.add(JobWebhook(job_id=job_id, url=url, state="pending", attempts=0, next_at=utcnow()))
 
 
 def attempts(db: Database, job_id: str) -> list[Attempt]:

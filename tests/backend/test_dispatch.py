@@ -17,15 +17,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from backend import jobs
 from backend.accounts import ledger
 from backend.assets.blobs import LocalBlobStore
-from backend.jobs import backlog, messages
+from backend.jobs import backlog, limits, messages
 from backend.config import REPO_ROOT, Settings
 from backend.db import Database
-from backend.db.models import Job, utcnow
+from backend.db.models import Job, User, utcnow
 from backend.jobs.dispatcher import Dispatcher
 from backend.jobs.lifecycle import LifecycleConsumer
 from backend.ports.bus import Delivery
@@ -437,6 +437,89 @@ def test_cancel_refunds_and_frees_the_slot(backend: Backend) -> None:
     assert backend.registry.reservations("n1") == {}
     with backend.db.read() as s:
         assert ledger.balance(s, user.id) == 500
+    assert ledger.verify(backend.db) == []
+
+
+def test_a_capped_backlog_read_takes_jobs_in_the_order_a_pass_serves_them(backend: Backend) -> None:
+    register(backend.registry, "n1", library_capabilities(backend.library), slots=1)
+    users = [make_user(backend.db, name, credits=1000) for name in ("uma", "uli", "uta")]
+    made = {u.id: [txt2img(backend, u.id, queue_if_busy=True).job.id for _ in range(3)] for u in users}  # type: ignore[union-attr]
+    with backend.db.write() as s:  # uli was served longest ago, uta never: uta first, then uli, then uma
+        s.execute(update(User).where(User.id == users[0].id).values(last_served_at=utcnow()))
+        s.execute(update(User).where(User.id == users[1].id).values(last_served_at=utcnow() - dt.timedelta(hours=1)))
+    lines = backlog.lines(backend.db, per_user=4, limit=5)
+    assert [[job.id for job in line] for line in lines] == [
+        made[users[2].id][:2], made[users[1].id][:2], made[users[0].id][:1]]
+
+
+def test_a_pass_larger_than_a_batch_places_every_job_once_and_fairly(backend: Backend) -> None:
+    caps = library_capabilities(backend.library)
+    nodes = [f"n{i:02d}" for i in range(20)]
+    for node in nodes:
+        register(backend.registry, node, caps, slots=2)
+    queues = {node: NodeQueue(backend, node) for node in nodes}
+    users = [make_user(backend.db, name, credits=10_000) for name in ("ria", "rob", "roy")]
+    made = [txt2img(backend, u.id, queue_if_busy=True).job.id for u in users for _ in range(20)]  # type: ignore[union-attr]
+    assert Dispatcher(backend).dispatch_once() == 40
+    sent = [m["job_id"] for q in queues.values() for m in q.drain()]
+    assert len(sent) == len(set(sent)) == 40
+    by_user = {u.id: sum(jobs.get(backend.db, j).user_id == u.id for j in sent) for u in users}
+    assert sorted(by_user.values()) == [13, 13, 14]  # one per user in turn
+    for job_id in made:
+        job = jobs.get(backend.db, job_id)
+        assert (job.state == "dispatched") == (job_id in sent)
+        if job_id in sent:
+            assert job.attempts == 1 and backend.registry.holds(job.node_id, f"{job_id}-1")  # type: ignore[arg-type]
+    assert all(len(backend.registry.reservations(node)) == 2 for node in nodes)
+
+
+def test_concurrent_submits_of_one_idempotency_key_make_one_job_and_one_charge(backend: Backend) -> None:
+    user = make_user(backend.db, "kai", credits=1000)
+    register(backend.registry, "n1", library_capabilities(backend.library))
+    start = threading.Barrier(8)
+
+    def send(_: int) -> object:
+        start.wait(WAIT)
+        return submit(backend, user.id, "txt2img-sd15", {"prompt": "a red fox"}, idempotency_key="one-request")
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(send, range(8)))
+    assert all(isinstance(r, Accepted) for r in results)
+    assert len({r.job.id for r in results}) == 1 and sum(r.created for r in results) == 1
+    with backend.db.read() as s:
+        assert s.scalar(select(func.count()).select_from(Job).where(Job.user_id == user.id)) == 1
+        assert ledger.balance(s, user.id) == 1000 - results[0].job.cost
+    assert ledger.verify(backend.db) == []
+
+
+def test_a_replayed_key_gets_its_job_even_where_a_new_request_is_refused(backend: Backend) -> None:
+    user = make_user(backend.db, "lea", credits=1000)
+    register(backend.registry, "n1", library_capabilities(backend.library), slots=1)
+    limits.set_override(backend.db, user.id, "max_waiting_jobs", 1)
+    first = submit(backend, user.id, "txt2img-sd15", {"prompt": "a red fox"}, idempotency_key="first")
+    assert isinstance(first, Accepted) and first.created
+    refused = txt2img(backend, user.id, queue_if_busy=True)  # a second waiting job is over the limit
+    assert isinstance(refused, Rejected) and "max_waiting_jobs" in refused.message["en"]
+    again = submit(backend, user.id, "txt2img-sd15", {"prompt": "a red fox"}, idempotency_key="first")
+    assert isinstance(again, Accepted) and not again.created and again.job.id == first.job.id
+    with backend.db.read() as s:
+        assert ledger.balance(s, user.id) == 1000 - first.job.cost
+
+
+def test_parallel_submits_stop_exactly_at_a_waiting_limit(backend: Backend) -> None:
+    user = make_user(backend.db, "max", credits=1000)
+    register(backend.registry, "n1", library_capabilities(backend.library), slots=1)
+    limits.set_override(backend.db, user.id, "max_waiting_jobs", 3)
+    start = threading.Barrier(8)
+
+    def send(_: int) -> object:
+        start.wait(WAIT)
+        return txt2img(backend, user.id, queue_if_busy=True)
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(send, range(8)))
+    assert sum(isinstance(r, Accepted) for r in results) == 3
+    assert all("max_waiting_jobs" in r.message["en"] for r in results if isinstance(r, Rejected))
     assert ledger.verify(backend.db) == []
 
 

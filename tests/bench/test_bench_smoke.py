@@ -77,3 +77,21 @@ def test_reconnect_runs(capsys: pytest.CaptureFixture[str]) -> None:
     figures = reconnect.main(["--transactions", "20", "--runs", "1", "--threads", "3", "--no-write"])
     assert figures["ping_p50"] > 0 and figures["restart"]["pre_ping"]["failed"] == 0
     assert "after a restart: transactions failed" in capsys.readouterr().out
+
+
+def test_dispatch_pass_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import dispatch_pass
+
+    figures = dispatch_pass.main(["--jobs", "60", "--short-jobs", "20", "--nodes", "4", "--slots", "2", "--few", "2",
+                                  "--repeats", "1", "--no-write"])
+    assert set(figures) == {"all free", "few free", "short backlog"} and all(x > 0 for x in figures.values())
+    assert "per placed job" in capsys.readouterr().out
+
+
+def test_scaling_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import scaling
+
+    results = scaling.main(["--nodes", "2", "--jobs-per-node", "3", "--min-seconds", "0.05", "--cap-seconds", "0.2",
+                            "--burst-gap", "0.2", "--clients", "2", "--no-write"])
+    assert results[2]["ratio"] > 0 and results[2]["failed"] == 0 and results[2]["submit"][0] > 0
+    assert "`submit()` p50 / p99" in capsys.readouterr().out

@@ -1,0 +1,69 @@
+"""Benchmark 9 — scaling: the cluster benchmark's workload at 2, 8, 32 and 200 nodes.
+
+The studio's dispatcher only (``ours`` of ``python -m bench cluster``), with the work per
+node held constant: ``--jobs-per-node`` heavy-tailed jobs per node (Pareto, seeded), in the
+same four bursts, submitted by ``--clients`` threads. For each size: makespan ÷ the lower
+bound max(measured work / nodes, longest job), what one ``submit()`` call costs while
+the cluster runs, and how long the lifecycle consumer's events waited (a slot is freed
+only once its job's end is applied). All nodes (comfysim) and their agents run in this one process, so the
+larger sizes also measure how much of 2 cores they leave for the control plane.
+
+    python -m bench scaling [--nodes 2,8,32,200] [--jobs-per-node 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from . import cluster, common
+
+
+def main(argv: list[str] | None = None) -> dict[int, dict[str, Any]]:
+    parser = argparse.ArgumentParser(prog="python -m bench scaling", description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", default="2,8,32,200", help="cluster sizes, comma-separated")
+    parser.add_argument("--jobs-per-node", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--min-seconds", type=float, default=0.25, help="Pareto scale: the shortest job")
+    parser.add_argument("--cap-seconds", type=float, default=5.0, help="longest job allowed")
+    parser.add_argument("--burst-gap", type=float, default=2.0, help="seconds between the 4 bursts")
+    parser.add_argument("--clients", type=int, default=6, help="threads submitting each burst")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args(argv)
+    common.quiet_logs()
+    gap = args.burst_gap
+    bursts = [(0.0, 0.4), (gap, 0.2), (2 * gap, 0.2), (3 * gap, 0.2)]
+    results: dict[int, dict[str, Any]] = {}
+    rows = []
+    for nodes in (int(n) for n in args.nodes.split(",")):
+        jobs = cluster.workload(args.jobs_per_node * nodes, seed=args.seed, alpha=1.6, minimum=args.min_seconds,
+                                cap=args.cap_seconds, bursts=bursts)
+        r = results[nodes] = cluster.run_policy("ours", jobs, nodes=nodes, clients=args.clients)
+        load = common.machine().split("(load average at the end: ")[1].split(")")[0]
+        r["load"] = load
+        print(f"{nodes} nodes, {len(jobs)} jobs: makespan {r['makespan']:.2f} s, bound {r['bound']:.2f} s → "
+              f"{r['ratio']:.3f}; submit() p50/p99 {r['submit'][0] * 1000:.1f}/{r['submit'][1] * 1000:.1f} ms; "
+              f"lifecycle event lag p50/p99 {r['lag'][0] * 1000:.0f}/{r['lag'][1] * 1000:.0f} ms; "
+              f"{r['failed']} failed; load {load}", flush=True)
+        rows.append([nodes, len(jobs), f"{r['makespan']:.2f} s", f"{r['bound']:.2f} s", f"**{r['ratio']:.3f}**",
+                     f"{r['submit'][0] * 1000:.1f} ms / {r['submit'][1] * 1000:.1f} ms",
+                     f"{r['lag'][0] * 1000:.0f} ms / {r['lag'][1] * 1000:.0f} ms", r["failed"], load])
+    out = common.table(["nodes", "jobs", "makespan", "lower bound", "ratio", "`submit()` p50 / p99",
+                        "lifecycle event lag p50 / p99", "failed", "load average at the end"], rows)
+    print(out)
+    if not args.no_write:
+        cmd = "python -m bench scaling" + ("" if argv is None else " " + " ".join(argv))
+        common.write_section("scaling", f"""## 9. Scaling
+
+`{cmd.strip()}` — the studio's dispatcher on {args.jobs_per_node} jobs per node (Pareto lengths, shape 1.6,
+shortest {args.min_seconds} s, capped at {args.cap_seconds} s, seed {args.seed}; comfysim at
+{cluster.STEP_SECONDS} s per step), in 4 bursts {gap:g} s apart, {args.clients} submitting threads; every
+node and agent in this one process. Lower bound = max(measured work / nodes, longest job). {common.machine()}.
+
+{out}
+""")
+    return results
+
+
+if __name__ == "__main__":
+    main()
