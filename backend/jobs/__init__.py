@@ -16,6 +16,7 @@ if TYPE_CHECKING:
         MAX_IDEMPOTENCY_KEY,
         JobRecord,
         NewJob,
+        advance,
         cancel,
         create,
         fail,
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
-    "MAX_IDEMPOTENCY_KEY", "JobRecord", "NewJob", "cancel", "create", "fail", "find_by_key", "get", "list_for_user",
+    "MAX_IDEMPOTENCY_KEY", "JobRecord", "NewJob", "advance", "cancel", "create", "fail", "find_by_key", "get", "list_for_user",
     "most_used_workflows", "succeed", "transition",
 ]
 

@@ -3,8 +3,8 @@
 Each event becomes a conditional state change, so a redelivered or late
 event changes nothing. Events from an older attempt of a job (it was moved to another
 node meanwhile) are recorded in the log and otherwise ignored. A job that ends frees its
-slot at once and wakes the dispatcher, so the node gets its next job without waiting for
-a poll.
+slot as soon as the consumer takes its event, before the database work, and wakes the
+dispatcher, so the node gets its next job without waiting for a poll or for the write.
 
 What a failure to apply an event means decides what happens to it
 (``backend.errors``):
@@ -31,6 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from backend import assets, jobs
 from backend.db.models import Job, JobOutput
@@ -51,6 +52,10 @@ MAX_RETRY_SECONDS = 2.0
 FIRST_RETRY_SECONDS = 0.1
 #: Longest failure message kept for the creator; ComfyUI's can be long.
 MAX_MESSAGE = 500
+#: Events after which the node no longer runs the attempt: its slot is freed at once. (A
+#: ``requeue`` frees it only once the job did go back to the backlog: a late one for a job
+#: the database has seen start must not free the slot the job still runs in.)
+ENDS = frozenset({"succeeded", "failed"})
 
 
 class LifecycleConsumer:
@@ -125,54 +130,83 @@ class LifecycleConsumer:
         return True
 
     def apply(self, event: dict[str, Any]) -> None:
-        """Apply one agent event (see :func:`backend.jobs.messages.lifecycle`)."""
-        kind, job_id, node_id = event["type"], event["job_id"], event.get("node_id")
-        with self.backend.db.read() as s:
-            job = s.get(Job, job_id)
-        if job is None:
-            log.warning("job_id=%s node_id=%s event %s for an unknown job", job_id, node_id, kind)
-            return
-        if job.attempts != event.get("attempt") or job.node_id != node_id:
-            log.info("job_id=%s node_id=%s stale %s event of attempt %s ignored", job_id, node_id, kind, event.get("attempt"))
-            return
+        """Apply one agent event (see :func:`backend.jobs.messages.lifecycle`).
+
+        Each handler is one conditional write that names the event's attempt and node, so
+        an event of an older attempt (the job moved on meanwhile), another node's, a
+        duplicate or one for an unknown job changes nothing, without a read first."""
+        kind = event["type"]
         handler = getattr(self, f"_on_{kind}", None)
         if handler is None:
-            log.warning("job_id=%s node_id=%s unknown event type %r", job_id, node_id, kind)
+            log.warning("job_id=%s node_id=%s unknown event type %r", event["job_id"], event.get("node_id"), kind)
             return
-        handler(job, event)
+        if kind in ENDS:
+            self._free(event)
+        handler(event)
 
-    def _tell(self, job: Job, event_type: str, /, **fields: Any) -> None:
+    def _tell(self, user_id: int, event: dict[str, Any], event_type: str, /, **fields: Any) -> None:
         try:
-            self.backend.bus.publish_user_event(job.user_id, user_event(event_type, job.id, **fields))
+            self.backend.bus.publish_user_event(user_id, user_event(event_type, event["job_id"], **fields))
         except StudioError as exc:  # user events are best effort; the database has the truth
-            log.warning("job_id=%s node_id=%s user event %s not sent: %s", job.id, job.node_id, event_type, exc)
+            log.warning("job_id=%s node_id=%s user event %s not sent: %s", event["job_id"], event.get("node_id"), event_type,
+                        exc)
 
-    def _release(self, job: Job) -> None:
-        if job.node_id:
+    def _free(self, event: dict[str, Any]) -> None:
+        """The node says the attempt is over: free its slot and wake the dispatcher now,
+        before the database work of the event, which may wait behind other events.
+
+        Safe before the database knows because the slot is the attempt's (its prompt id):
+        an event of an older attempt or of another node frees nobody else's slot, and the
+        job's row still says where it is. ``Registry.end`` keeps the sweeper from
+        restoring the slot of a job the database still shows on the node; if this process
+        dies before the write, the redelivered event (or the sweeper's adoption or node
+        checks) settles the job once, with at most one refund (a conditional transition)."""
+        job_id, node_id, attempt = event["job_id"], event.get("node_id"), event.get("attempt")
+        if node_id and attempt is not None:
             try:
-                self.backend.registry.release(job.node_id, prompt_id_of(job.id, job.attempts))
+                self.backend.registry.end(node_id, prompt_id_of(job_id, attempt))
             except StudioError as exc:
                 # The registry is away (Redis restarting). The event must still be applied:
-                # raising here would drop it (see _deliver) and leave the job running in the
-                # database forever. The sweeper releases the leftover slot once it is back.
-                log.warning("job_id=%s node_id=%s slot not released now (%s); the sweeper will", job.id, job.node_id, exc)
+                # raising here would leave the job running in the database forever. The
+                # sweeper releases the leftover slot once the database shows the job ended.
+                log.warning("job_id=%s node_id=%s slot not released now (%s); the sweeper will", job_id, node_id, exc)
         self.on_slot_freed()
 
-    def _on_submitted(self, job: Job, event: dict[str, Any]) -> None:
+    def _advance(self, event: dict[str, Any], to: JobState, **fields: Any) -> int | None:
+        """Move the event's attempt to ``to`` in a transaction of its own; the owner if it moved."""
         with self.backend.db.write() as s:
-            jobs.transition(s, job.id, JobState.SUBMITTED, prompt_id=event.get("prompt_id"))
+            return self._advance_in(s, event, to, **fields)
 
-    def _on_started(self, job: Job, event: dict[str, Any]) -> None:
-        with self.backend.db.write() as s:
-            moved = jobs.transition(s, job.id, JobState.RUNNING)
-        if moved:
-            self._tell(job, "started", node=job.node_id)
+    @staticmethod
+    def _advance_in(s: Session, event: dict[str, Any], to: JobState, **fields: Any) -> int | None:
+        owner = jobs.advance(s, event["job_id"], to, attempt=event.get("attempt"), node_id=event.get("node_id"), **fields)
+        if owner is None:
+            log.info("job_id=%s node_id=%s %s event of attempt %s changed nothing (a duplicate, an older attempt or "
+                     "an unknown job)", event["job_id"], event.get("node_id"), event["type"], event.get("attempt"))
+        return owner
 
-    def _on_output(self, job: Job, event: dict[str, Any]) -> None:
+    def _on_submitted(self, event: dict[str, Any]) -> None:
+        self._advance(event, JobState.SUBMITTED, prompt_id=event.get("prompt_id"))
+
+    def _on_started(self, event: dict[str, Any]) -> None:
+        owner = self._advance(event, JobState.RUNNING)
+        if owner is not None:
+            self._tell(owner, event, "started", node=event.get("node_id"))
+
+    def _on_output(self, event: dict[str, Any]) -> None:
+        job_id, node_id = event["job_id"], event.get("node_id")
+        with self.backend.db.read() as s:
+            job = s.get(Job, job_id)
+            current = job is not None and job.attempts == event.get("attempt") and job.node_id == node_id
+            owner = job.user_id if job is not None else None
+        if not current or owner is None:
+            log.info("job_id=%s node_id=%s output of attempt %s ignored (an older attempt or an unknown job)", job_id,
+                     node_id, event.get("attempt"))
+            return
         record = assets.register_output(
             self.backend.db,
             self.backend.blobs,
-            job_id=job.id,
+            job_id=job_id,
             graph_node_id=str(event["graph_node"]),
             position=int(event.get("position", 0)),
             asset_id=event["asset"],
@@ -183,33 +217,30 @@ class LifecycleConsumer:
             height=event.get("height"),
             seconds=event.get("seconds"),
         )
-        self._tell(job, "output", asset=record.id, kind=record.kind, graph_node=str(event["graph_node"]))
+        self._tell(owner, event, "output", asset=record.id, kind=record.kind, graph_node=str(event["graph_node"]))
 
-    def _on_succeeded(self, job: Job, event: dict[str, Any]) -> None:
+    def _on_succeeded(self, event: dict[str, Any]) -> None:
+        job_id = event["job_id"]
         with self.backend.db.write() as s:
-            moved = jobs.transition(s, job.id, JobState.SUCCEEDED, progress=1.0)
-            outputs = list(s.scalars(select(JobOutput.asset_id).where(JobOutput.job_id == job.id).order_by(JobOutput.id)))
-        # Released only after the commit: the sweeper restores the slot of any job the
-        # database still shows as running, so releasing first could hand the slot back.
-        self._release(job)
-        if moved:
-            log.info("job_id=%s node_id=%s succeeded with %d output(s)", job.id, job.node_id, len(outputs))
-            self._tell(job, "succeeded", outputs=outputs)
+            owner = self._advance_in(s, event, JobState.SUCCEEDED, progress=1.0)
+            outputs = [] if owner is None else list(
+                s.scalars(select(JobOutput.asset_id).where(JobOutput.job_id == job_id).order_by(JobOutput.id)))
+        if owner is not None:
+            log.info("job_id=%s node_id=%s succeeded with %d output(s)", job_id, event.get("node_id"), len(outputs))
+            self._tell(owner, event, "succeeded", outputs=outputs)
 
-    def _on_failed(self, job: Job, event: dict[str, Any]) -> None:
+    def _on_failed(self, event: dict[str, Any]) -> None:
         stage = event.get("stage")
         error_type = str(event.get("error_type") or "Error")
         message = str(event.get("message") or "")[:MAX_MESSAGE]
-        moved = jobs.fail(self.backend.db, job.id, error_type=error_type, message=message, stage=stage)
-        self._release(job)  # after the commit, as in _on_succeeded
-        if moved:
-            log.info("job_id=%s node_id=%s failed at %s: %s", job.id, job.node_id, stage, error_type)
-            self._tell(job, "failed", reason=failure_reason(stage, error_type, message), refunded=refunded(self.backend.db, job.id))
+        # Refunded in the same transaction as the state change (jobs.advance).
+        owner = self._advance(event, JobState.FAILED, error_type=error_type[:128], error_message=message, error_stage=stage)
+        if owner is not None:
+            log.info("job_id=%s node_id=%s failed at %s: %s", event["job_id"], event.get("node_id"), stage, error_type)
+            self._tell(owner, event, "failed", reason=failure_reason(stage, error_type, message),
+                       refunded=refunded(self.backend.db, event["job_id"]))
 
-    def _on_requeue(self, job: Job, event: dict[str, Any]) -> None:
-        with self.backend.db.write() as s:
-            moved = jobs.transition(s, job.id, JobState.QUEUED, expect=(JobState.DISPATCHED, JobState.SUBMITTED))
-        if moved:
-            log.info("job_id=%s node_id=%s back to the backlog: %s", job.id, job.node_id, event.get("reason"))
-        self._release(job)
-
+    def _on_requeue(self, event: dict[str, Any]) -> None:
+        if self._advance(event, JobState.QUEUED, expect=(JobState.DISPATCHED, JobState.SUBMITTED)) is not None:
+            log.info("job_id=%s node_id=%s back to the backlog: %s", event["job_id"], event.get("node_id"), event.get("reason"))
+            self._free(event)
