@@ -25,6 +25,7 @@ What a failure to apply an event means decides what happens to it
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -58,24 +59,69 @@ MAX_MESSAGE = 500
 ENDS = frozenset({"succeeded", "failed"})
 
 
-class LifecycleConsumer:
-    """Consumes the lifecycle queue; ``on_slot_freed`` is called when a job leaves a node."""
+#: Events the bus may hand over before the applier is done with the ones before them. Each
+#: is looked at as it arrives (an end frees its node's slot then), and applied in order.
+PREFETCH = 64
 
-    def __init__(self, backend: Backend, *, on_slot_freed: Callable[[], None] = lambda: None) -> None:
+
+class LifecycleConsumer:
+    """Consumes the lifecycle queue; ``on_slot_freed`` is called when a job leaves a node.
+
+    Two threads: the bus's hands over each event as it arrives, and a job's end frees its
+    node's slot right there; the applier thread applies the events to the database in
+    their order, one at a time, and settles each."""
+
+    def __init__(self, backend: Backend, *, on_slot_freed: Callable[[], None] = lambda: None,
+                 prefetch: int = PREFETCH) -> None:
         self.backend = backend
         self.on_slot_freed = on_slot_freed
+        self.prefetch = prefetch
         self._subscription: Subscription | None = None
         self._stop = threading.Event()
+        self._inbox: queue.SimpleQueue[Delivery] = queue.SimpleQueue()
+        self._applier: threading.Thread | None = None
+        #: (node, prompt id) of the ends whose slot was freed on arrival, not yet applied.
+        self._freed: set[tuple[str, str]] = set()
+        self._freed_lock = threading.Lock()
 
     def start(self) -> None:
         self._stop.clear()
-        self._subscription = self.backend.bus.consume_lifecycle(self._deliver)
+        self._inbox = queue.SimpleQueue()
+        with self._freed_lock:
+            self._freed.clear()
+        self._applier = threading.Thread(target=self._apply_inbox, args=(self._inbox,), name="lifecycle-applier",
+                                         daemon=True)
+        self._applier.start()
+        self._subscription = self.backend.bus.consume_lifecycle(self._receive, prefetch=self.prefetch)
 
     def stop(self) -> None:
         self._stop.set()  # ends a retry in progress; its delivery goes back to the queue
         if self._subscription is not None:
-            self._subscription.close()
+            self._subscription.close()  # unsettled deliveries, applied or not, go back in order
             self._subscription = None
+        if self._applier is not None:
+            self._applier.join(timeout=5)
+            self._applier = None
+
+    def _receive(self, delivery: Delivery) -> None:
+        """On the bus's thread, as the event arrives: free the node's slot if the event
+        says the job ended, and queue the event for the applier. Never raises."""
+        body = delivery.body
+        try:
+            if body.get("type") in ENDS and self._free(body):
+                with self._freed_lock:
+                    self._freed.add((str(body.get("node_id")), prompt_id_of(body["job_id"], body["attempt"])))
+        except Exception:  # noqa: BLE001 - a malformed event: the applier sets it aside
+            log.exception("job_id=%s node_id=%s could not free the slot on arrival", body.get("job_id"), body.get("node_id"))
+        self._inbox.put(delivery)
+
+    def _apply_inbox(self, inbox: "queue.SimpleQueue[Delivery]") -> None:
+        while not self._stop.is_set():
+            try:
+                delivery = inbox.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            self._deliver(delivery)
 
     def _deliver(self, delivery: Delivery) -> None:
         """Apply one event and settle it (ack, or set it aside); while a service is away,
@@ -140,9 +186,17 @@ class LifecycleConsumer:
         if handler is None:
             log.warning("job_id=%s node_id=%s unknown event type %r", event["job_id"], event.get("node_id"), kind)
             return
-        if kind in ENDS:
+        if kind in ENDS and not self._freed_on_arrival(event):
             self._free(event)
         handler(event)
+
+    def _freed_on_arrival(self, event: dict[str, Any]) -> bool:
+        key = (str(event.get("node_id")), prompt_id_of(event["job_id"], event.get("attempt")))  # type: ignore[arg-type]
+        with self._freed_lock:
+            if key in self._freed:
+                self._freed.discard(key)
+                return True
+        return False
 
     def _tell(self, user_id: int, event: dict[str, Any], event_type: str, /, **fields: Any) -> None:
         try:
@@ -151,7 +205,7 @@ class LifecycleConsumer:
             log.warning("job_id=%s node_id=%s user event %s not sent: %s", event["job_id"], event.get("node_id"), event_type,
                         exc)
 
-    def _free(self, event: dict[str, Any]) -> None:
+    def _free(self, event: dict[str, Any]) -> bool:
         """The node says the attempt is over: free its slot and wake the dispatcher now,
         before the database work of the event, which may wait behind other events.
 
@@ -162,15 +216,18 @@ class LifecycleConsumer:
         dies before the write, the redelivered event (or the sweeper's adoption or node
         checks) settles the job once, with at most one refund (a conditional transition)."""
         job_id, node_id, attempt = event["job_id"], event.get("node_id"), event.get("attempt")
+        freed = False
         if node_id and attempt is not None:
             try:
                 self.backend.registry.end(node_id, prompt_id_of(job_id, attempt))
+                freed = True
             except StudioError as exc:
                 # The registry is away (Redis restarting). The event must still be applied:
                 # raising here would leave the job running in the database forever. The
                 # sweeper releases the leftover slot once the database shows the job ended.
                 log.warning("job_id=%s node_id=%s slot not released now (%s); the sweeper will", job_id, node_id, exc)
         self.on_slot_freed()
+        return freed
 
     def _advance(self, event: dict[str, Any], to: JobState, **fields: Any) -> int | None:
         """Move the event's attempt to ``to`` in a transaction of its own; the owner if it moved."""

@@ -167,3 +167,24 @@ def test_a_redelivered_end_after_a_crash_settles_the_job_once(backend: Backend) 
     with backend.db.read() as s:
         assert ledger.balance(s, user_id) == 500
     assert ledger.verify(backend.db) == []
+
+
+def test_an_end_frees_the_slot_on_arrival_while_the_database_is_away(backend: Backend) -> None:  # noqa: F811
+    user_id, job = started_job(backend, "hal")
+    away = dataclasses.replace(backend, db=Database("postgresql+psycopg://nobody@127.0.0.1:1/none"))
+    stuck = LifecycleConsumer(away)
+    stuck.start()
+    try:
+        backend.bus.publish_lifecycle(event({"job_id": job.id, "attempt": 1}, "n1", "succeeded", seconds=1.0))
+        wait_for(lambda: not backend.registry.holds("n1", f"{job.id}-1"), 10, "the slot freed on arrival")
+        assert jobs.get(backend.db, job.id).state == "running"  # the write waits for the database
+    finally:
+        stuck.stop()  # like a crash: the unsettled event goes back to the queue
+    consumer = LifecycleConsumer(backend)
+    consumer.start()
+    try:
+        wait_for(lambda: jobs.get(backend.db, job.id).state == "succeeded", 10, "the event applied by the next consumer")
+        assert backend.registry.reservations("n1") == {} and _refunds(backend, job.id) == 0
+    finally:
+        consumer.stop()
+    assert ledger.verify(backend.db) == []
