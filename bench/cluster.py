@@ -3,8 +3,9 @@ arriving in bursts; makespan ÷ the lower bound max(total work / nodes, longest 
 
 Three placement policies, in the same run, on the same nodes and the same job list:
 
-- **ours**: the studio's dispatcher as it is (one running + one waiting per node; an idle
-  node first, then the least predicted outstanding work);
+- **ours**: the studio's dispatcher as it is (an idle node first, then the least predicted
+  outstanding work; agents offer up to 1 running + 3 waiting, and the dispatcher's sizing
+  fills as many as the measured lag and each node's job lengths ask for);
 - **round-robin**: every job to the next node in turn as soon as it arrives (nodes with
   deep ComfyUI queues, so nothing waits in the backlog);
 - **fewest running + one queued per node**: one running + one waiting per node, the node
@@ -94,7 +95,7 @@ class FewestRunning(PolicyRegistry):
 
 
 POLICIES: dict[str, tuple[str, Any, int]] = {
-    "ours": ("ours (studio dispatcher)", None, 1),
+    "ours": ("ours (studio dispatcher)", None, 3),
     "round-robin": ("round-robin", RoundRobin, RoundRobin.depth),
     "fewest": ("fewest running + one queued per node", FewestRunning, FewestRunning.depth),
 }

@@ -32,6 +32,7 @@ from backend.errors import DatabaseUnavailable, NotFound, StudioError, Unavailab
 from backend.jobs.messages import JobMessage, Upload, prompt_id_of, upload_name
 from backend.jobs.messages import StageAlias as AliasMessage
 from backend.jobs.placement import DEFAULT_SWITCH_PENALTY, CapabilityCache, Needs, candidates
+from backend.jobs.sizing import QueueSizing
 from backend.ports.registry import NodeView
 from backend.runtime import Backend
 from backend.workflows import WorkflowSpec, build_prompt
@@ -108,9 +109,11 @@ class Dispatcher:
 
     def __init__(
         self, backend: Backend, *, interval: float = 0.5, switch_penalty: float = DEFAULT_SWITCH_PENALTY,
-        restore: Callable[[], int] = lambda: 0,
+        restore: Callable[[], int] = lambda: 0, sizing: QueueSizing | None = None,
     ) -> None:
         self.backend = backend
+        #: How many of each node's slots to fill (``backend/jobs/sizing.py``).
+        self.sizing = sizing if sizing is not None else QueueSizing()
         self.interval = interval
         self.switch_penalty = switch_penalty
         #: Restores the reservations of jobs on nodes from the database (the sweeper's).
@@ -167,7 +170,7 @@ class Dispatcher:
                 log.warning("registry epoch %s: %d reservation(s) of jobs on nodes restored before dispatching",
                             epoch[:8], restored)
             self._epoch = epoch
-        views = [v for v in registry.nodes() if v.state.online]
+        views = self._online()
         free = sum(v.free_slots for v in views)
         if not free:
             return 0
@@ -193,7 +196,7 @@ class Dispatcher:
                     break
             else:
                 if self._refused:  # our copy of the nodes was stale: read them again
-                    views = [v for v in registry.nodes() if v.state.online]
+                    views = self._online()
                     if not any(v.free_slots for v in views):
                         break
                     if job.id not in retried:  # and give this job one more try with them
@@ -202,6 +205,13 @@ class Dispatcher:
                 if line:
                     lines.insert(0, line)  # not placeable now: the same user keeps the turn
         return placed
+
+    def _online(self) -> list[NodeView]:
+        """The online nodes, each with as many slots as its sizing asks for. A soft limit:
+        another dispatcher may fill one more, never more than the agent offers (the
+        registry's reserve checks those)."""
+        return [dataclasses.replace(v, state=dataclasses.replace(v.state, slots=self.sizing.slots(v.state)))
+                for v in self.backend.registry.nodes() if v.state.online]
 
     def _place(self, job: Job, views: list) -> str | None:  # type: ignore[type-arg]
         """Give ``job`` to a node: the node's id, or None if it stays in the backlog."""
@@ -274,5 +284,6 @@ class Dispatcher:
             jobs.fail(backend.db, job.id, error_type=type(exc).__name__, message=str(exc))
             backend.registry.release(node, prompt_id)
             return False
+        self.sizing.dispatched(prompt_id)
         log.info("job_id=%s node_id=%s dispatched (attempt %d)", job.id, node, attempt)
         return True

@@ -39,6 +39,7 @@ from backend.db.models import Job, JobOutput
 from backend.errors import StudioError, Unavailable
 from backend.accounts.ledger import refunded
 from backend.jobs.messages import failure_reason, prompt_id_of, user_event
+from backend.jobs.sizing import QueueSizing
 from backend.ports.bus import Delivery, Subscription
 from backend.runtime import Backend
 from backend.jobs.state import JobState
@@ -72,9 +73,11 @@ class LifecycleConsumer:
     their order, one at a time, and settles each."""
 
     def __init__(self, backend: Backend, *, on_slot_freed: Callable[[], None] = lambda: None,
-                 prefetch: int = PREFETCH) -> None:
+                 prefetch: int = PREFETCH, sizing: QueueSizing | None = None) -> None:
         self.backend = backend
         self.on_slot_freed = on_slot_freed
+        #: Told when a job reached ComfyUI and how long a job ran (the dispatcher's sizing).
+        self.sizing = sizing
         self.prefetch = prefetch
         self._subscription: Subscription | None = None
         self._stop = threading.Event()
@@ -108,12 +111,21 @@ class LifecycleConsumer:
         says the job ended, and queue the event for the applier. Never raises."""
         body = delivery.body
         try:
+            self._measure(body)
             if body.get("type") in ENDS and self._free(body):
                 with self._freed_lock:
                     self._freed.add((str(body.get("node_id")), prompt_id_of(body["job_id"], body["attempt"])))
         except Exception:  # noqa: BLE001 - a malformed event: the applier sets it aside
             log.exception("job_id=%s node_id=%s could not free the slot on arrival", body.get("job_id"), body.get("node_id"))
         self._inbox.put(delivery)
+
+    def _measure(self, body: dict[str, Any]) -> None:
+        if self.sizing is None:
+            return
+        if body.get("type") == "submitted":
+            self.sizing.submitted(prompt_id_of(body["job_id"], body["attempt"]))
+        elif body.get("type") == "succeeded" and body.get("seconds") is not None:
+            self.sizing.ran(str(body.get("node_id")), float(body["seconds"]))
 
     def _apply_inbox(self, inbox: "queue.SimpleQueue[Delivery]") -> None:
         while not self._stop.is_set():
