@@ -63,6 +63,10 @@ ENDS = frozenset({"succeeded", "failed"})
 #: Events the bus may hand over before the applier is done with the ones before them. Each
 #: is looked at as it arrives (an end frees its node's slot then), and applied in order.
 PREFETCH = 64
+#: Most events applied in one transaction when they queue up, and the kinds that may be
+#: (state changes; an ``output`` registers a file in transactions of its own).
+BATCH = 32
+BATCHED = frozenset({"submitted", "started", "succeeded", "failed", "requeue"})
 
 
 class LifecycleConsumer:
@@ -128,12 +132,36 @@ class LifecycleConsumer:
             self.sizing.ran(str(body.get("node_id")), float(body["seconds"]))
 
     def _apply_inbox(self, inbox: "queue.SimpleQueue[Delivery]") -> None:
+        """Apply the events in order; a run of state changes that queued up goes in one
+        transaction (one commit instead of one each), an ``output`` on its own."""
         while not self._stop.is_set():
             try:
-                delivery = inbox.get(timeout=0.5)
+                batch = [inbox.get(timeout=0.5)]
             except queue.Empty:
                 continue
-            self._deliver(delivery)
+            while len(batch) < BATCH and batch[-1].body.get("type") in BATCHED:
+                try:
+                    batch.append(inbox.get_nowait())
+                except queue.Empty:
+                    break
+            run, rest = (batch, []) if batch[-1].body.get("type") in BATCHED else (batch[:-1], batch[-1:])
+            if len(run) > 1:
+                self._deliver_together(run)
+            else:
+                rest = run + rest
+            for delivery in rest:
+                self._deliver(delivery)
+
+    def _deliver_together(self, deliveries: list[Delivery]) -> None:
+        try:
+            self.apply_together([d.body for d in deliveries])
+        except Exception:  # noqa: BLE001 - nothing was written: one by one, each with its retries and dead letters
+            log.info("applying %d events together failed; applying them one by one", len(deliveries), exc_info=True)
+            for delivery in deliveries:
+                self._deliver(delivery)
+            return
+        for delivery in deliveries:
+            delivery.ack()
 
     def _deliver(self, delivery: Delivery) -> None:
         """Apply one event and settle it (ack, or set it aside); while a service is away,
@@ -190,17 +218,30 @@ class LifecycleConsumer:
     def apply(self, event: dict[str, Any]) -> None:
         """Apply one agent event (see :func:`backend.jobs.messages.lifecycle`).
 
-        Each handler is one conditional write that names the event's attempt and node, so
-        an event of an older attempt (the job moved on meanwhile), another node's, a
-        duplicate or one for an unknown job changes nothing, without a read first."""
-        kind = event["type"]
-        handler = getattr(self, f"_on_{kind}", None)
-        if handler is None:
-            log.warning("job_id=%s node_id=%s unknown event type %r", event["job_id"], event.get("node_id"), kind)
+        Each state change is one conditional write that names the event's attempt and
+        node, so an event of an older attempt (the job moved on meanwhile), another node's,
+        a duplicate or one for an unknown job changes nothing, without a read first."""
+        if event["type"] == "output":
+            self._on_output(event)
             return
-        if kind in ENDS and not self._freed_on_arrival(event):
-            self._free(event)
-        handler(event)
+        self.apply_together([event])
+
+    def apply_together(self, events: list[dict[str, Any]]) -> None:
+        """Apply state-changing events (no ``output``) in order in one transaction, then
+        tell their users; all or nothing."""
+        writes = []
+        for event in events:
+            write = getattr(self, f"_write_{event['type']}", None)
+            if write is None:
+                log.warning("job_id=%s node_id=%s unknown event type %r", event["job_id"], event.get("node_id"), event["type"])
+                continue
+            if event["type"] in ENDS and not self._freed_on_arrival(event):
+                self._free(event)
+            writes.append((write, event))
+        with self.backend.db.write() as s:
+            then = [write(s, event) for write, event in writes]
+        for action in then:
+            action()
 
     def _freed_on_arrival(self, event: dict[str, Any]) -> bool:
         key = (str(event.get("node_id")), prompt_id_of(event["job_id"], event.get("attempt")))  # type: ignore[arg-type]
@@ -241,11 +282,6 @@ class LifecycleConsumer:
         self.on_slot_freed()
         return freed
 
-    def _advance(self, event: dict[str, Any], to: JobState, **fields: Any) -> int | None:
-        """Move the event's attempt to ``to`` in a transaction of its own; the owner if it moved."""
-        with self.backend.db.write() as s:
-            return self._advance_in(s, event, to, **fields)
-
     @staticmethod
     def _advance_in(s: Session, event: dict[str, Any], to: JobState, **fields: Any) -> int | None:
         owner = jobs.advance(s, event["job_id"], to, attempt=event.get("attempt"), node_id=event.get("node_id"), **fields)
@@ -254,13 +290,18 @@ class LifecycleConsumer:
                      "an unknown job)", event["job_id"], event.get("node_id"), event["type"], event.get("attempt"))
         return owner
 
-    def _on_submitted(self, event: dict[str, Any]) -> None:
-        self._advance(event, JobState.SUBMITTED, prompt_id=event.get("prompt_id"))
+    # Each _write_<kind> makes the event's change in the caller's transaction and returns
+    # what to do once it committed (tell the user, free a slot).
 
-    def _on_started(self, event: dict[str, Any]) -> None:
-        owner = self._advance(event, JobState.RUNNING)
-        if owner is not None:
-            self._tell(owner, event, "started", node=event.get("node_id"))
+    def _write_submitted(self, s: Session, event: dict[str, Any]) -> AfterCommit:
+        self._advance_in(s, event, JobState.SUBMITTED, prompt_id=event.get("prompt_id"))
+        return _nothing
+
+    def _write_started(self, s: Session, event: dict[str, Any]) -> AfterCommit:
+        owner = self._advance_in(s, event, JobState.RUNNING)
+        if owner is None:
+            return _nothing
+        return lambda: self._tell(owner, event, "started", node=event.get("node_id"))
 
     def _on_output(self, event: dict[str, Any]) -> None:
         job_id, node_id = event["job_id"], event.get("node_id")
@@ -288,28 +329,49 @@ class LifecycleConsumer:
         )
         self._tell(owner, event, "output", asset=record.id, kind=record.kind, graph_node=str(event["graph_node"]))
 
-    def _on_succeeded(self, event: dict[str, Any]) -> None:
+    def _write_succeeded(self, s: Session, event: dict[str, Any]) -> AfterCommit:
         job_id = event["job_id"]
-        with self.backend.db.write() as s:
-            owner = self._advance_in(s, event, JobState.SUCCEEDED, progress=1.0)
-            outputs = [] if owner is None else list(
-                s.scalars(select(JobOutput.asset_id).where(JobOutput.job_id == job_id).order_by(JobOutput.id)))
-        if owner is not None:
+        owner = self._advance_in(s, event, JobState.SUCCEEDED, progress=1.0)
+        if owner is None:
+            return _nothing
+        outputs = list(s.scalars(select(JobOutput.asset_id).where(JobOutput.job_id == job_id).order_by(JobOutput.id)))
+
+        def after() -> None:
             log.info("job_id=%s node_id=%s succeeded with %d output(s)", job_id, event.get("node_id"), len(outputs))
             self._tell(owner, event, "succeeded", outputs=outputs)
 
-    def _on_failed(self, event: dict[str, Any]) -> None:
+        return after
+
+    def _write_failed(self, s: Session, event: dict[str, Any]) -> AfterCommit:
         stage = event.get("stage")
         error_type = str(event.get("error_type") or "Error")
         message = str(event.get("message") or "")[:MAX_MESSAGE]
         # Refunded in the same transaction as the state change (jobs.advance).
-        owner = self._advance(event, JobState.FAILED, error_type=error_type[:128], error_message=message, error_stage=stage)
-        if owner is not None:
+        owner = self._advance_in(s, event, JobState.FAILED, error_type=error_type[:128], error_message=message,
+                                 error_stage=stage)
+        if owner is None:
+            return _nothing
+
+        def after() -> None:
             log.info("job_id=%s node_id=%s failed at %s: %s", event["job_id"], event.get("node_id"), stage, error_type)
             self._tell(owner, event, "failed", reason=failure_reason(stage, error_type, message),
                        refunded=refunded(self.backend.db, event["job_id"]))
 
-    def _on_requeue(self, event: dict[str, Any]) -> None:
-        if self._advance(event, JobState.QUEUED, expect=(JobState.DISPATCHED, JobState.SUBMITTED)) is not None:
+        return after
+
+    def _write_requeue(self, s: Session, event: dict[str, Any]) -> AfterCommit:
+        if self._advance_in(s, event, JobState.QUEUED, expect=(JobState.DISPATCHED, JobState.SUBMITTED)) is None:
+            return _nothing
+
+        def after() -> None:
             log.info("job_id=%s node_id=%s back to the backlog: %s", event["job_id"], event.get("node_id"), event.get("reason"))
             self._free(event)
+
+        return after
+
+
+AfterCommit = Callable[[], None]
+
+
+def _nothing() -> None:
+    pass

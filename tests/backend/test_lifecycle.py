@@ -188,3 +188,31 @@ def test_an_end_frees_the_slot_on_arrival_while_the_database_is_away(backend: Ba
     finally:
         consumer.stop()
     assert ledger.verify(backend.db) == []
+
+
+def test_events_that_queued_up_are_applied_together_and_a_bad_one_alone_is_set_aside(backend: Backend) -> None:  # noqa: F811
+    msg = _running_job(backend)
+    broken = {"type": "submitted", "attempt": 1, "node_id": "n1"}  # no job_id: crashes the handler
+    queued = [event(msg, "n1", "submitted"), event(msg, "n1", "started"), broken,
+              event(msg, "n1", "succeeded", seconds=1.0)]
+    for body in queued:  # all waiting before the consumer starts: they arrive as one run
+        backend.bus.publish_lifecycle(body)
+    transactions: list[list[str]] = []
+    consumer = LifecycleConsumer(backend)
+    inner = consumer.apply_together
+
+    def counted(events: list[dict]) -> None:
+        transactions.append([e["type"] for e in events])
+        inner(events)
+
+    consumer.apply_together = counted  # type: ignore[method-assign]
+    consumer.start()
+    try:
+        wait_for(lambda: jobs.get(backend.db, msg["job_id"]).state == "succeeded", 30, "the good events applied")
+        wait_for(lambda: len(backend.bus.dead_letters()) == 1, 30, "the broken event set aside")
+        [letter] = backend.bus.dead_letters()
+        assert letter.body == broken and letter.reason.startswith("KeyError")
+        assert transactions[0] == ["submitted", "started", "submitted", "succeeded"]  # tried together first
+        assert not backend.registry.holds("n1", msg["prompt_id"])
+    finally:
+        consumer.stop()
