@@ -207,10 +207,11 @@ class Dispatcher:
         return placed
 
     def _online(self) -> list[NodeView]:
-        """The online nodes, each with as many slots as its sizing asks for. A soft limit:
-        another dispatcher may fill one more, never more than the agent offers (the
-        registry's reserve checks those)."""
-        return [dataclasses.replace(v, state=dataclasses.replace(v.state, slots=self.sizing.slots(v.state)))
+        """The online nodes, each with as many slots as its sizing asks for now (at most one
+        more than it holds, so a pass adds one job to a node beyond its first queued one;
+        every end wakes the next pass). A soft limit: another dispatcher may fill one more,
+        never more than the agent offers (the registry's reserve checks those)."""
+        return [dataclasses.replace(v, state=dataclasses.replace(v.state, slots=self.sizing.slots(v)))
                 for v in self.backend.registry.nodes() if v.state.online]
 
     def _place(self, job: Job, views: list) -> str | None:  # type: ignore[type-arg]

@@ -80,7 +80,7 @@ class LifecycleConsumer:
                  prefetch: int = PREFETCH, sizing: QueueSizing | None = None) -> None:
         self.backend = backend
         self.on_slot_freed = on_slot_freed
-        #: Told when a job reached ComfyUI and how long a job ran (the dispatcher's sizing).
+        #: Told when a job reached ComfyUI (the dispatcher's sizing measures its lag).
         self.sizing = sizing
         self.prefetch = prefetch
         self._subscription: Subscription | None = None
@@ -128,8 +128,6 @@ class LifecycleConsumer:
             return
         if body.get("type") == "submitted":
             self.sizing.submitted(prompt_id_of(body["job_id"], body["attempt"]))
-        elif body.get("type") == "succeeded" and body.get("seconds") is not None:
-            self.sizing.ran(str(body.get("node_id")), float(body["seconds"]))
 
     def _apply_inbox(self, inbox: "queue.SimpleQueue[Delivery]") -> None:
         """Apply the events in order; a run of state changes that queued up goes in one
