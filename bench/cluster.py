@@ -144,7 +144,7 @@ def run_policy(policy: str, jobs: list[tuple[float, int, int]], *, nodes: int, c
             for event in events:  # record the run time each node reports, and when jobs ran
                 if event.get("type") == "succeeded" and event.get("seconds") is not None:
                     ran[event["job_id"]] = float(event["seconds"])
-                if event.get("type") in ("started", "succeeded") and event.get("ts") is not None:
+                if event.get("type") in ("submitted", "started", "succeeded") and event.get("ts") is not None:
                     on_node.setdefault(event["job_id"], {"node": event.get("node_id")})[event["type"]] = float(event["ts"])
                 lag.append(t - float(event.get("ts") or t))
             inner_apply(events)
@@ -193,8 +193,21 @@ def run_policy(policy: str, jobs: list[tuple[float, int, int]], *, nodes: int, c
     for v in per_node.values():
         node_busy = sum(ran.get(x.id, planned[x.id]) for x in v)
         idle.append(max(x.finished_at for x in v).timestamp() - first - node_busy)
-    gaps = idle_gaps(on_node, [(r.created_at.timestamp(), r.dispatched_at.timestamp() if r.dispatched_at else end)
-                               for r in rows.values()])
+    spans = idle_gaps(on_node, [(r.created_at.timestamp(), r.dispatched_at.timestamp() if r.dispatched_at else end)
+                                for r in rows.values()])
+    gaps = [gap for gap, _, _ in spans]
+    # Where the long gaps (≥ 100 ms) went, for the job that came next on the node.
+    late, to_dispatch, to_agent, to_start = 0, [], [], []
+    for gap, ended, next_id in spans:
+        row, times = rows.get(next_id), on_node.get(next_id, {})
+        if gap < 0.1 or row is None or row.dispatched_at is None or "submitted" not in times:
+            continue
+        dispatched = row.dispatched_at.timestamp()
+        if dispatched > ended:
+            late += 1
+            to_dispatch.append(dispatched - ended)
+        to_agent.append(times["submitted"] - dispatched)
+        to_start.append(times["started"] - times["submitted"])
     bound = max(sum(work) / nodes, max(work))
     planned_bound = max(sum(planned.values()) / nodes, max(planned.values()))
     return {
@@ -210,24 +223,27 @@ def run_policy(policy: str, jobs: list[tuple[float, int, int]], *, nodes: int, c
         "apply": (common.percentile(busy, 50), common.percentile(busy, 99), sum(busy), sum(together) / max(1, len(together))),
         "idle": sorted(idle),
         "gap": (common.percentile(gaps, 50), common.percentile(gaps, 99), len(gaps)),
+        "long_gaps": (len(to_agent), late, common.percentile(to_dispatch, 50), common.percentile(to_agent, 50),
+                      common.percentile(to_start, 50)),
         "started": start_wall,
     }
 
 
-def idle_gaps(on_node: dict[str, dict[str, Any]], waiting: Sequence[tuple[float, float]]) -> list[float]:
+def idle_gaps(on_node: dict[str, dict[str, Any]], waiting: Sequence[tuple[float, float]]) -> list[tuple[float, float, str]]:
     """Per node, from one job's end to the next job's start, for the ends at which the
-    backlog held a job (``waiting``: when each job was queued and when it was dispatched).
-    A job sent back to the backlog counts from its first dispatch, which only hides gaps."""
-    runs: dict[str, list[tuple[float, float]]] = {}
-    for times in on_node.values():
+    backlog held a job (``waiting``: when each job was queued and when it was dispatched):
+    ``(gap, end, the next job's id)``. A job sent back to the backlog counts from its last
+    dispatch, which only hides gaps."""
+    runs: dict[str, list[tuple[float, float, str]]] = {}
+    for job_id, times in on_node.items():
         if "started" in times and "succeeded" in times:
-            runs.setdefault(times["node"], []).append((times["started"], times["succeeded"]))
+            runs.setdefault(times["node"], []).append((times["started"], times["succeeded"], job_id))
     gaps = []
     for spans in runs.values():
         spans.sort()
-        for (_, end), (start, _) in zip(spans, spans[1:]):
+        for (_, end, _), (start, _, next_id) in zip(spans, spans[1:]):
             if any(queued <= end < dispatched for queued, dispatched in waiting):
-                gaps.append(max(0.0, start - end))
+                gaps.append((max(0.0, start - end), end, next_id))
     return gaps
 
 
@@ -262,7 +278,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"idle before it {', '.join(f'{x:.1f}' for x in r['idle'])} s; lifecycle event lag p50/p99 "
               f"{r['lag'][0] * 1000:.0f}/{r['lag'][1] * 1000:.0f} ms, applying a transaction p50/p99 {r['apply'][0] * 1000:.1f}/"
               f"{r['apply'][1] * 1000:.1f} ms ({r['apply'][3]:.1f} events each, {r['apply'][2]:.1f} s in all); a busy node's idle gap while backlog "
-              f"waits p50/p99 {r['gap'][0] * 1000:.0f}/{r['gap'][1] * 1000:.0f} ms ({r['gap'][2]} gaps)", flush=True)
+              f"waits p50/p99 {r['gap'][0] * 1000:.0f}/{r['gap'][1] * 1000:.0f} ms ({r['gap'][2]} gaps); of those ≥ 100 ms "
+              f"({r['long_gaps'][0]}), the next job was dispatched only after the end in {r['long_gaps'][1]} "
+              f"(end → dispatch p50 {r['long_gaps'][2] * 1000:.0f} ms); dispatch → agent's submitted p50 "
+              f"{r['long_gaps'][3] * 1000:.0f} ms; submitted → started p50 {r['long_gaps'][4] * 1000:.0f} ms", flush=True)
     rows = []
     for policy, r in results.items():
         target = gap_target = ""
