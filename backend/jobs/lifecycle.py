@@ -74,7 +74,9 @@ class LifecycleConsumer:
 
     Two threads: the bus's hands over each event as it arrives, and a job's end frees its
     node's slot right there; the applier thread applies the events to the database in
-    their order, one at a time, and settles each."""
+    their order (a run that queued up in one transaction) and settles each. After a
+    reconnect or a restart, events come again: each change is conditional, so applying
+    one twice changes nothing."""
 
     def __init__(self, backend: Backend, *, on_slot_freed: Callable[[], None] = lambda: None,
                  prefetch: int = PREFETCH, sizing: QueueSizing | None = None) -> None:
