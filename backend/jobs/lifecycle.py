@@ -24,6 +24,7 @@ What a failure to apply an event means decides what happens to it
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import queue
 import threading
@@ -35,7 +36,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backend import assets, jobs
-from backend.db.models import Job, JobOutput
+from backend.db.models import Job, JobOutput, utcnow
 from backend.errors import StudioError, Unavailable
 from backend.accounts.ledger import refunded
 from backend.jobs.messages import failure_reason, prompt_id_of, user_event
@@ -89,8 +90,8 @@ class LifecycleConsumer:
         self._stop = threading.Event()
         self._inbox: queue.SimpleQueue[Delivery] = queue.SimpleQueue()
         self._applier: threading.Thread | None = None
-        #: (node, prompt id) of the ends whose slot was freed on arrival, not yet applied.
-        self._freed: set[tuple[str, str]] = set()
+        #: (node, prompt id) -> when: the ends whose slot was freed on arrival, not yet applied.
+        self._freed: dict[tuple[str, str], dt.datetime] = {}
         self._freed_lock = threading.Lock()
 
     def start(self) -> None:
@@ -118,9 +119,11 @@ class LifecycleConsumer:
         body = delivery.body
         try:
             self._measure(body)
-            if body.get("type") in ENDS and self._free(body):
-                with self._freed_lock:
-                    self._freed.add((str(body.get("node_id")), prompt_id_of(body["job_id"], body["attempt"])))
+            if body.get("type") in ENDS:
+                freed_at = utcnow()
+                if self._free(body):
+                    with self._freed_lock:
+                        self._freed[(str(body.get("node_id")), prompt_id_of(body["job_id"], body["attempt"]))] = freed_at
         except Exception:  # noqa: BLE001 - a malformed event: the applier sets it aside
             log.exception("job_id=%s node_id=%s could not free the slot on arrival", body.get("job_id"), body.get("node_id"))
         self._inbox.put(delivery)
@@ -235,21 +238,23 @@ class LifecycleConsumer:
             if write is None:
                 log.warning("job_id=%s node_id=%s unknown event type %r", event["job_id"], event.get("node_id"), event["type"])
                 continue
-            if event["type"] in ENDS and not self._freed_on_arrival(event):
-                self._free(event)
-            writes.append((write, event))
+            freed_at = None
+            if event["type"] in ENDS:
+                freed_at = self._freed_on_arrival(event)
+                if freed_at is None:
+                    freed_at = utcnow()
+                    self._free(event)
+            writes.append((write, event, freed_at))
         with self.backend.db.write() as s:
-            then = [write(s, event) for write, event in writes]
+            then = [write(s, event, freed_at) for write, event, freed_at in writes]
         for action in then:
             action()
 
-    def _freed_on_arrival(self, event: dict[str, Any]) -> bool:
+    def _freed_on_arrival(self, event: dict[str, Any]) -> dt.datetime | None:
+        """When the event's slot was freed on arrival (None: it was not)."""
         key = (str(event.get("node_id")), prompt_id_of(event["job_id"], event.get("attempt")))  # type: ignore[arg-type]
         with self._freed_lock:
-            if key in self._freed:
-                self._freed.discard(key)
-                return True
-        return False
+            return self._freed.pop(key, None)
 
     def _tell(self, user_id: int, event: dict[str, Any], event_type: str, /, **fields: Any) -> None:
         try:
@@ -291,13 +296,16 @@ class LifecycleConsumer:
         return owner
 
     # Each _write_<kind> makes the event's change in the caller's transaction and returns
-    # what to do once it committed (tell the user, free a slot).
+    # what to do once it committed (tell the user, free a slot). An end is stamped
+    # ``finished_at`` with the moment its slot was freed (``freed_at``), not with the
+    # commit's: the node's next job may be dispatched in between, and the database's
+    # record of what a node held at once must not show the two overlapping.
 
-    def _write_submitted(self, s: Session, event: dict[str, Any]) -> AfterCommit:
+    def _write_submitted(self, s: Session, event: dict[str, Any], freed_at: dt.datetime | None) -> AfterCommit:
         self._advance_in(s, event, JobState.SUBMITTED, prompt_id=event.get("prompt_id"))
         return _nothing
 
-    def _write_started(self, s: Session, event: dict[str, Any]) -> AfterCommit:
+    def _write_started(self, s: Session, event: dict[str, Any], freed_at: dt.datetime | None) -> AfterCommit:
         owner = self._advance_in(s, event, JobState.RUNNING)
         if owner is None:
             return _nothing
@@ -329,9 +337,9 @@ class LifecycleConsumer:
         )
         self._tell(owner, event, "output", asset=record.id, kind=record.kind, graph_node=str(event["graph_node"]))
 
-    def _write_succeeded(self, s: Session, event: dict[str, Any]) -> AfterCommit:
+    def _write_succeeded(self, s: Session, event: dict[str, Any], freed_at: dt.datetime | None) -> AfterCommit:
         job_id = event["job_id"]
-        owner = self._advance_in(s, event, JobState.SUCCEEDED, progress=1.0)
+        owner = self._advance_in(s, event, JobState.SUCCEEDED, progress=1.0, finished_at=freed_at)
         if owner is None:
             return _nothing
         outputs = list(s.scalars(select(JobOutput.asset_id).where(JobOutput.job_id == job_id).order_by(JobOutput.id)))
@@ -342,13 +350,13 @@ class LifecycleConsumer:
 
         return after
 
-    def _write_failed(self, s: Session, event: dict[str, Any]) -> AfterCommit:
+    def _write_failed(self, s: Session, event: dict[str, Any], freed_at: dt.datetime | None) -> AfterCommit:
         stage = event.get("stage")
         error_type = str(event.get("error_type") or "Error")
         message = str(event.get("message") or "")[:MAX_MESSAGE]
         # Refunded in the same transaction as the state change (jobs.advance).
         owner = self._advance_in(s, event, JobState.FAILED, error_type=error_type[:128], error_message=message,
-                                 error_stage=stage)
+                                 error_stage=stage, finished_at=freed_at)
         if owner is None:
             return _nothing
 
@@ -359,7 +367,7 @@ class LifecycleConsumer:
 
         return after
 
-    def _write_requeue(self, s: Session, event: dict[str, Any]) -> AfterCommit:
+    def _write_requeue(self, s: Session, event: dict[str, Any], freed_at: dt.datetime | None) -> AfterCommit:
         if self._advance_in(s, event, JobState.QUEUED, expect=(JobState.DISPATCHED, JobState.SUBMITTED)) is None:
             return _nothing
 

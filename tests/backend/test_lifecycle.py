@@ -105,16 +105,24 @@ def _refunds(backend: Backend, job_id: str) -> int:  # noqa: F811
 
 @pytest.mark.parametrize("kind", ["succeeded", "failed"])
 def test_a_finished_job_frees_its_slot_before_the_database_write(backend: Backend, kind: str) -> None:  # noqa: F811
-    _, job = started_job(backend, "eve")
+    user_id, job = started_job(backend, "eve")
+    register(backend.registry, "n1", library_capabilities(backend.library), slots=1)
+    waiting = txt2img(backend, user_id, queue_if_busy=True).job  # type: ignore[union-attr]
     seen: list[tuple[str, bool]] = []
 
-    def slot_freed() -> None:  # what the dispatcher would find when woken
+    def slot_freed() -> None:  # the dispatcher, woken: it finds the slot free and uses it
         seen.append((jobs.get(backend.db, job.id).state, backend.registry.holds("n1", f"{job.id}-1")))
+        Dispatcher(backend).dispatch_once()
 
     LifecycleConsumer(backend, on_slot_freed=slot_freed).apply(
         event({"job_id": job.id, "attempt": 1}, "n1", kind, error_type="X", message="m"))
     assert seen == [("running", False)]  # woken with the slot free while the row still says running
-    assert jobs.get(backend.db, job.id).state == kind
+    ended, next_one = jobs.get(backend.db, job.id), jobs.get(backend.db, waiting.id)
+    assert ended.state == kind and (next_one.state, next_one.node_id) == ("dispatched", "n1")
+    # The database's record never shows the node holding both: the end is stamped when
+    # the slot was freed, before the next dispatch, not when the write committed after it.
+    assert ended.finished_at is not None and next_one.dispatched_at is not None
+    assert ended.finished_at <= next_one.dispatched_at
 
 
 def test_a_crash_between_freeing_the_slot_and_the_write_is_healed_with_one_refund(backend: Backend) -> None:  # noqa: F811
