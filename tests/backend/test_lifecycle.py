@@ -182,8 +182,13 @@ def test_an_end_frees_the_slot_on_arrival_while_the_database_is_away(backend: Ba
     away = dataclasses.replace(backend, db=Database("postgresql+psycopg://nobody@127.0.0.1:1/none"))
     stuck = LifecycleConsumer(away)
     stuck.start()
+    msg = {"job_id": job.id, "attempt": 1}
+    blob = backend.blobs.write_bytes(png_bytes(16, 16))
     try:
-        backend.bus.publish_lifecycle(event({"job_id": job.id, "attempt": 1}, "n1", "succeeded", seconds=1.0))
+        # The applier is stuck on the output (its read waits for the database); the end
+        # behind it still frees the slot, as it arrives.
+        backend.bus.publish_lifecycle(_output(msg, position=0, asset=blob.sha256, size=blob.size, kind="image"))
+        backend.bus.publish_lifecycle(event(msg, "n1", "succeeded", seconds=1.0))
         wait_for(lambda: not backend.registry.holds("n1", f"{job.id}-1"), 10, "the slot freed on arrival")
         assert jobs.get(backend.db, job.id).state == "running"  # the write waits for the database
     finally:
@@ -191,8 +196,9 @@ def test_an_end_frees_the_slot_on_arrival_while_the_database_is_away(backend: Ba
     consumer = LifecycleConsumer(backend)
     consumer.start()
     try:
-        wait_for(lambda: jobs.get(backend.db, job.id).state == "succeeded", 10, "the event applied by the next consumer")
+        wait_for(lambda: jobs.get(backend.db, job.id).state == "succeeded", 10, "the events applied by the next consumer")
         assert backend.registry.reservations("n1") == {} and _refunds(backend, job.id) == 0
+        assert _outputs(backend, job.id) == 1 and backend.bus.dead_letters() == []
     finally:
         consumer.stop()
     assert ledger.verify(backend.db) == []
