@@ -34,6 +34,8 @@ class Plant:
 DISPATCH = "tests/backend/test_dispatch.py"
 LEDGER = "tests/backend/test_ledger.py"
 JOBS = "tests/backend/test_jobs.py"
+LIFECYCLE = "tests/backend/test_lifecycle.py"
+REGISTRY = "tests/contract/test_registry_contract.py"
 CODES = "tests/backend/test_codes.py"
 AUTH = "tests/studio/test_auth_and_files.py"
 ADMIN = "tests/studio/test_admin_and_account.py"
@@ -112,12 +114,23 @@ PLANTS: tuple[Plant, ...] = (
           "JobState.SUCCEEDED: (JobState.DISPATCHED, JobState.SUBMITTED, JobState.RUNNING, JobState.FAILED),", (JOBS,)),
     Plant("transition: a stale attempt number moves the job", "backend/jobs/store.py",
           "Job.attempts == expect_attempts", "Job.attempts >= expect_attempts", (JOBS,)),
-    Plant("lifecycle: events of an older attempt are applied", "backend/jobs/lifecycle.py",
-          'job.attempts != event.get("attempt") or job.node_id', 'job.attempts != event.get("attempt") and job.node_id',
+    Plant("lifecycle: events of an older attempt are applied", "backend/jobs/store.py",
+          "[Job.attempts == attempt, Job.node_id == node_id]", "[Job.attempts <= attempt, Job.node_id == node_id]",
           (DISPATCH,)),
+    Plant("lifecycle: events of another node are applied", "backend/jobs/store.py",
+          "[Job.attempts == attempt, Job.node_id == node_id]", "[Job.attempts == attempt]", (DISPATCH,)),
     Plant("lifecycle: a finished job keeps its slot", "backend/jobs/lifecycle.py",
-          "        # Released only after the commit", "        return\n        # Released only after the commit",
-          (DISPATCH,)),
+          "                self.backend.registry.end(node_id, prompt_id_of(job_id, attempt))",
+          "                pass", (DISPATCH, LIFECYCLE)),
+    Plant("lifecycle: the slot is not freed before the database write", "backend/jobs/lifecycle.py",
+          "                    self._free(event)\n            writes.append((write, event, freed_at))",
+          "                    pass\n            writes.append((write, event, freed_at))", (LIFECYCLE,)),
+    Plant("lifecycle: an end is stamped when it is written, after the next dispatch", "backend/jobs/lifecycle.py",
+          "progress=1.0, finished_at=freed_at)", "progress=1.0)", (LIFECYCLE,)),
+    Plant("lifecycle: an end waits for the events before it to free its slot", "backend/jobs/lifecycle.py",
+          "                if self._free(body):\n", "                if False:\n", (LIFECYCLE,)),
+    Plant("registry: a slot the node said ended is restored", "backend/ports/memory_registry.py",
+          "if self._ended.get((node_id, prompt_id), now) <= now}", "}", (LIFECYCLE, REGISTRY)),
     Plant("cancel: a cancelled job keeps its slot", "backend/jobs/submit.py",
           "        backend.registry.release(job.node_id, prompt_id_of(job.id, job.attempts))\n", "", (DISPATCH,)),
     Plant("sweeper: an over-long job is never failed (Timeout)", "backend/jobs/sweeper.py",

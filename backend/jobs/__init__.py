@@ -17,6 +17,7 @@ if TYPE_CHECKING:
         JobRecord,
         NewJob,
         add,
+        advance,
         cancel,
         create,
         fail,
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
-    "MAX_IDEMPOTENCY_KEY", "JobRecord", "NewJob", "add", "cancel", "create", "fail", "find_by_key", "get",
+    "MAX_IDEMPOTENCY_KEY", "JobRecord", "NewJob", "add", "advance", "cancel", "create", "fail", "find_by_key", "get",
     "list_for_user", "most_used_workflows", "request_hash", "same_request", "succeed", "transition",
 ]
 

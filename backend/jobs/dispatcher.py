@@ -38,6 +38,7 @@ from backend.errors import DatabaseUnavailable, NotFound, StudioError, Unavailab
 from backend.jobs.messages import JobMessage, Upload, prompt_id_of, upload_name
 from backend.jobs.messages import StageAlias as AliasMessage
 from backend.jobs.placement import DEFAULT_SWITCH_PENALTY, CapabilityCache, Needs, candidates
+from backend.jobs.sizing import QueueSizing
 from backend.ports.registry import Candidate, NodeView, choice_key
 from backend.runtime import Backend
 from backend.workflows import WorkflowSpec, build_prompt
@@ -137,9 +138,11 @@ class Dispatcher:
 
     def __init__(
         self, backend: Backend, *, interval: float = 0.5, switch_penalty: float = DEFAULT_SWITCH_PENALTY,
-        restore: Callable[[], int] = lambda: 0,
+        restore: Callable[[], int] = lambda: 0, sizing: QueueSizing | None = None,
     ) -> None:
         self.backend = backend
+        #: How many of each node's slots to fill (``backend/jobs/sizing.py``).
+        self.sizing = sizing if sizing is not None else QueueSizing()
         self.interval = interval
         self.switch_penalty = switch_penalty
         #: Restores the reservations of jobs on nodes from the database (the sweeper's).
@@ -198,7 +201,7 @@ class Dispatcher:
                 log.warning("registry epoch %s: %d reservation(s) of jobs on nodes restored before dispatching",
                             epoch[:8], restored)
             self._epoch = epoch
-        views = {v.state.node_id: v for v in registry.nodes() if v.state.online}
+        views = self._online()
         free = sum(v.free_slots for v in views.values())
         if not free:
             return 0
@@ -233,7 +236,7 @@ class Dispatcher:
                         break
                 else:
                     if self._refused:  # our copy of the nodes was stale: read them again
-                        views = {v.state.node_id: v for v in registry.nodes() if v.state.online}
+                        views = self._online()
                         self._able = {}
                         free = sum(v.free_slots for v in views.values())
                         if not free:
@@ -248,6 +251,14 @@ class Dispatcher:
                 self._release_quietly(r.node, r.prompt_id)
             raise
         return placed + (self._commit(batch) if batch else 0)
+
+    def _online(self) -> dict[str, NodeView]:
+        """The online nodes by id, each with as many slots as its sizing asks for now (at
+        most one more than it holds, so a pass adds one job to a node beyond its first
+        queued one; every end wakes the next pass). A soft limit: another dispatcher may
+        fill one more, never more than the agent offers (the registry's reserve checks those)."""
+        return {v.state.node_id: dataclasses.replace(v, state=dataclasses.replace(v.state, slots=self.sizing.slots(v)))
+                for v in self.backend.registry.nodes() if v.state.online}
 
     def _reserve(self, job: Job, views: dict[str, NodeView]) -> _Reserved | None:
         """Reserve a slot for ``job`` on the best capable node, or None if it stays in the backlog."""
@@ -346,5 +357,6 @@ class Dispatcher:
             jobs.fail(backend.db, job.id, error_type=type(exc).__name__, message=str(exc))
             backend.registry.release(node, prompt_id)
             return False
+        self.sizing.dispatched(prompt_id)
         log.info("job_id=%s node_id=%s dispatched (attempt %d)", job.id, node, attempt)
         return True

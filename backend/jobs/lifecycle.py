@@ -3,8 +3,8 @@
 Each event becomes a conditional state change, so a redelivered or late
 event changes nothing. Events from an older attempt of a job (it was moved to another
 node meanwhile) are recorded in the log and otherwise ignored. A job that ends frees its
-slot at once and wakes the dispatcher, so the node gets its next job without waiting for
-a poll.
+slot as soon as the consumer takes its event, before the database work, and wakes the
+dispatcher, so the node gets its next job without waiting for a poll or for the write.
 
 What a failure to apply an event means decides what happens to it
 (``backend.errors``):
@@ -24,19 +24,23 @@ What a failure to apply an event means decides what happens to it
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from backend import assets, jobs
-from backend.db.models import Job, JobOutput
+from backend.db.models import Job, JobOutput, utcnow
 from backend.errors import StudioError, Unavailable
 from backend.accounts.ledger import refunded
 from backend.jobs.messages import failure_reason, prompt_id_of, user_event
+from backend.jobs.sizing import QueueSizing
 from backend.ports.bus import Delivery, Subscription
 from backend.runtime import Backend
 from backend.jobs.state import JobState
@@ -51,26 +55,116 @@ MAX_RETRY_SECONDS = 2.0
 FIRST_RETRY_SECONDS = 0.1
 #: Longest failure message kept for the creator; ComfyUI's can be long.
 MAX_MESSAGE = 500
+#: Events after which the node no longer runs the attempt: its slot is freed at once. (A
+#: ``requeue`` frees it only once the job did go back to the backlog: a late one for a job
+#: the database has seen start must not free the slot the job still runs in.)
+ENDS = frozenset({"succeeded", "failed"})
+
+
+#: Events the bus may hand over before the applier is done with the ones before them. Each
+#: is looked at as it arrives (an end frees its node's slot then), and applied in order.
+PREFETCH = 64
+#: Most events applied in one transaction when they queue up, and the kinds that may be
+#: (state changes; an ``output`` registers a file in transactions of its own).
+BATCH = 32
+BATCHED = frozenset({"submitted", "started", "succeeded", "failed", "requeue"})
 
 
 class LifecycleConsumer:
-    """Consumes the lifecycle queue; ``on_slot_freed`` is called when a job leaves a node."""
+    """Consumes the lifecycle queue; ``on_slot_freed`` is called when a job leaves a node.
 
-    def __init__(self, backend: Backend, *, on_slot_freed: Callable[[], None] = lambda: None) -> None:
+    Two threads: the bus's hands over each event as it arrives, and a job's end frees its
+    node's slot right there; the applier thread applies the events to the database in
+    their order (a run that queued up in one transaction) and settles each. After a
+    reconnect or a restart, events come again: each change is conditional, so applying
+    one twice changes nothing."""
+
+    def __init__(self, backend: Backend, *, on_slot_freed: Callable[[], None] = lambda: None,
+                 prefetch: int = PREFETCH, sizing: QueueSizing | None = None) -> None:
         self.backend = backend
         self.on_slot_freed = on_slot_freed
+        #: Told when a job reached ComfyUI (the dispatcher's sizing measures its lag).
+        self.sizing = sizing
+        self.prefetch = prefetch
         self._subscription: Subscription | None = None
         self._stop = threading.Event()
+        self._inbox: queue.SimpleQueue[Delivery] = queue.SimpleQueue()
+        self._applier: threading.Thread | None = None
+        #: (node, prompt id) -> when: the ends whose slot was freed on arrival, not yet applied.
+        self._freed: dict[tuple[str, str], dt.datetime] = {}
+        self._freed_lock = threading.Lock()
 
     def start(self) -> None:
         self._stop.clear()
-        self._subscription = self.backend.bus.consume_lifecycle(self._deliver)
+        self._inbox = queue.SimpleQueue()
+        with self._freed_lock:
+            self._freed.clear()
+        self._applier = threading.Thread(target=self._apply_inbox, args=(self._inbox,), name="lifecycle-applier",
+                                         daemon=True)
+        self._applier.start()
+        self._subscription = self.backend.bus.consume_lifecycle(self._receive, prefetch=self.prefetch)
 
     def stop(self) -> None:
         self._stop.set()  # ends a retry in progress; its delivery goes back to the queue
         if self._subscription is not None:
-            self._subscription.close()
+            self._subscription.close()  # unsettled deliveries, applied or not, go back in order
             self._subscription = None
+        if self._applier is not None:
+            self._applier.join(timeout=5)
+            self._applier = None
+
+    def _receive(self, delivery: Delivery) -> None:
+        """On the bus's thread, as the event arrives: free the node's slot if the event
+        says the job ended, and queue the event for the applier. Never raises."""
+        body = delivery.body
+        try:
+            self._measure(body)
+            if body.get("type") in ENDS:
+                freed_at = utcnow()
+                if self._free(body):
+                    with self._freed_lock:
+                        self._freed[(str(body.get("node_id")), prompt_id_of(body["job_id"], body["attempt"]))] = freed_at
+        except Exception:  # noqa: BLE001 - a malformed event: the applier sets it aside
+            log.exception("job_id=%s node_id=%s could not free the slot on arrival", body.get("job_id"), body.get("node_id"))
+        self._inbox.put(delivery)
+
+    def _measure(self, body: dict[str, Any]) -> None:
+        if self.sizing is None:
+            return
+        if body.get("type") == "submitted":
+            self.sizing.submitted(prompt_id_of(body["job_id"], body["attempt"]))
+
+    def _apply_inbox(self, inbox: "queue.SimpleQueue[Delivery]") -> None:
+        """Apply the events in order; a run of state changes that queued up goes in one
+        transaction (one commit instead of one each), an ``output`` on its own."""
+        while not self._stop.is_set():
+            try:
+                batch = [inbox.get(timeout=0.5)]
+            except queue.Empty:
+                continue
+            while len(batch) < BATCH and batch[-1].body.get("type") in BATCHED:
+                try:
+                    batch.append(inbox.get_nowait())
+                except queue.Empty:
+                    break
+            run, rest = (batch, []) if batch[-1].body.get("type") in BATCHED else (batch[:-1], batch[-1:])
+            if len(run) > 1:
+                self._deliver_together(run)
+            else:
+                rest = run + rest
+            for delivery in rest:
+                self._deliver(delivery)
+
+    def _deliver_together(self, deliveries: list[Delivery]) -> None:
+        try:
+            self.apply_together([d.body for d in deliveries])
+        except Exception:  # noqa: BLE001 - nothing was written: one by one, each with its retries and dead letters
+            log.info("applying %d events together failed; applying them one by one", len(deliveries), exc_info=True)
+            for delivery in deliveries:
+                self._deliver(delivery)
+            return
+        for delivery in deliveries:
+            delivery.ack()
 
     def _deliver(self, delivery: Delivery) -> None:
         """Apply one event and settle it (ack, or set it aside); while a service is away,
@@ -125,54 +219,112 @@ class LifecycleConsumer:
         return True
 
     def apply(self, event: dict[str, Any]) -> None:
-        """Apply one agent event (see :func:`backend.jobs.messages.lifecycle`)."""
-        kind, job_id, node_id = event["type"], event["job_id"], event.get("node_id")
-        with self.backend.db.read() as s:
-            job = s.get(Job, job_id)
-        if job is None:
-            log.warning("job_id=%s node_id=%s event %s for an unknown job", job_id, node_id, kind)
-            return
-        if job.attempts != event.get("attempt") or job.node_id != node_id:
-            log.info("job_id=%s node_id=%s stale %s event of attempt %s ignored", job_id, node_id, kind, event.get("attempt"))
-            return
-        handler = getattr(self, f"_on_{kind}", None)
-        if handler is None:
-            log.warning("job_id=%s node_id=%s unknown event type %r", job_id, node_id, kind)
-            return
-        handler(job, event)
+        """Apply one agent event (see :func:`backend.jobs.messages.lifecycle`).
 
-    def _tell(self, job: Job, event_type: str, /, **fields: Any) -> None:
+        Each state change is one conditional write that names the event's attempt and
+        node, so an event of an older attempt (the job moved on meanwhile), another node's,
+        a duplicate or one for an unknown job changes nothing, without a read first."""
+        if event["type"] == "output":
+            self._on_output(event)
+            return
+        self.apply_together([event])
+
+    def apply_together(self, events: list[dict[str, Any]]) -> None:
+        """Apply state-changing events (no ``output``) in order in one transaction, then
+        tell their users; all or nothing."""
+        writes = []
+        for event in events:
+            write = getattr(self, f"_write_{event['type']}", None)
+            if write is None:
+                log.warning("job_id=%s node_id=%s unknown event type %r", event["job_id"], event.get("node_id"), event["type"])
+                continue
+            freed_at = None
+            if event["type"] in ENDS:
+                freed_at = self._freed_on_arrival(event)
+                if freed_at is None:
+                    freed_at = utcnow()
+                    self._free(event)
+            writes.append((write, event, freed_at))
+        with self.backend.db.write() as s:
+            then = [write(s, event, freed_at) for write, event, freed_at in writes]
+        for action in then:
+            action()
+
+    def _freed_on_arrival(self, event: dict[str, Any]) -> dt.datetime | None:
+        """When the event's slot was freed on arrival (None: it was not)."""
+        key = (str(event.get("node_id")), prompt_id_of(event["job_id"], event.get("attempt")))  # type: ignore[arg-type]
+        with self._freed_lock:
+            return self._freed.pop(key, None)
+
+    def _tell(self, user_id: int, event: dict[str, Any], event_type: str, /, **fields: Any) -> None:
         try:
-            self.backend.bus.publish_user_event(job.user_id, user_event(event_type, job.id, **fields))
+            self.backend.bus.publish_user_event(user_id, user_event(event_type, event["job_id"], **fields))
         except StudioError as exc:  # user events are best effort; the database has the truth
-            log.warning("job_id=%s node_id=%s user event %s not sent: %s", job.id, job.node_id, event_type, exc)
+            log.warning("job_id=%s node_id=%s user event %s not sent: %s", event["job_id"], event.get("node_id"), event_type,
+                        exc)
 
-    def _release(self, job: Job) -> None:
-        if job.node_id:
+    def _free(self, event: dict[str, Any]) -> bool:
+        """The node says the attempt is over: free its slot and wake the dispatcher now,
+        before the database work of the event, which may wait behind other events.
+
+        Safe before the database knows because the slot is the attempt's (its prompt id):
+        an event of an older attempt or of another node frees nobody else's slot, and the
+        job's row still says where it is. ``Registry.end`` keeps the sweeper from
+        restoring the slot of a job the database still shows on the node; if this process
+        dies before the write, the redelivered event (or the sweeper's adoption or node
+        checks) settles the job once, with at most one refund (a conditional transition)."""
+        job_id, node_id, attempt = event["job_id"], event.get("node_id"), event.get("attempt")
+        freed = False
+        if node_id and attempt is not None:
             try:
-                self.backend.registry.release(job.node_id, prompt_id_of(job.id, job.attempts))
+                self.backend.registry.end(node_id, prompt_id_of(job_id, attempt))
+                freed = True
             except StudioError as exc:
                 # The registry is away (Redis restarting). The event must still be applied:
-                # raising here would drop it (see _deliver) and leave the job running in the
-                # database forever. The sweeper releases the leftover slot once it is back.
-                log.warning("job_id=%s node_id=%s slot not released now (%s); the sweeper will", job.id, job.node_id, exc)
+                # raising here would leave the job running in the database forever. The
+                # sweeper releases the leftover slot once the database shows the job ended.
+                log.warning("job_id=%s node_id=%s slot not released now (%s); the sweeper will", job_id, node_id, exc)
         self.on_slot_freed()
+        return freed
 
-    def _on_submitted(self, job: Job, event: dict[str, Any]) -> None:
-        with self.backend.db.write() as s:
-            jobs.transition(s, job.id, JobState.SUBMITTED, prompt_id=event.get("prompt_id"))
+    @staticmethod
+    def _advance_in(s: Session, event: dict[str, Any], to: JobState, **fields: Any) -> int | None:
+        owner = jobs.advance(s, event["job_id"], to, attempt=event.get("attempt"), node_id=event.get("node_id"), **fields)
+        if owner is None:
+            log.info("job_id=%s node_id=%s %s event of attempt %s changed nothing (a duplicate, an older attempt or "
+                     "an unknown job)", event["job_id"], event.get("node_id"), event["type"], event.get("attempt"))
+        return owner
 
-    def _on_started(self, job: Job, event: dict[str, Any]) -> None:
-        with self.backend.db.write() as s:
-            moved = jobs.transition(s, job.id, JobState.RUNNING)
-        if moved:
-            self._tell(job, "started", node=job.node_id)
+    # Each _write_<kind> makes the event's change in the caller's transaction and returns
+    # what to do once it committed (tell the user, free a slot). An end is stamped
+    # ``finished_at`` with the moment its slot was freed (``freed_at``), not with the
+    # commit's: the node's next job may be dispatched in between, and the database's
+    # record of what a node held at once must not show the two overlapping.
 
-    def _on_output(self, job: Job, event: dict[str, Any]) -> None:
+    def _write_submitted(self, s: Session, event: dict[str, Any], freed_at: dt.datetime | None) -> AfterCommit:
+        self._advance_in(s, event, JobState.SUBMITTED, prompt_id=event.get("prompt_id"))
+        return _nothing
+
+    def _write_started(self, s: Session, event: dict[str, Any], freed_at: dt.datetime | None) -> AfterCommit:
+        owner = self._advance_in(s, event, JobState.RUNNING)
+        if owner is None:
+            return _nothing
+        return lambda: self._tell(owner, event, "started", node=event.get("node_id"))
+
+    def _on_output(self, event: dict[str, Any]) -> None:
+        job_id, node_id = event["job_id"], event.get("node_id")
+        with self.backend.db.read() as s:
+            job = s.get(Job, job_id)
+            current = job is not None and job.attempts == event.get("attempt") and job.node_id == node_id
+            owner = job.user_id if job is not None else None
+        if not current or owner is None:
+            log.info("job_id=%s node_id=%s output of attempt %s ignored (an older attempt or an unknown job)", job_id,
+                     node_id, event.get("attempt"))
+            return
         record = assets.register_output(
             self.backend.db,
             self.backend.blobs,
-            job_id=job.id,
+            job_id=job_id,
             graph_node_id=str(event["graph_node"]),
             position=int(event.get("position", 0)),
             # An agent of the release before says "asset": agents upgrade after the workers.
@@ -184,33 +336,51 @@ class LifecycleConsumer:
             height=event.get("height"),
             seconds=event.get("seconds"),
         )
-        self._tell(job, "output", asset_id=record.id, kind=record.kind, graph_node=str(event["graph_node"]))
+        self._tell(owner, event, "output", asset_id=record.id, kind=record.kind, graph_node=str(event["graph_node"]))
 
-    def _on_succeeded(self, job: Job, event: dict[str, Any]) -> None:
-        with self.backend.db.write() as s:
-            moved = jobs.transition(s, job.id, JobState.SUCCEEDED, progress=1.0)
-            outputs = list(s.scalars(select(JobOutput.asset_id).where(JobOutput.job_id == job.id).order_by(JobOutput.id)))
-        # Released only after the commit: the sweeper restores the slot of any job the
-        # database still shows as running, so releasing first could hand the slot back.
-        self._release(job)
-        if moved:
-            log.info("job_id=%s node_id=%s succeeded with %d output(s)", job.id, job.node_id, len(outputs))
-            self._tell(job, "succeeded", outputs=outputs)
+    def _write_succeeded(self, s: Session, event: dict[str, Any], freed_at: dt.datetime | None) -> AfterCommit:
+        job_id = event["job_id"]
+        owner = self._advance_in(s, event, JobState.SUCCEEDED, progress=1.0, finished_at=freed_at)
+        if owner is None:
+            return _nothing
+        outputs = list(s.scalars(select(JobOutput.asset_id).where(JobOutput.job_id == job_id).order_by(JobOutput.id)))
 
-    def _on_failed(self, job: Job, event: dict[str, Any]) -> None:
+        def after() -> None:
+            log.info("job_id=%s node_id=%s succeeded with %d output(s)", job_id, event.get("node_id"), len(outputs))
+            self._tell(owner, event, "succeeded", outputs=outputs)
+
+        return after
+
+    def _write_failed(self, s: Session, event: dict[str, Any], freed_at: dt.datetime | None) -> AfterCommit:
         stage = event.get("stage")
         error_type = str(event.get("error_type") or "Error")
         message = str(event.get("message") or "")[:MAX_MESSAGE]
-        moved = jobs.fail(self.backend.db, job.id, error_type=error_type, message=message, stage=stage)
-        self._release(job)  # after the commit, as in _on_succeeded
-        if moved:
-            log.info("job_id=%s node_id=%s failed at %s: %s", job.id, job.node_id, stage, error_type)
-            self._tell(job, "failed", reason=failure_reason(stage, error_type, message), refunded=refunded(self.backend.db, job.id))
+        # Refunded in the same transaction as the state change (jobs.advance).
+        owner = self._advance_in(s, event, JobState.FAILED, error_type=error_type[:128], error_message=message,
+                                 error_stage=stage, finished_at=freed_at)
+        if owner is None:
+            return _nothing
 
-    def _on_requeue(self, job: Job, event: dict[str, Any]) -> None:
-        with self.backend.db.write() as s:
-            moved = jobs.transition(s, job.id, JobState.QUEUED, expect=(JobState.DISPATCHED, JobState.SUBMITTED))
-        if moved:
-            log.info("job_id=%s node_id=%s back to the backlog: %s", job.id, job.node_id, event.get("reason"))
-        self._release(job)
+        def after() -> None:
+            log.info("job_id=%s node_id=%s failed at %s: %s", event["job_id"], event.get("node_id"), stage, error_type)
+            self._tell(owner, event, "failed", reason=failure_reason(stage, error_type, message),
+                       refunded=refunded(self.backend.db, event["job_id"]))
 
+        return after
+
+    def _write_requeue(self, s: Session, event: dict[str, Any], freed_at: dt.datetime | None) -> AfterCommit:
+        if self._advance_in(s, event, JobState.QUEUED, expect=(JobState.DISPATCHED, JobState.SUBMITTED)) is None:
+            return _nothing
+
+        def after() -> None:
+            log.info("job_id=%s node_id=%s back to the backlog: %s", event["job_id"], event.get("node_id"), event.get("reason"))
+            self._free(event)
+
+        return after
+
+
+AfterCommit = Callable[[], None]
+
+
+def _nothing() -> None:
+    pass

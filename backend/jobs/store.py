@@ -21,7 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from backend.accounts import ledger
-from backend.db import Database, rows_changed
+from backend.db import Database
 from backend.db.models import Job, utcnow
 from backend.errors import InvalidParameter, JobStateError, NotFound
 from backend.jobs.state import ENTERED_FROM, REFUNDED, TERMINAL, JobState
@@ -184,7 +184,26 @@ def transition(
     on a stale copy cannot reuse an attempt number); ``fields`` are set on the row as
     well. Entering ``failed`` or ``cancelled`` refunds the charge in the same transaction.
     """
-    to = JobState(to)
+    where = [] if expect_attempts is None else [Job.attempts == expect_attempts]
+    return _move(s, job_id, JobState(to), expect, where, fields) is not None
+
+
+def advance(
+    s: Session, job_id: str, to: JobState, *, attempt: int | None, node_id: str | None,
+    expect: Collection[JobState] | None = None, **fields: Any,
+) -> int | None:
+    """An agent's event about one attempt of a job on its node: move the job to ``to`` as
+    :func:`transition` does, if it is still that attempt on that node; the owner's user id
+    if it moved, None if not (an unknown job, an older attempt, another node, or a state
+    it has already left). One conditional ``UPDATE … RETURNING``: no read first."""
+    return _move(s, job_id, JobState(to), expect, [Job.attempts == attempt, Job.node_id == node_id], fields)
+
+
+def _move(
+    s: Session, job_id: str, to: JobState, expect: Collection[JobState] | None, conditions: list[Any],
+    fields: dict[str, Any],
+) -> int | None:
+    """The conditional UPDATE behind both: the owner's user id if the row moved."""
     allowed = ENTERED_FROM[to] if expect is None else tuple(set(map(JobState, expect)) & set(ENTERED_FROM[to]))
     now = utcnow()
     values: dict[str, Any] = {"state": to.value, "updated_at": now, **fields}
@@ -192,13 +211,12 @@ def transition(
         values.setdefault(_STAMP[to], now)
     if to in TERMINAL:
         values.setdefault("finished_at", now)
-    where = [Job.id == job_id, Job.state.in_([state.value for state in allowed])]
-    if expect_attempts is not None:
-        where.append(Job.attempts == expect_attempts)
-    moved = rows_changed(s.execute(update(Job).where(*where).values(**values))) == 1
+    where = [Job.id == job_id, Job.state.in_([state.value for state in allowed]), *conditions]
+    owner = s.scalar(update(Job).where(*where).values(**values).returning(Job.user_id))
+    moved = owner is not None
     if moved and to in REFUNDED:
         ledger.refund(s, job_id, note=to.value)
-    return moved
+    return owner
 
 
 def dispatch(s: Session, placements: Collection[tuple[str, int, str]]) -> set[str]:

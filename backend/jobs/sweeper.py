@@ -269,17 +269,20 @@ class Sweeper:
         # A job may have ended between the first read of the database and the read of
         # the registry, and its slot been released: only a prompt_id whose job is still on
         # its node in a second read, made after the registry said it was missing, was
-        # really lost (a slot is released only after the database says the job ended).
-        # Restoring the others would hold a slot nobody uses, and could hide a
-        # cancellation from the agent until the slot is released again as a leftover.
+        # really lost. Restoring the others would hold a slot nobody uses, and could hide a
+        # cancellation from the agent until the slot is released again as a leftover. A
+        # job whose node reported its end is freed before the database says so (the
+        # lifecycle consumer's Registry.end), and the registry itself refuses to restore
+        # those for a while.
         still = self._expected_reservations()
         restored = 0
         for node, lost in missing.items():
             lost = {j: e for j, e in lost.items() if j in still.get(node, {})}
             if lost:
-                log.warning("node_id=%s: restoring %d lost reservation(s)", node, len(lost))
-                registry.restore(node, lost)
-                restored += len(lost)
+                back = registry.restore(node, lost)
+                if back:
+                    log.warning("node_id=%s: restored %d lost reservation(s)", node, back)
+                restored += back
         return restored
 
     def _expected_reservations(self) -> dict[str, dict[str, float]]:

@@ -37,7 +37,7 @@ class Worker:
         if sweep_policy is None:
             sweep_policy = SweepPolicy(agent_lost_after=float(backend.settings.agent_lost_seconds))
         self.dispatcher = Dispatcher(backend, interval=dispatch_interval)
-        self.lifecycle = LifecycleConsumer(backend, on_slot_freed=self.dispatcher.wake)
+        self.lifecycle = LifecycleConsumer(backend, on_slot_freed=self.dispatcher.wake, sizing=self.dispatcher.sizing)
         self.sweeper = Sweeper(backend, policy=sweep_policy, on_change=self.dispatcher.wake)
         self.dispatcher.restore = self.sweeper.restore_reservations
         #: Tells webhooks the end of their jobs (backend/jobs/webhooks.py).

@@ -109,8 +109,11 @@ class Bus(abc.ABC):
         """Send an agent event to the backend; returns once the broker has it."""
 
     @abc.abstractmethod
-    def consume_lifecycle(self, handler: JobHandler) -> Subscription:
-        """Deliver agent events to ``handler``, in order; settle each delivery."""
+    def consume_lifecycle(self, handler: JobHandler, *, prefetch: int = 1) -> Subscription:
+        """Deliver agent events to ``handler``, in order; settle each delivery. With
+        ``prefetch`` > 1 up to that many are unsettled at once (a consumer that looks at
+        each event as it arrives and applies them behind); the handler must never raise
+        for those, since a requeued event would come back behind the ones after it."""
 
     @abc.abstractmethod
     def publish_user_event(self, user_id: int, event: Message) -> None:

@@ -230,8 +230,8 @@ class MemoryBus(Bus):
     def publish_lifecycle(self, message: Message) -> None:
         self._lifecycle().put(_encode(message))
 
-    def consume_lifecycle(self, handler: JobHandler) -> Subscription:
-        return self._consume(self._lifecycle(), handler, 1)
+    def consume_lifecycle(self, handler: JobHandler, *, prefetch: int = 1) -> Subscription:
+        return self._consume(self._lifecycle(), handler, prefetch)
 
     def publish_user_event(self, user_id: int, event: Message) -> None:
         body = _encode({**event, "user_id": user_id})

@@ -7,7 +7,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 
-from .registry import DEFAULT_TTL_SECONDS, Candidate, Capabilities, NodeState, NodeView, Registry, choice_key
+from .registry import DEFAULT_ENDED_SECONDS, DEFAULT_TTL_SECONDS, Candidate, Capabilities, NodeState, NodeView, Registry, choice_key
 
 
 class MemoryRegistry(Registry):
@@ -19,6 +19,7 @@ class MemoryRegistry(Registry):
         self._states: dict[str, tuple[NodeState, float]] = {}  # node -> (state, expires at)
         self._caps: dict[str, Capabilities] = {}
         self._reservations: dict[str, dict[str, float]] = {}
+        self._ended: dict[tuple[str, str], float] = {}  # (node, prompt id) -> not restorable until
         self._epoch = uuid.uuid4().hex
 
     def epoch(self) -> str:
@@ -79,15 +80,24 @@ class MemoryRegistry(Registry):
         with self._lock:
             return self._reservations.get(node_id, {}).pop(prompt_id, None) is not None
 
+    def end(self, node_id: str, prompt_id: str, *, remember: float = DEFAULT_ENDED_SECONDS) -> bool:
+        with self._lock:
+            now = self._clock()
+            self._ended = {key: until for key, until in self._ended.items() if until > now}
+            self._ended[(node_id, prompt_id)] = now + remember
+            return self._reservations.get(node_id, {}).pop(prompt_id, None) is not None
+
     def reservations(self, node_id: str) -> dict[str, float]:
         with self._lock:
             return dict(self._reservations.get(node_id, {}))
 
-    def restore(self, node_id: str, reservations: Mapping[str, float]) -> None:
+    def restore(self, node_id: str, reservations: Mapping[str, float]) -> int:
         with self._lock:
-            self._reservations.setdefault(node_id, {}).update(
-                (prompt_id, float(seconds)) for prompt_id, seconds in reservations.items()
-            )
+            now = self._clock()
+            back = {prompt_id: float(seconds) for prompt_id, seconds in reservations.items()
+                    if self._ended.get((node_id, prompt_id), now) <= now}
+            self._reservations.setdefault(node_id, {}).update(back)
+            return len(back)
 
     def reserved_nodes(self) -> list[str]:
         with self._lock:
@@ -99,4 +109,5 @@ class MemoryRegistry(Registry):
             self._states.clear()
             self._caps.clear()
             self._reservations.clear()
+            self._ended.clear()
             self._epoch = uuid.uuid4().hex

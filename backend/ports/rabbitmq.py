@@ -783,10 +783,11 @@ class RabbitBus(Bus):
         name, declare = self._job_queue(node_id)
         return self._start(_JobConsumer(self, name, declare, handler, max(1, prefetch)))
 
-    def consume_lifecycle(self, handler: JobHandler) -> Subscription:
-        # Prefetch 1: with a requeue the next event must not already be in the handler.
+    def consume_lifecycle(self, handler: JobHandler, *, prefetch: int = 1) -> Subscription:
+        # Prefetch 1 by default: with a requeue the next event must not already be in the
+        # handler. A larger one is for a handler that never requeues (see Bus).
         name, declare = self._lifecycle_queue()
-        return self._start(_JobConsumer(self, name, declare, handler, 1))
+        return self._start(_JobConsumer(self, name, declare, handler, max(1, prefetch)))
 
     def subscribe_user_events(self, handler: EventHandler) -> Subscription:
         return self._start(_EventConsumer(self, handler))

@@ -9,6 +9,8 @@ receive every key they touch through ``KEYS``, work on a cluster too:
 - ``P:caps:<id>``  its :class:`Capabilities` as JSON, no expiry;
 - ``P:res:<id>``   hash prompt id (one attempt of a job) -> estimated seconds, one field per
   reserved slot;
+- ``P:ended:<id>:<prompt id>``  present for a while after the node said that attempt is
+  over (:meth:`Registry.end`), so ``restore`` does not bring its slot back;
 - ``P:nodes``      set of node ids that heartbeated or hold reservations, so listings need
   no KEYS/SCAN over the keyspace;
 - ``P:epoch``      a random id created by the first caller that finds none, so after Redis
@@ -35,7 +37,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ..errors import ConfigError, RegistryError
-from .registry import DEFAULT_TTL_SECONDS, Candidate, Capabilities, NodeState, NodeView, Registry
+from .registry import DEFAULT_ENDED_SECONDS, DEFAULT_TTL_SECONDS, Candidate, Capabilities, NodeState, NodeView, Registry
 
 log = logging.getLogger(__name__ + ".RedisRegistry")
 
@@ -59,6 +61,24 @@ for i = 1, #ARGV do
   end
 end
 return 0
+"""
+
+
+# Put back lost reservations, except those a node said ended a moment ago.
+# KEYS[1] = known set, KEYS[2] = the node's reservations, KEYS[2 + i] = the ended mark of
+# the i-th prompt id; ARGV[1] = node id, ARGV[2i], ARGV[2i + 1] = prompt id, seconds (repr()).
+_RESTORE_LUA = """
+local restored = 0
+for i = 1, #KEYS - 2 do
+  if redis.call('EXISTS', KEYS[2 + i]) == 0 then
+    redis.call('HSET', KEYS[2], ARGV[2 * i], ARGV[2 * i + 1])
+    restored = restored + 1
+  end
+end
+if restored > 0 then
+  redis.call('SADD', KEYS[1], ARGV[1])
+end
+return restored
 """
 
 
@@ -121,6 +141,7 @@ class RedisRegistry(Registry):
         self._reserve = self._client.register_script(_RESERVE_LUA)
         self._prune = self._client.register_script(_PRUNE_LUA)
         self._epoch = self._client.register_script(_EPOCH_LUA)
+        self._restore = self._client.register_script(_RESTORE_LUA)
 
     @property
     def key_prefix(self) -> str:
@@ -135,6 +156,9 @@ class RedisRegistry(Registry):
 
     def _res_key(self, node_id: str) -> str:
         return f"{self._base}res:{node_id}"
+
+    def _ended_key(self, node_id: str, prompt_id: str) -> str:
+        return f"{self._base}ended:{node_id}:{prompt_id}"
 
     @contextlib.contextmanager
     def _edge(self, operation: str) -> Iterator[None]:
@@ -224,6 +248,15 @@ class RedisRegistry(Registry):
         with self._edge("release"):
             return bool(self._client.hdel(self._res_key(node_id), prompt_id))
 
+    def end(self, node_id: str, prompt_id: str, *, remember: float = DEFAULT_ENDED_SECONDS) -> bool:
+        if not remember > 0:
+            raise ValueError(f"remember must be positive, not {remember!r}")
+        with self._edge("end"):
+            pipe = self._client.pipeline(transaction=True)
+            pipe.set(self._ended_key(node_id, prompt_id), "1", px=max(1, round(remember * 1000)))
+            pipe.hdel(self._res_key(node_id), prompt_id)
+            return bool(pipe.execute()[1])
+
     def reservations(self, node_id: str) -> dict[str, float]:
         with self._edge("reservations"):
             return _floats(self._client.hgetall(self._res_key(node_id)))
@@ -232,15 +265,16 @@ class RedisRegistry(Registry):
         with self._edge("holds"):
             return bool(self._client.hexists(self._res_key(node_id), prompt_id))
 
-    def restore(self, node_id: str, reservations: Mapping[str, float]) -> None:
+    def restore(self, node_id: str, reservations: Mapping[str, float]) -> int:
         if not reservations:
-            return
-        mapping = {prompt_id: _number(seconds, "reservation seconds") for prompt_id, seconds in reservations.items()}
+            return 0
+        keys = [self._known, self._res_key(node_id)]
+        args = [node_id]
+        for prompt_id, seconds in reservations.items():
+            keys.append(self._ended_key(node_id, prompt_id))
+            args += [prompt_id, _number(seconds, "reservation seconds")]
         with self._edge("restore"):
-            pipe = self._client.pipeline(transaction=True)
-            pipe.hset(self._res_key(node_id), mapping=mapping)  # type: ignore[arg-type]  # str keys, numbers
-            pipe.sadd(self._known, node_id)
-            pipe.execute()
+            return int(self._restore(keys=keys, args=args))
 
     def epoch(self) -> str:
         with self._edge("epoch"):

@@ -17,6 +17,10 @@ from dataclasses import asdict, dataclass, field, fields
 
 #: How long a node stays listed after its last heartbeat.
 DEFAULT_TTL_SECONDS = 6.0
+#: How long a reservation freed by :meth:`Registry.end` cannot be restored: longer than
+#: the lifecycle consumer takes to write the end to the database, short enough that the
+#: marks of finished jobs do not pile up.
+DEFAULT_ENDED_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -148,6 +152,13 @@ class Registry(abc.ABC):
         """Free the slot ``prompt_id`` holds on ``node_id``; False if it held none."""
 
     @abc.abstractmethod
+    def end(self, node_id: str, prompt_id: str, *, remember: float = DEFAULT_ENDED_SECONDS) -> bool:
+        """The node says ``prompt_id`` is over (it finished, failed, or will not run): free
+        its slot now, before the database knows, and refuse to :meth:`restore` it for
+        ``remember`` seconds, so a sweeper that still reads the job as on the node does not
+        hand the slot back. False if it held no slot."""
+
+    @abc.abstractmethod
     def reservations(self, node_id: str) -> dict[str, float]:
         """The jobs holding a slot on ``node_id`` (whether or not the node is live)."""
 
@@ -164,8 +175,9 @@ class Registry(abc.ABC):
         the reservations from the database before it books any slot."""
 
     @abc.abstractmethod
-    def restore(self, node_id: str, reservations: Mapping[str, float]) -> None:
-        """Put back reservations lost with the registry's data (rebuilt from the database)."""
+    def restore(self, node_id: str, reservations: Mapping[str, float]) -> int:
+        """Put back reservations lost with the registry's data (rebuilt from the database),
+        except those :meth:`end` freed recently; the number put back."""
 
     @abc.abstractmethod
     def reserved_nodes(self) -> list[str]:

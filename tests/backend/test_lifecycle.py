@@ -1,26 +1,37 @@
 """What the lifecycle consumer does with an agent event it cannot apply: an event that fails
 for its own reasons is set aside as a dead letter (never dropped) and can be replayed once
 the cause is fixed; the events behind it are not held up. (An event that fails because the
-database is away is retried instead: ``test_database_outage.py``.)"""
+database is away is retried instead: ``test_database_outage.py``.)
+
+And the order of a job's end: the node's slot is freed (and the dispatcher woken) before the
+database work of the event, and a crash between the two loses neither the slot nor the
+refund, nor pays the refund twice."""
 
 from __future__ import annotations
 
 import hashlib
+
+import pytest
+
+import dataclasses
 
 from sqlalchemy import func, select
 
 from backend import jobs
 from backend.accounts import ledger
 from backend.jobs import messages
-from backend.db.models import JobOutput
+from backend.db import Database
+from backend.db.models import JobOutput, LedgerEntry
+from backend.errors import DatabaseUnavailable
 from backend.jobs.dispatcher import Dispatcher
 from backend.jobs.lifecycle import MAX_EVENT_ATTEMPTS, LifecycleConsumer
+from backend.jobs.sweeper import SweepPolicy, Sweeper
 from backend.runtime import Backend
 
 from ..e2e.stack import png_bytes, wait_for
 from .helpers import make_user
 from .nodes import library_capabilities, register
-from .test_dispatch import NodeQueue, backend, event, library, txt2img  # noqa: F401 - fixtures
+from .test_dispatch import NodeQueue, backend, event, library, started_job, txt2img  # noqa: F401 - fixtures
 
 
 def _running_job(backend: Backend) -> dict:  # noqa: F811 - the fixture's name
@@ -99,5 +110,140 @@ def test_an_output_event_of_an_agent_one_release_behind_is_registered(backend: B
         with backend.db.read() as s:
             assert s.scalar(select(JobOutput.asset_id).where(JobOutput.job_id == msg["job_id"])) == blob.sha256
         assert backend.bus.dead_letters() == []
+    finally:
+        consumer.stop()
+
+
+def _refunds(backend: Backend, job_id: str) -> int:  # noqa: F811
+    with backend.db.read() as s:
+        return s.scalar(select(func.count()).select_from(LedgerEntry).where(
+            LedgerEntry.job_id == job_id, LedgerEntry.kind == "refund")) or 0
+
+
+@pytest.mark.parametrize("kind", ["succeeded", "failed"])
+def test_a_finished_job_frees_its_slot_before_the_database_write(backend: Backend, kind: str) -> None:  # noqa: F811
+    user_id, job = started_job(backend, "eve")
+    register(backend.registry, "n1", library_capabilities(backend.library), slots=1)
+    waiting = txt2img(backend, user_id, queue_if_busy=True).job  # type: ignore[union-attr]
+    seen: list[tuple[str, bool]] = []
+
+    def slot_freed() -> None:  # the dispatcher, woken: it finds the slot free and uses it
+        seen.append((jobs.get(backend.db, job.id).state, backend.registry.holds("n1", f"{job.id}-1")))
+        Dispatcher(backend).dispatch_once()
+
+    LifecycleConsumer(backend, on_slot_freed=slot_freed).apply(
+        event({"job_id": job.id, "attempt": 1}, "n1", kind, error_type="X", message="m"))
+    assert seen == [("running", False)]  # woken with the slot free while the row still says running
+    ended, next_one = jobs.get(backend.db, job.id), jobs.get(backend.db, waiting.id)
+    assert ended.state == kind and (next_one.state, next_one.node_id) == ("dispatched", "n1")
+    # The database's record never shows the node holding both: the end is stamped when
+    # the slot was freed, before the next dispatch, not when the write committed after it.
+    assert ended.finished_at is not None and next_one.dispatched_at is not None
+    assert ended.finished_at <= next_one.dispatched_at
+
+
+def test_a_crash_between_freeing_the_slot_and_the_write_is_healed_with_one_refund(backend: Backend) -> None:  # noqa: F811
+    user_id, job = started_job(backend, "fay")
+    failed = event({"job_id": job.id, "attempt": 1}, "n1", "failed", error_type="OutOfMemory", message="CUDA")
+    # The consumer's database is away when the event comes: the slot is freed, the write fails.
+    away = dataclasses.replace(backend, db=Database("postgresql+psycopg://nobody@127.0.0.1:1/none"))
+    with pytest.raises(DatabaseUnavailable):
+        LifecycleConsumer(away).apply(failed)
+    assert jobs.get(backend.db, job.id).state == "running" and _refunds(backend, job.id) == 0
+    assert backend.registry.reservations("n1") == {}
+
+    # A sweeper reading the job as still on its node does not take the node's slot back,
+    # however often it looks (the registry remembers the node said the attempt ended).
+    now = [0.0]
+    sweeper = Sweeper(backend, clock=lambda: now[0])
+    sweeper.sweep_once()
+    sweeper.sweep_once()
+    assert backend.registry.reservations("n1") == {}
+    assert sweeper.restore_reservations() == 0
+
+    # The node is lost for good before the event comes back: the sweeper settles the job
+    # (NodeLost, refunded); the redelivered event, applied twice, pays nothing more.
+    backend.registry.remove("n1")
+    sweeper.sweep_once()
+    now[0] = SweepPolicy().agent_lost_after
+    sweeper.sweep_once()
+    assert jobs.get(backend.db, job.id).error_type == "NodeLost"
+    consumer = LifecycleConsumer(backend)
+    consumer.apply(failed)
+    consumer.apply(failed)
+    assert _refunds(backend, job.id) == 1 and jobs.get(backend.db, job.id).error_type == "NodeLost"
+    with backend.db.read() as s:
+        assert ledger.balance(s, user_id) == 500
+    assert ledger.verify(backend.db) == []
+
+
+def test_a_redelivered_end_after_a_crash_settles_the_job_once(backend: Backend) -> None:  # noqa: F811
+    user_id, job = started_job(backend, "gus")
+    failed = event({"job_id": job.id, "attempt": 1}, "n1", "failed", error_type="OutOfMemory", message="CUDA")
+    away = dataclasses.replace(backend, db=Database("postgresql+psycopg://nobody@127.0.0.1:1/none"))
+    with pytest.raises(DatabaseUnavailable):
+        LifecycleConsumer(away).apply(failed)
+    Sweeper(backend).sweep_once()
+    consumer = LifecycleConsumer(backend)
+    for _ in range(2):  # the broker redelivers the unacked event; a duplicate follows
+        consumer.apply(failed)
+    assert jobs.get(backend.db, job.id).state == "failed" and _refunds(backend, job.id) == 1
+    assert backend.registry.reservations("n1") == {}
+    with backend.db.read() as s:
+        assert ledger.balance(s, user_id) == 500
+    assert ledger.verify(backend.db) == []
+
+
+def test_an_end_frees_the_slot_on_arrival_while_the_database_is_away(backend: Backend) -> None:  # noqa: F811
+    user_id, job = started_job(backend, "hal")
+    away = dataclasses.replace(backend, db=Database("postgresql+psycopg://nobody@127.0.0.1:1/none"))
+    stuck = LifecycleConsumer(away)
+    stuck.start()
+    msg = {"job_id": job.id, "attempt": 1}
+    blob = backend.blobs.write_bytes(png_bytes(16, 16))
+    try:
+        # The applier is stuck on the output (its read waits for the database); the end
+        # behind it still frees the slot, as it arrives.
+        backend.bus.publish_lifecycle(_output(msg, position=0, asset=blob.sha256, size=blob.size, kind="image"))
+        backend.bus.publish_lifecycle(event(msg, "n1", "succeeded", seconds=1.0))
+        wait_for(lambda: not backend.registry.holds("n1", f"{job.id}-1"), 10, "the slot freed on arrival")
+        assert jobs.get(backend.db, job.id).state == "running"  # the write waits for the database
+    finally:
+        stuck.stop()  # like a crash: the unsettled event goes back to the queue
+    consumer = LifecycleConsumer(backend)
+    consumer.start()
+    try:
+        wait_for(lambda: jobs.get(backend.db, job.id).state == "succeeded", 10, "the events applied by the next consumer")
+        assert backend.registry.reservations("n1") == {} and _refunds(backend, job.id) == 0
+        assert _outputs(backend, job.id) == 1 and backend.bus.dead_letters() == []
+    finally:
+        consumer.stop()
+    assert ledger.verify(backend.db) == []
+
+
+def test_events_that_queued_up_are_applied_together_and_a_bad_one_alone_is_set_aside(backend: Backend) -> None:  # noqa: F811
+    msg = _running_job(backend)
+    broken = {"type": "submitted", "attempt": 1, "node_id": "n1"}  # no job_id: crashes the handler
+    queued = [event(msg, "n1", "submitted"), event(msg, "n1", "started"), broken,
+              event(msg, "n1", "succeeded", seconds=1.0)]
+    for body in queued:  # all waiting before the consumer starts: they arrive as one run
+        backend.bus.publish_lifecycle(body)
+    transactions: list[list[str]] = []
+    consumer = LifecycleConsumer(backend)
+    inner = consumer.apply_together
+
+    def counted(events: list[dict]) -> None:
+        transactions.append([e["type"] for e in events])
+        inner(events)
+
+    consumer.apply_together = counted  # type: ignore[method-assign]
+    consumer.start()
+    try:
+        wait_for(lambda: jobs.get(backend.db, msg["job_id"]).state == "succeeded", 30, "the good events applied")
+        wait_for(lambda: len(backend.bus.dead_letters()) == 1, 30, "the broken event set aside")
+        [letter] = backend.bus.dead_letters()
+        assert letter.body == broken and letter.reason.startswith("KeyError")
+        assert transactions[0] == ["submitted", "started", "submitted", "succeeded"]  # tried together first
+        assert not backend.registry.holds("n1", msg["prompt_id"])
     finally:
         consumer.stop()

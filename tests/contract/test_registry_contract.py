@@ -239,6 +239,22 @@ def test_release_frees_the_slot_once(registry: Registry) -> None:
     assert registry.reserve([Candidate("a")], "j2", 1.0) == "a"
 
 
+def test_end_frees_the_slot_and_keeps_it_from_being_restored_for_a_while(registry: Registry) -> None:
+    registry.heartbeat(node("a", slots=1))
+    assert registry.reserve([Candidate("a")], "j1", 1.0) == "a"
+    assert registry.end("a", "j1") is True  # the node said j1 is over
+    assert registry.end("a", "j1") is False
+    assert registry.reservations("a") == {}
+    # A sweeper that still reads j1 as on the node (the database not yet written) puts
+    # back only what was really lost.
+    assert registry.restore("a", {"j1": 1.0, "j2": 2.0}) == 1
+    assert registry.reservations("a") == {"j2": 2.0}
+    assert registry.end("b", "j3", remember=SHORT_TTL) is False  # nothing held: only remembered
+    wait_for(lambda: registry.restore("b", {"j3": 3.0}) == 1, EXPIRY_WAIT, "the end of j3 to be forgotten")
+    assert registry.reservations("b") == {"j3": 3.0}
+    assert registry.reserved_nodes() == ["a", "b"]
+
+
 def test_holds_tells_whether_the_job_still_has_its_slot(registry: Registry) -> None:
     registry.heartbeat(node("a"))
     assert registry.reserve([Candidate("a")], "j1", 1.0) == "a"
@@ -287,8 +303,8 @@ def test_restore_after_the_data_was_lost(registry: Registry, lose_everything: Ca
     assert registry.capabilities("a") is None
 
     # Rebuilt from the database, then the agent's next heartbeat.
-    registry.restore("a", {"j1": 1.5, "j2": 0.25})
-    registry.restore("a", {})
+    assert registry.restore("a", {"j1": 1.5, "j2": 0.25}) == 2
+    assert registry.restore("a", {}) == 0
     assert registry.reservations("a") == {"j1": 1.5, "j2": 0.25}
     assert registry.reserved_nodes() == ["a"]
     registry.heartbeat(node("a", slots=2))
@@ -419,6 +435,8 @@ def test_redis_keys_stay_under_the_prefix_and_expire_by_redis(redis_prefix: str)
         wait_for(lambda: registry.nodes() == [], EXPIRY_WAIT, "both nodes to expire")
         # Listing prunes the expired node without reservations from the known set.
         assert client.smembers(f"{registry.key_prefix}nodes") == {"a"}
+        registry.end("a", "j1", remember=LONG_TTL)  # the mark of an end expires by Redis too
+        assert 0 < client.pttl(f"{registry.key_prefix}ended:a:j1") <= LONG_TTL * 1000
     finally:
         client.close()
         registry.close()
