@@ -74,8 +74,8 @@ PLANTS: tuple[Plant, ...] = (
           "job.user_id != user_id)", "job.user_id != job.user_id)", (JOBS,)),
     Plant("jobs: anyone cancels any job", "backend/jobs/store.py",
           "job.user_id != by_user)", "job.user_id != job.user_id)", (JOBS,)),
-    Plant("jobs: a disabled account starts jobs", "backend/jobs/store.py",
-          "if s.scalar(select(User.disabled)", "if False and s.scalar(select(User.disabled)", (JOBS,)),
+    Plant("jobs: a disabled account starts jobs", "backend/accounts/ledger.py",
+          "User.balance >= cost, User.disabled.is_not(True))", "User.balance >= cost)", (JOBS,)),
     Plant("accounts: a disabled account signs in", "backend/accounts/users.py",
           "    if user.disabled:\n        raise AuthError", "    if False:\n        raise AuthError",
           ("tests/backend/test_accounts.py",)),
@@ -151,7 +151,7 @@ PLANTS: tuple[Plant, ...] = (
           "moved = jobs.transition(s, job.id, JobState.FAILED, expect=(JobState.DISPATCHED, JobState.SUBMITTED))",
           (DISPATCH,)),
     Plant("sweeper: lost reservations are not restored", "backend/jobs/sweeper.py",
-          "                registry.restore(node, lost)", "                pass", (DISPATCH,)),
+          "                back = registry.restore(node, lost)", "                back = 0", (DISPATCH,)),
     Plant("stage aliases: an admin's override never reaches a job", "backend/jobs/dispatcher.py",
           'result[row.graph_node_id] = {"en": row.en, "zh": row.zh}', "pass", ("tests/studio/test_pages.py",)),
     Plant("stage aliases: the Admin page ignores an override", "backend/jobs/stages.py",
@@ -172,8 +172,9 @@ PLANTS: tuple[Plant, ...] = (
     # ---- state changes: dispatch ------------------------------------------------------
     Plant("dispatch: a pass that lost a job does not run again", "backend/jobs/dispatcher.py",
           "self._lost_race = True\n", "pass\n", (DISPATCH,)),
-    Plant("dispatch: a stale copy may reuse an attempt", "backend/jobs/dispatcher.py",
-          "expect_attempts=job.attempts, ", "", (DISPATCH,)),
+    Plant("dispatch: a stale copy may reuse an attempt", "backend/jobs/store.py",
+          "tuple_(Job.id, Job.attempts).in_([(job_id, attempts) for job_id, attempts, _ in placements])",
+          "Job.attempts.is_not(None)", (DISPATCH,)),
 )
 
 
