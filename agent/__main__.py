@@ -30,7 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="studio TOML config file (bus, registry, data dir)")
     p.add_argument("--assets-dir", type=Path, help="asset store directory (default: the studio's data_dir/assets)")
     p.add_argument("--state-dir", type=Path, help="job journal directory (default: the studio's data_dir/agent-state)")
-    p.add_argument("--depth", type=int, default=1, help="prompts queued behind the running one (default 1)")
+    p.add_argument("--depth", type=int, default=1, help="the most prompts queued behind the running one (default 1); the dispatcher "
+                   "uses as many as the measured refill time asks for (backend/jobs/sizing.py)")
     p.add_argument("--label", help="operator-facing node name (default: host name)")
     p.add_argument("--silence-timeout", type=float, default=10.0, help="seconds without events before reconciling")
     p.add_argument("--no-previews", action="store_true", help="do not store or forward sampler previews")

@@ -29,7 +29,8 @@ class AgentConfig:
     #: an agent restarted after a crash adopts them. None: ``agent-state`` beside ``assets_dir``.
     #: Local to the host; never shared between agents of different nodes' ids.
     state_dir: Path | None = None
-    #: Prompts waiting in ComfyUI's queue behind the running one; slots = 1 + depth.
+    #: The most prompts waiting in ComfyUI's queue behind the running one; slots = 1 + depth
+    #: (the dispatcher fills as many as the measured refill time asks for).
     depth: int = 1
     #: Operator-facing name of the node; default: this host's name.
     label: str = field(default_factory=socket.gethostname)
