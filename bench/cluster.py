@@ -103,6 +103,11 @@ POLICIES: dict[str, tuple[str, Any, int]] = {
 
 # ---- the workload --------------------------------------------------------------------------
 
+def four_bursts(gap: float) -> list[tuple[float, float]]:
+    """The arrival pattern: (start second, share of the jobs), a big burst then three smaller."""
+    return [(0.0, 0.4), (gap, 0.2), (2 * gap, 0.2), (3 * gap, 0.2)]
+
+
 def workload(jobs: int, *, seed: int, alpha: float, minimum: float, cap: float,
              bursts: Sequence[tuple[float, float]]) -> list[tuple[float, int, int]]:
     """``(arrival offset s, user index, steps)`` per job: Pareto lengths, burst arrivals.
@@ -267,10 +272,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     common.quiet_logs()
 
-    gap = args.burst_gap
-    bursts = [(0.0, 0.4), (gap, 0.2), (2 * gap, 0.2), (3 * gap, 0.2)]
     jobs = workload(args.jobs, seed=args.seed, alpha=args.alpha, minimum=args.min_seconds, cap=args.cap_seconds,
-                    bursts=bursts)
+                    bursts=four_bursts(args.burst_gap))
     planned = [steps * STEP_SECONDS for _, _, steps in jobs]
     print(f"{len(jobs)} jobs, planned work {sum(planned):.1f} node-s (mean {sum(planned) / len(planned):.2f} s, "
           f"longest {max(planned):.2f} s), bound {max(sum(planned) / args.nodes, max(planned)):.1f} s", flush=True)
@@ -308,7 +311,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 `{cmd.strip()}` — {args.nodes} comfysim nodes at {STEP_SECONDS} s per step, {len(jobs)} jobs of 5 users,
 Pareto lengths (shape {args.alpha}, shortest {args.min_seconds} s, capped at {args.cap_seconds} s, seed {args.seed}):
 planned work {sum(planned):.1f} node-s, longest job {max(planned):.2f} s. Arrivals in 4 bursts (40 % at 0 s,
-20 % each at {gap:g}, {2 * gap:g}, {3 * gap:g} s), each burst submitted by {args.clients} threads. Lower bound = max(measured work / nodes,
+20 % each at {args.burst_gap:g}, {2 * args.burst_gap:g}, {3 * args.burst_gap:g} s), each burst submitted by {args.clients} threads. Lower bound = max(measured work / nodes,
 longest job); "ratio vs planned work" uses the formula's estimates instead of the run times the nodes report.
 "Idle gap": on each node, from one job's end to the next job's start (the agents' clocks), counted only for the
 ends at which a job was waiting in the backlog; "event lag": agent's publish → the lifecycle consumer applies it.

@@ -31,13 +31,11 @@ def main(argv: list[str] | None = None) -> dict[int, dict[str, Any]]:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     common.quiet_logs()
-    gap = args.burst_gap
-    bursts = [(0.0, 0.4), (gap, 0.2), (2 * gap, 0.2), (3 * gap, 0.2)]
     results: dict[int, dict[str, Any]] = {}
     rows = []
     for nodes in (int(n) for n in args.nodes.split(",")):
         jobs = cluster.workload(args.jobs_per_node * nodes, seed=args.seed, alpha=1.6, minimum=args.min_seconds,
-                                cap=args.cap_seconds, bursts=bursts)
+                                cap=args.cap_seconds, bursts=cluster.four_bursts(args.burst_gap))
         r = results[nodes] = cluster.run_policy("ours", jobs, nodes=nodes, clients=args.clients)
         load = common.machine().split("(load average at the end: ")[1].split(")")[0]
         r["load"] = load
@@ -57,7 +55,7 @@ def main(argv: list[str] | None = None) -> dict[int, dict[str, Any]]:
 
 `{cmd.strip()}` — the studio's dispatcher on {args.jobs_per_node} jobs per node (Pareto lengths, shape 1.6,
 shortest {args.min_seconds} s, capped at {args.cap_seconds} s, seed {args.seed}; comfysim at
-{cluster.STEP_SECONDS} s per step), in 4 bursts {gap:g} s apart, {args.clients} submitting threads; every
+{cluster.STEP_SECONDS} s per step), in 4 bursts {args.burst_gap:g} s apart, {args.clients} submitting threads; every
 node and agent in this one process. Lower bound = max(measured work / nodes, longest job). {common.machine()}.
 
 {out}
