@@ -93,7 +93,7 @@ class Uploader:
         """The input's bytes as a stream of chunks, and their size when known. An object
         store that does not answer is ``AssetStoreUnavailable`` (the job goes back to the
         queue); a URL refused (expired) falls back to the store."""
-        asset_id = upload["asset"]
+        asset_id = upload["asset_id"]
         url = upload.get("url")
         if url:
             try:

@@ -84,13 +84,14 @@ def job_message(
             continue
         if param.mask_of is None:
             names[param.name] = upload_name(asset)
-            uploads.append({"asset": asset, "name": names[param.name], "kind": "image"})
+            uploads.append({"asset_id": asset, "asset": asset, "name": names[param.name], "kind": "image"})
         else:
             image = job.inputs[param.mask_of]
             names[param.name] = upload_name(asset, mask_on=image)
-            uploads.append({"asset": asset, "name": names[param.name], "kind": "mask", "original": names[param.mask_of]})
+            uploads.append({"asset_id": asset, "asset": asset, "name": names[param.name], "kind": "mask",
+                            "original": names[param.mask_of]})
     for upload in uploads:
-        url = backend.blobs.presign_get(upload["asset"], expires=backend.settings.s3_presign_seconds)
+        url = backend.blobs.presign_get(upload["asset_id"], expires=backend.settings.s3_presign_seconds)
         if url is not None:
             upload["url"] = url
     prompt = build_prompt(spec, job.params, uploads=names, filename_prefix=f"studio/{job.id}")

@@ -24,7 +24,10 @@ from typing import Any, Literal, NotRequired, TypedDict
 class Upload(TypedDict):
     """An input the node must have before the prompt runs."""
 
-    asset: str  # sha256 of the stored bytes
+    asset_id: str  # sha256 of the stored bytes
+    #: The same id under its old name, for agents one release behind (the workers upgrade
+    #: first, docs/architecture.md); dropped in the release after.
+    asset: NotRequired[str]
     #: File name the prompt refers to; derived from the hash, so the same bytes always
     #: get the same name and a node that has them needs no upload.
     name: str

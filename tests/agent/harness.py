@@ -174,7 +174,7 @@ def job_message(
 
 
 def image_upload(asset: str) -> dict[str, Any]:
-    return {"asset": asset, "name": upload_name(asset), "kind": "image"}
+    return {"asset_id": asset, "name": upload_name(asset), "kind": "image"}
 
 
 STAGES = {

@@ -37,7 +37,7 @@ def test_the_node_state_lists_the_prompts_the_agent_follows(sim: SimHandle, harn
 def test_an_adopt_only_job_that_comfyui_finished_is_reported_not_run_again(sim: SimHandle, harness: Harness) -> None:
     posts = _count_posts(sim)
     job = _job(harness, "adopted")
-    asset = job["uploads"][0]["asset"]
+    asset = job["uploads"][0]["asset_id"]
     requests.post(f"{sim.url}/upload/image", files={"image": (asset + ".png", harness.blobs.path(asset).read_bytes())},
                   data={"subfolder": "studio"}, timeout=5).raise_for_status()
     # The prompt ran on ComfyUI while nobody followed it (its events were lost).

@@ -89,7 +89,7 @@ def test_a_large_input_from_the_store_is_streamed_to_the_node(node: tuple[str, P
     store = LocalBlobStore(tmp_path / "assets", durable=False)
     asset_id = large_input(store)
     uploader = Uploader(ComfyClient(url, timeout=60), store, node_id="gpu-1")
-    upload: Upload = {"asset": asset_id, "name": upload_name(asset_id), "kind": "image"}
+    upload: Upload = {"asset_id": asset_id, "name": upload_name(asset_id), "kind": "image"}
     peak = upload_measured(uploader, upload)
     print(f"\nstore -> node: {SIZE / MiB:.0f} MiB input, peak {peak / MiB:.1f} MiB allocated")
     assert peak < PEAK_CEILING, f"{peak} bytes allocated at once for a {SIZE}-byte input"
@@ -110,7 +110,7 @@ def test_a_large_input_from_a_presigned_url_is_streamed_to_the_node(
         presigned = store.presign_get(asset_id, expires=600)
         assert presigned is not None
         uploader = Uploader(ComfyClient(url, timeout=60), store, node_id="gpu-1")
-        upload: Upload = {"asset": asset_id, "name": upload_name(asset_id), "kind": "image", "url": presigned}
+        upload: Upload = {"asset_id": asset_id, "name": upload_name(asset_id), "kind": "image", "url": presigned}
         peak = upload_measured(uploader, upload)
     finally:
         store.close()

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, update
 
-from backend import jobs
+from backend import assets, jobs
 from backend.accounts import ledger
 from backend.assets.blobs import LocalBlobStore
 from backend.jobs import backlog, limits, messages
@@ -36,6 +36,8 @@ from backend.runtime import Backend
 from backend.jobs.submit import Accepted, NeedsConfirmation, Rejected, cancel, submit
 from backend.jobs.sweeper import SweepPolicy, Sweeper
 from backend.workflows import Library
+
+from tests.e2e.stack import png_bytes
 
 from .helpers import make_user
 from .nodes import library_capabilities, register
@@ -117,6 +119,22 @@ def test_accepted_job_is_charged_dispatched_and_published(backend: Backend) -> N
     assert jobs.get(backend.db, job.id).state == "dispatched"
     with backend.db.read() as s:
         assert ledger.balance(s, user.id) == 100 - job.cost
+
+
+def test_an_input_is_named_by_its_asset_id_and_for_one_release_by_its_old_name(backend: Backend) -> None:
+    """Agents upgrade after the workers: an agent of the release before reads ``asset``."""
+    user = make_user(backend.db, "ida", credits=100)
+    register(backend.registry, "n1", library_capabilities(backend.library))
+    node = NodeQueue(backend, "n1")
+    picture = assets.store_upload(backend.db, backend.blobs, user.id, [png_bytes(64, 64)], name="in.png",
+                                 max_bytes=10_000_000, max_pixels=10_000_000)
+    result = submit(backend, user.id, "img2img-sd15", {"prompt": "a fox", "image": picture.id},
+                    idempotency_key=uuid.uuid4().hex)
+    assert isinstance(result, Accepted), result
+    assert Dispatcher(backend).dispatch_once() == 1
+    [upload] = node.take()["uploads"]
+    assert upload["asset_id"] == upload["asset"] == picture.id
+    assert upload["name"] == messages.upload_name(picture.id) and upload["kind"] == "image"
 
 
 def test_no_capable_node_is_a_clear_rejection_and_charges_nothing(backend: Backend) -> None:
