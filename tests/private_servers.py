@@ -17,10 +17,8 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -60,34 +58,7 @@ def _missing(what: str) -> None:
     pytest.skip(what)
 
 
-#: Ports are chosen below the kernel's ephemeral range (``ip_local_port_range``). A server
-#: restarted on an ephemeral port can find it taken: while it was down, any outgoing
-#: connection on the machine may get that port as its source port, and a client retrying
-#: to connect to the port may even connect to itself (TCP simultaneous open) and hold it.
-#: Both happened here: RabbitMQ's ``start_app`` failed with ``eaddrinuse`` on its own port.
-_PORTS = range(20000, 32000)
-
-
-def _ephemeral_low() -> int:
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
-def free_port() -> int:
-    """A port nobody listens on now, outside the ephemeral range (see :data:`_PORTS`)."""
-    top = min(_PORTS.stop, _ephemeral_low())
-    rng = random.Random()
-    for _ in range(200):
-        port = rng.randrange(_PORTS.start, top)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port between {_PORTS.start} and {top}")
+free_port = services.free_port
 
 
 def _wait(predicate, timeout: float, what: str, log: Path | None = None) -> None:  # type: ignore[no-untyped-def]

@@ -9,8 +9,10 @@ mean every test ran.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -29,13 +31,38 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+#: Ports are chosen below the kernel's ephemeral range (``ip_local_port_range``). A port
+#: the kernel picks (``bind(0)``) comes from that range, and so does the source port of
+#: every outgoing connection: between the pick and the server's own bind, another test
+#: process's connection may take it (seen with three xdist workers: "cannot bind comfysim
+#: to 127.0.0.1:45192: Address already in use"), and a server restarted on such a port can
+#: find it taken — a client retrying to connect to it may even connect to itself (TCP
+#: simultaneous open); RabbitMQ's ``start_app`` failed so with ``eaddrinuse``. Below the
+#: range only another test's explicit pick can collide, and the pick is random.
+_PORTS = range(20000, 32000)
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    """A port free on the loopback now (the kernel's pick). The one helper the tests and
-    the benchmarks use to start servers; private database servers use
-    :func:`tests.private_servers.free_port`, which stays out of the ephemeral range."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port nobody listens on now, outside the ephemeral range (see :data:`_PORTS`): the
+    one helper the tests and the benchmarks use to start servers."""
+    top = min(_PORTS.stop, _ephemeral_low())
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(_PORTS.start, top)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port between {_PORTS.start} and {top}")
 
 
 def require(name: str, host: str, port: int) -> None:

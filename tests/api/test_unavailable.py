@@ -4,7 +4,6 @@ and the embedded one always has its simulated node)."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from backend.runtime import Backend
 from backend.workflows import Library
 from studio.app import create_app
 from tests.backend.helpers import CHEAP_HASHER, PASSWORD
+from tests.services import free_port
 
 from .conftest import png_bytes
 
@@ -54,10 +54,7 @@ def test_503_when_no_node_can_run_it(no_nodes: tuple[TestClient, str]) -> None:
 
 
 def test_503_while_the_database_is_away(tmp_path: Path) -> None:
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    db = Database(f"postgresql+psycopg://postgres@127.0.0.1:{port}/test?connect_timeout=2")
+    db = Database(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/test?connect_timeout=2")  # nothing listens
     client = client_for(db, tmp_path)
     r = client.get("/api/v1/balance", headers={"Authorization": "Bearer sk_" + "a" * 40})
     assert r.status_code == 503, r.text

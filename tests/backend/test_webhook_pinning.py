@@ -66,7 +66,8 @@ def _ended_job_with_hook(db: Database, url: str) -> str:
     user = make_user(db, "hooked", credits=10)
     job = charged_job(db, user, 1)
     jobs.cancel(db, job.id, by_user=user.id)
-    webhooks.attach(db, job.id, url)
+    with db.write() as s:
+        webhooks.attach(s, job.id, url)
     return job.id
 
 
