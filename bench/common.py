@@ -27,6 +27,8 @@ from typing import Any
 
 from sqlalchemy import text
 
+from backend.ports.registry import DEFAULT_TTL_SECONDS
+
 from tests import services
 
 REPO = Path(__file__).resolve().parent.parent
@@ -178,8 +180,12 @@ def redis_registry() -> Iterator[Any]:
 
 # ---- a whole distributed stack in this process -----------------------------------------
 
-#: Agent timings: quick heartbeats so the nodes are online soon after start.
-AGENT_TIMING = {"heartbeat_interval": 0.5, "state_ttl": 3.0, "silence_timeout": 10.0, "poll_interval": 0.5, "reconnect_max": 1.0}
+#: Agent timings: quick heartbeats so the nodes are online soon after start, and the
+#: operators' state TTL: the agents share this process with the load, and on a busy
+#: machine a heartbeat came more than 3 s late, so a node dropped out and submits were
+#: refused ("No online node can run this workflow").
+AGENT_TIMING = {"heartbeat_interval": 0.5, "state_ttl": DEFAULT_TTL_SECONDS, "silence_timeout": 10.0,
+                "poll_interval": 0.5, "reconnect_max": 1.0}
 
 
 @dataclass

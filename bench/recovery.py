@@ -103,7 +103,7 @@ def agent_killed() -> dict[str, float]:
             registry = stack.backend.registry
             env = {k: v for k, v in os.environ.items() if not k.startswith("STUDIO_")}
             env.update(STUDIO_AMQP_URL=common.AMQP_URL, STUDIO_REDIS_URL=common.REDIS_URL, STUDIO_DATA_DIR=str(stack.tmp))
-            timing = common.AGENT_TIMING
+            timing = {**common.AGENT_TIMING, "state_ttl": 3.0}  # a short TTL: the kill is noticed soon
             agent = subprocess.Popen(
                 [sys.executable, "-m", "agent", "--comfy-url", comfy.url, "--node-id", "doomed", "--no-previews",
                  "--bus-prefix", stack.backend.bus.prefix, "--registry-prefix", registry.key_prefix[1:-2],

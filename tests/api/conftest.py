@@ -73,18 +73,43 @@ class Api:
     def submit(self, body: dict[str, Any], key: str | None = None) -> requests.Response:
         return self.post("/v1/jobs", json=body, headers={"Idempotency-Key": key or uuid.uuid4().hex})
 
-    def events(self, job_id: str) -> list[tuple[str, dict[str, Any]]]:
-        """Every SSE message of a job's stream until it closes."""
-        found: list[tuple[str, dict[str, Any]]] = []
-        with self.get(f"/v1/jobs/{job_id}/events", stream=True, timeout=120) as r:
-            assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream"), r.text
-            kind = None
-            for line in r.iter_lines(decode_unicode=True):
-                if line.startswith("event: "):
-                    kind = line[7:]
-                elif line.startswith("data: ") and kind:
-                    found.append((kind, json.loads(line[6:])))
-        return found
+
+Message = tuple[int | None, str, dict[str, Any]]
+
+
+class Stream:
+    """One open event stream, read message by message."""
+
+    def __init__(self, api: Api, job_id: str, last_event_id: int | None = None) -> None:
+        headers = {"Last-Event-ID": str(last_event_id)} if last_event_id is not None else {}
+        self.response = api.get(f"/v1/jobs/{job_id}/events", stream=True, timeout=120, headers=headers)
+        assert self.response.status_code == 200, self.response.text
+        self.messages = self._messages()
+
+    def _messages(self) -> Iterator[Message]:
+        event_id, kind = None, None
+        for line in self.response.iter_lines(chunk_size=1, decode_unicode=True):
+            if line.startswith("id: "):
+                event_id = int(line[4:])
+            elif line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: ") and kind:
+                yield event_id, kind, json.loads(line[6:])
+            elif not line:
+                event_id, kind = None, None
+
+    def until(self, done: Any) -> list[Message]:
+        """Messages up to the first for which ``done`` is true (the stream must not end first)."""
+        seen = []
+        for message in self.messages:
+            seen.append(message)
+            if done(message, seen):
+                return seen
+            assert message[1] != "end", f"the stream ended first: {seen}"
+        raise AssertionError(f"the stream closed first: {seen}")
+
+    def close(self) -> None:
+        self.response.close()
 
 
 def fill_slots(api: Api, asset: str) -> tuple[list[dict[str, Any]], requests.Response]:

@@ -4,54 +4,13 @@ after its ``Last-Event-ID``."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
-import requests
 
 from tests.waiting import wait_for
 
-from .conftest import Api, Studio
-
-Message = tuple[int | None, str, dict[str, Any]]
-
-
-class Stream:
-    """One open event stream, read message by message."""
-
-    def __init__(self, api: Api, job_id: str, last_event_id: int | None = None) -> None:
-        headers = {"Last-Event-ID": str(last_event_id)} if last_event_id is not None else {}
-        self.response = api.get(f"/v1/jobs/{job_id}/events", stream=True, timeout=120, headers=headers)
-        assert self.response.status_code == 200, self.response.text
-        self.messages = self._messages()
-
-    def _messages(self) -> Iterator[Message]:
-        event_id, kind = None, None
-        for line in self.response.iter_lines(chunk_size=1, decode_unicode=True):
-            if line.startswith("id: "):
-                event_id = int(line[4:])
-            elif line.startswith("event: "):
-                kind = line[7:]
-            elif line.startswith("data: ") and kind:
-                yield event_id, kind, json.loads(line[6:])
-            elif not line:
-                event_id, kind = None, None
-
-    def until(self, done: Any) -> list[Message]:
-        """Messages up to the first for which ``done`` is true (the stream must not end first)."""
-        seen = []
-        for message in self.messages:
-            seen.append(message)
-            if done(message, seen):
-                return seen
-            assert message[1] != "end", f"the stream ended first: {seen}"
-        raise AssertionError(f"the stream closed first: {seen}")
-
-    def close(self) -> None:
-        self.response.close()
-
+from .conftest import Api, Stream, Studio
 
 @pytest.fixture
 def held_at_sampler(studio: Studio) -> Iterator[tuple[Api, str]]:

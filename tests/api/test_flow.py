@@ -10,7 +10,7 @@ import uuid
 from backend.jobs import webhooks
 from tests.waiting import wait_for
 
-from .conftest import WEBHOOK_SECRET, Receiver, Studio, png_bytes
+from .conftest import WEBHOOK_SECRET, Receiver, Stream, Studio, png_bytes
 
 
 def test_upload_submit_follow_download(studio: Studio, receiver: Receiver) -> None:
@@ -29,13 +29,19 @@ def test_upload_submit_follow_download(studio: Studio, receiver: Receiver) -> No
 
     key = uuid.uuid4().hex
     body = {"workflow": "invert-scale", "params": params, "webhook_url": receiver.url}
-    first = api.submit(body, key)
-    assert first.status_code == 201, first.text
-    job = first.json()
-    again = api.submit(body, key)
-    assert again.status_code == 200 and again.json()["id"] == job["id"], "a retry is the same job"
-
-    events = api.events(job["id"])
+    studio.server.faults(hang_in_node="ImageInvert")  # held until its stream is open
+    try:
+        first = api.submit(body, key)
+        assert first.status_code == 201, first.text
+        job = first.json()
+        again = api.submit(body, key)
+        assert again.status_code == 200 and again.json()["id"] == job["id"], "a retry is the same job"
+        stream = Stream(api, job["id"])
+        opened = stream.until(lambda m, _: m[1] == "state")
+    finally:
+        studio.server.reset_faults()
+    events = [(kind, data) for _, kind, data in opened + stream.until(lambda m, _: m[1] == "end")]
+    stream.close()
     kinds = [k for k, _ in events]
     assert kinds[0] == "state" and kinds[-1] == "end", kinds
     # A sub-second job may show no progress event: agents pace progress (agent/pacing.py)
