@@ -16,7 +16,7 @@ from backend.errors import InvalidUpload, RateLimited
 from backend.assets.images import (MAX_JPEG_SCANS, DecodeBudget, ImageInfo, decode_cost, decoded, inspect_image,
                             probe_image)
 
-from .image_bombs import jpeg_segments, scan_bomb
+from .image_bombs import scan_bomb
 
 LIMITS = {"max_bytes": 20 * 1024 * 1024, "max_pixels": 36_000_000}
 

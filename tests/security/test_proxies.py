@@ -15,7 +15,7 @@ from backend.accounts import throttle
 from backend.config import Settings
 from backend.errors import ConfigError
 from backend.runtime import Backend
-from backend.accounts.signin import FREE_FAILURES, name_address_limit
+from backend.accounts.signin import name_address_limit
 from tests.backend.helpers import CHEAP_HASHER, PASSWORD, make_user
 
 PROXY, CLIENT = "10.0.0.5", "203.0.113.77"

@@ -20,7 +20,6 @@ from backend.accounts import app_settings
 from backend.accounts.sessions import Sessions, _digest
 from backend.accounts.signin import FREE_FAILURES, sign_in, sign_up
 from studio.auth import SESSION_COOKIE
-from studio.feed import Feed
 from tests.backend.helpers import CHEAP_HASHER, PASSWORD, make_user
 from tests.e2e.stack import png_bytes
 
