@@ -220,6 +220,19 @@ class Sweeper:
             return self._fail(job, "Undeliverable", f"no node took the job after {job.attempts} attempts")
         assert job.node_id is not None
         backend = self.backend
+        if not adopt:
+            # Our copy was read at the start of the pass: claim the attempt as it still is
+            # (and restart the clock for the next republish) before giving it a slot. A
+            # dispatcher whose publish failed may have put the job back in the backlog and
+            # dispatched it again meanwhile; republishing the old attempt then ran it twice.
+            with backend.db.write() as s:
+                claimed = s.scalar(update(Job).where(
+                    Job.id == job.id, Job.state == JobState.DISPATCHED, Job.attempts == job.attempts,
+                    Job.node_id == job.node_id).values(dispatched_at=utcnow()).returning(Job.id))
+            if claimed is None:
+                log.info("job_id=%s node_id=%s attempt %d moved on before its republish; left alone",
+                         job.id, job.node_id, job.attempts)
+                return False
         prompt_id = prompt_id_of(job.id, job.attempts)
         if not backend.registry.holds(job.node_id, prompt_id):
             backend.registry.restore(job.node_id, {prompt_id: job.estimate_seconds})
@@ -232,8 +245,6 @@ class Sweeper:
             log.warning("job_id=%s node_id=%s %s on the node but not followed by its agent; sent again for adoption",
                         job.id, job.node_id, job.state)
             return False
-        with backend.db.write() as s:  # restart the clock for the next republish
-            s.execute(update(Job).where(Job.id == job.id, Job.state == JobState.DISPATCHED).values(dispatched_at=utcnow()))
         log.info("job_id=%s node_id=%s republished attempt %d", job.id, job.node_id, job.attempts)
         return False
 

@@ -341,6 +341,34 @@ def test_sweeper_republishes_a_dispatch_nobody_took(backend: Backend) -> None:
     assert [m["prompt_id"] for m in node.drain()] == [f"{job.id}-1"] * 2  # same attempt: the agent dedupes
 
 
+def test_sweeper_leaves_alone_a_dispatch_that_moved_on_after_it_read_it(backend: Backend) -> None:
+    """The sweeper's copy says attempt 1 is dispatched; meanwhile the dispatcher put the job
+    back in the backlog (its publish was not confirmed) and dispatched attempt 2. The old
+    attempt is neither given a slot again nor republished: that ran jobs twice."""
+    user = make_user(backend.db, "kit", credits=500)
+    register(backend.registry, "n1", library_capabilities(backend.library))
+    job = txt2img(backend, user.id).job  # type: ignore[union-attr]
+    Dispatcher(backend).dispatch_once()
+    node = NodeQueue(backend, "n1")
+    stale = _dispatched_rows(backend)[job.id]  # what a pass read before the requeue
+    with backend.db.write() as s:
+        assert jobs.transition(s, job.id, "queued", expect=("dispatched",))
+    backend.registry.release("n1", f"{job.id}-1")
+    Dispatcher(backend).dispatch_once()  # attempt 2
+    assert [m["prompt_id"] for m in node.drain()] == [f"{job.id}-1", f"{job.id}-2"]  # the dispatcher's
+    Sweeper(backend, policy=SweepPolicy(republish_after=0.0))._republish(stale)
+    assert not backend.registry.holds("n1", f"{job.id}-1")
+    assert [m["prompt_id"] for m in node.drain()] == [], "attempt 1 republished"
+    assert jobs.get(backend.db, job.id).attempts == 2
+
+
+def _dispatched_rows(backend: Backend) -> dict[str, Job]:
+    with backend.db.read() as s:
+        rows = list(s.scalars(select(Job).where(Job.state == "dispatched")))
+        s.expunge_all()
+        return {row.id: row for row in rows}
+
+
 def started_job(backend: Backend, user_name: str) -> tuple[int, Job]:
     """A user with 500 credits and their txt2img job, started on node ``n1``."""
     user = make_user(backend.db, user_name, credits=500)
