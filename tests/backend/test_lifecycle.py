@@ -21,7 +21,7 @@ from backend import jobs
 from backend.accounts import ledger
 from backend.jobs import messages
 from backend.db import Database
-from backend.db.models import JobOutput, LedgerEntry
+from backend.db.models import Job, JobOutput, LedgerEntry
 from backend.errors import DatabaseUnavailable
 from backend.jobs.dispatcher import Dispatcher
 from backend.jobs.lifecycle import MAX_EVENT_ATTEMPTS, LifecycleConsumer
@@ -142,13 +142,19 @@ def test_a_finished_job_frees_its_slot_before_the_database_write(backend: Backen
     assert ended.finished_at <= next_one.dispatched_at
 
 
-def test_a_crash_between_freeing_the_slot_and_the_write_is_healed_with_one_refund(backend: Backend) -> None:  # noqa: F811
-    user_id, job = started_job(backend, "fay")
+def _failed_while_the_database_is_away(backend: Backend, user_name: str) -> tuple[int, Job, dict]:  # noqa: F811
+    """A started job whose ``failed`` event comes while the consumer's database is away:
+    the slot is freed, the write fails. The user id, the job and the event."""
+    user_id, job = started_job(backend, user_name)
     failed = event({"job_id": job.id, "attempt": 1}, "n1", "failed", error_type="OutOfMemory", message="CUDA")
-    # The consumer's database is away when the event comes: the slot is freed, the write fails.
     away = dataclasses.replace(backend, db=Database("postgresql+psycopg://nobody@127.0.0.1:1/none"))
     with pytest.raises(DatabaseUnavailable):
         LifecycleConsumer(away).apply(failed)
+    return user_id, job, failed
+
+
+def test_a_crash_between_freeing_the_slot_and_the_write_is_healed_with_one_refund(backend: Backend) -> None:  # noqa: F811
+    user_id, job, failed = _failed_while_the_database_is_away(backend, "fay")
     assert jobs.get(backend.db, job.id).state == "running" and _refunds(backend, job.id) == 0
     assert backend.registry.reservations("n1") == {}
 
@@ -178,11 +184,7 @@ def test_a_crash_between_freeing_the_slot_and_the_write_is_healed_with_one_refun
 
 
 def test_a_redelivered_end_after_a_crash_settles_the_job_once(backend: Backend) -> None:  # noqa: F811
-    user_id, job = started_job(backend, "gus")
-    failed = event({"job_id": job.id, "attempt": 1}, "n1", "failed", error_type="OutOfMemory", message="CUDA")
-    away = dataclasses.replace(backend, db=Database("postgresql+psycopg://nobody@127.0.0.1:1/none"))
-    with pytest.raises(DatabaseUnavailable):
-        LifecycleConsumer(away).apply(failed)
+    user_id, job, failed = _failed_while_the_database_is_away(backend, "gus")
     Sweeper(backend).sweep_once()
     consumer = LifecycleConsumer(backend)
     for _ in range(2):  # the broker redelivers the unacked event; a duplicate follows
