@@ -129,10 +129,7 @@ def submit(
         if replay is None:  # jobs are never deleted: the key's job is there once the insert met it
             return Rejected(error=NotFound("The job of this idempotency key cannot be found; send a new key.",
                                            zh="找不到该幂等键的任务，请使用新的键。"))
-        try:
-            return Accepted(job=jobs.same_request(replay, workflow, fingerprint), created=False)
-        except StudioError as exc:  # the key names another request
-            return Rejected(error=exc)
+        return _replayed(replay, workflow, fingerprint)
     except _Busy as busy:
         return _replay(backend, user_id, idempotency_key, workflow, fingerprint) or _needs_confirmation(busy.wait)
     except StudioError as exc:
@@ -177,8 +174,12 @@ def _replay(backend: Backend, user_id: int, key: str, workflow: str, fingerprint
         job = jobs.find_by_key(backend.db, user_id, key)
     except StudioError:  # the database is away: the refusal itself is the answer
         return None
-    if job is None:
-        return None
+    return _replayed(job, workflow, fingerprint) if job is not None else None
+
+
+def _replayed(job: jobs.JobRecord, workflow: str, fingerprint: str) -> Accepted | Rejected:
+    """The answer to a request whose key made ``job``: that job, unless the key names
+    another request."""
     try:
         return Accepted(job=jobs.same_request(job, workflow, fingerprint), created=False)
     except StudioError as exc:
