@@ -42,7 +42,6 @@ from backend.jobs.sizing import QueueSizing
 from backend.ports.registry import Candidate, NodeView, choice_key
 from backend.runtime import Backend
 from backend.workflows import WorkflowSpec, build_prompt
-from backend.jobs.state import JobState
 
 log = logging.getLogger(__name__)
 
@@ -317,7 +316,8 @@ class Dispatcher:
                 self._lost_race = True
 
         def send(r: _Reserved) -> bool:
-            return self.publish(r.spec, r.job, r.node, r.attempt, aliases=aliases[r.spec.name])
+            return self.publish(r.spec, r.job, r.node, r.attempt, dispatched_at=dispatched[r.job.id],
+                                aliases=aliases[r.spec.name])
 
         if len(moved) <= 1:
             return sum(map(send, moved))
@@ -331,9 +331,13 @@ class Dispatcher:
         except StudioError as exc:  # the sweeper releases a leftover slot later
             log.warning("prompt_id=%s node_id=%s slot not released now (%s)", prompt_id, node, exc)
 
-    def publish(self, spec: WorkflowSpec, job: Job, node: str, attempt: int, *, aliases: dict[str, AliasMessage]) -> bool:
-        """Send a job already marked ``dispatched`` (committed) to ``node``; on failure put it
-        back in the backlog (or fail it if its prompt cannot be built) and free the slot."""
+    def publish(
+        self, spec: WorkflowSpec, job: Job, node: str, attempt: int, *, dispatched_at: dt.datetime,
+        aliases: dict[str, AliasMessage],
+    ) -> bool:
+        """Send a job already marked ``dispatched`` (committed, stamped ``dispatched_at``) to
+        ``node``; on failure put that dispatch back in the backlog (or fail the job if its
+        prompt cannot be built) and free the slot."""
         backend = self.backend
         prompt_id = prompt_id_of(job.id, attempt)
         try:
@@ -341,15 +345,16 @@ class Dispatcher:
             backend.bus.publish_job(node, message)
         except Unavailable as exc:
             with backend.db.write() as s:
-                requeued = jobs.transition(s, job.id, JobState.QUEUED, expect=(JobState.DISPATCHED,))
+                requeued = store.undispatch(s, job.id, attempt, dispatched_at)
             if requeued:
                 log.warning("job_id=%s node_id=%s publishing failed (%s); back to the backlog", job.id, node, exc)
                 backend.registry.release(node, prompt_id)
             else:
                 # The job moved on meanwhile: the broker had the message after all (an
-                # unconfirmed publish may still be queued) and the agent reported it, or it
-                # was cancelled (which released the slot). Releasing the slot here would
-                # make the agent drop a job the database says it runs.
+                # unconfirmed publish may still be queued) and the agent reported it, the
+                # sweeper republished this dispatch, or it was cancelled (which released the
+                # slot). Releasing the slot here would make the agent drop a job the
+                # database says it runs.
                 log.warning("job_id=%s node_id=%s publishing reported %s, but the job moved on; keeping its slot",
                             job.id, node, exc)
             return False

@@ -219,13 +219,14 @@ def _move(
     return owner
 
 
-def dispatch(s: Session, placements: Collection[tuple[str, int, str]]) -> set[str]:
+def dispatch(s: Session, placements: Collection[tuple[str, int, str]]) -> dict[str, dt.datetime]:
     """Move queued jobs to ``dispatched`` in one statement: ``placements`` are ``(job_id,
     attempts read, node_id)``; each job moves only if it is still queued with that attempt
     counter (as :func:`transition` with ``expect_attempts``), taking the next attempt and
-    the node. The ids of the jobs that moved."""
+    the node. The jobs that moved, each with the ``dispatched_at`` it was stamped with
+    (:func:`undispatch` needs it)."""
     if not placements:
-        return set()
+        return {}
     nodes = {job_id: node for job_id, _, node in placements}
     now = utcnow()
     stmt = (update(Job)
@@ -235,7 +236,16 @@ def dispatch(s: Session, placements: Collection[tuple[str, int, str]]) -> set[st
                     updated_at=now, dispatched_at=now)
             .returning(Job.id)
             .execution_options(synchronize_session=False))
-    return set(s.scalars(stmt))
+    return dict.fromkeys(s.scalars(stmt), now)
+
+
+def undispatch(s: Session, job_id: str, attempt: int, dispatched_at: dt.datetime) -> bool:
+    """Put a job whose publish failed back in the backlog, if it is still that dispatch:
+    attempt ``attempt``, stamped ``dispatched_at``. An unconfirmed publish may have reached
+    the broker after all, and the sweeper republishes such a dispatch as it finds it
+    (stamping it anew): requeueing it then would run the job twice."""
+    return _move(s, job_id, JobState.QUEUED, (JobState.DISPATCHED,),
+                 [Job.attempts == attempt, Job.dispatched_at == dispatched_at], {}) is not None
 
 
 def fail(

@@ -187,11 +187,16 @@ class Sweeper:
                 unfollowed[key] = now_mono  # the next try only after another interval
         self._unfollowed_since = unfollowed
 
+    # Each action below is conditional on the attempt and node of the copy this pass read:
+    # meanwhile the job may have been put back in the backlog and dispatched again, and
+    # acting on the new attempt for the old one's reasons would run it twice or fail it.
+
     def _node_lost(self, job: Job) -> bool:
         if job.state == JobState.RUNNING:
             return self._fail(job, "NodeLost", "the node running this job went offline")
         with self.backend.db.write() as s:
-            moved = jobs.transition(s, job.id, JobState.QUEUED, expect=(JobState.DISPATCHED, JobState.SUBMITTED))
+            moved = jobs.advance(s, job.id, JobState.QUEUED, attempt=job.attempts, node_id=job.node_id,
+                                 expect=(JobState.DISPATCHED, JobState.SUBMITTED)) is not None
         if moved:
             log.info("job_id=%s node_id=%s node lost before the job started; back to the backlog", job.id, job.node_id)
         if job.node_id:
@@ -199,7 +204,10 @@ class Sweeper:
         return moved
 
     def _fail(self, job: Job, error_type: str, message: str) -> bool:
-        moved = jobs.fail(self.backend.db, job.id, error_type=error_type, message=message, expect=(JobState(job.state),))
+        with self.backend.db.write() as s:
+            moved = jobs.advance(s, job.id, JobState.FAILED, attempt=job.attempts, node_id=job.node_id,
+                                 expect=(JobState(job.state),), error_type=error_type,
+                                 error_message=message) is not None
         if job.node_id:
             self.backend.registry.release(job.node_id, prompt_id_of(job.id, job.attempts))
         if moved:
@@ -221,10 +229,8 @@ class Sweeper:
         assert job.node_id is not None
         backend = self.backend
         if not adopt:
-            # Our copy was read at the start of the pass: claim the attempt as it still is
-            # (and restart the clock for the next republish) before giving it a slot. A
-            # dispatcher whose publish failed may have put the job back in the backlog and
-            # dispatched it again meanwhile; republishing the old attempt then ran it twice.
+            # Claim the attempt as it still is (and restart the clock for the next
+            # republish) before giving it a slot: republishing an old attempt ran jobs twice.
             with backend.db.write() as s:
                 claimed = s.scalar(update(Job).where(
                     Job.id == job.id, Job.state == JobState.DISPATCHED, Job.attempts == job.attempts,

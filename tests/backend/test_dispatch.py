@@ -341,10 +341,19 @@ def test_sweeper_republishes_a_dispatch_nobody_took(backend: Backend) -> None:
     assert [m["prompt_id"] for m in node.drain()] == [f"{job.id}-1"] * 2  # same attempt: the agent dedupes
 
 
-def test_sweeper_leaves_alone_a_dispatch_that_moved_on_after_it_read_it(backend: Backend) -> None:
+STALE_ACTIONS = {
+    "republish": lambda sweeper, job: sweeper._republish(job),
+    "node-lost": lambda sweeper, job: sweeper._node_lost(job),
+    "timeout": lambda sweeper, job: sweeper._fail(job, "Timeout", "ran too long"),
+}
+
+
+@pytest.mark.parametrize("action", list(STALE_ACTIONS))
+def test_sweeper_leaves_alone_a_dispatch_that_moved_on_after_it_read_it(backend: Backend, action: str) -> None:
     """The sweeper's copy says attempt 1 is dispatched; meanwhile the dispatcher put the job
-    back in the backlog (its publish was not confirmed) and dispatched attempt 2. The old
-    attempt is neither given a slot again nor republished: that ran jobs twice."""
+    back in the backlog (its publish was not confirmed) and dispatched attempt 2. Nothing
+    the sweeper decided about attempt 1 touches attempt 2: republishing the old attempt or
+    requeueing the new one ran jobs twice, failing it fails a job that is fine."""
     user = make_user(backend.db, "kit", credits=500)
     register(backend.registry, "n1", library_capabilities(backend.library))
     job = txt2img(backend, user.id).job  # type: ignore[union-attr]
@@ -356,10 +365,40 @@ def test_sweeper_leaves_alone_a_dispatch_that_moved_on_after_it_read_it(backend:
     backend.registry.release("n1", f"{job.id}-1")
     Dispatcher(backend).dispatch_once()  # attempt 2
     assert [m["prompt_id"] for m in node.drain()] == [f"{job.id}-1", f"{job.id}-2"]  # the dispatcher's
-    Sweeper(backend, policy=SweepPolicy(republish_after=0.0))._republish(stale)
+    assert not STALE_ACTIONS[action](Sweeper(backend, policy=SweepPolicy(republish_after=0.0)), stale)
     assert not backend.registry.holds("n1", f"{job.id}-1")
+    assert backend.registry.holds("n1", f"{job.id}-2")
     assert [m["prompt_id"] for m in node.drain()] == [], "attempt 1 republished"
-    assert jobs.get(backend.db, job.id).attempts == 2
+    after = jobs.get(backend.db, job.id)
+    assert (after.state, after.attempts) == ("dispatched", 2)
+    assert ledger.balance_of(backend.db, user.id) == 500 - after.cost
+
+
+@pytest.mark.parametrize("republished", [False, True], ids=["alone", "republished-meanwhile"])
+def test_a_failed_publish_puts_back_only_its_own_dispatch(backend: Backend, republished: bool) -> None:
+    """A publish the broker did not confirm puts the job back in the backlog and frees its
+    slot. But while the dispatcher waited for that answer, the sweeper may have found the
+    dispatch unconsumed and republished it: requeueing then dispatches attempt 2 beside the
+    republished attempt 1, and the job runs twice (the loaded chaos run saw it). Only the
+    dispatch the dispatcher made, with the stamp it made it with, goes back."""
+    user = make_user(backend.db, "kim", credits=500)
+    register(backend.registry, "n1", library_capabilities(backend.library))
+    job = txt2img(backend, user.id).job  # type: ignore[union-attr]
+    Dispatcher(backend).dispatch_once()
+    ours = _dispatched_rows(backend)[job.id]  # the dispatch as the dispatcher stamped it
+    if republished:
+        Sweeper(backend, policy=SweepPolicy(republish_after=0.0)).sweep_once()
+    backend.bus.close()  # the publish of this dispatch fails
+    spec = backend.library.get(ours.workflow)
+    assert ours.dispatched_at is not None
+    assert not Dispatcher(backend).publish(spec, ours, "n1", 1, dispatched_at=ours.dispatched_at, aliases={})
+    after = jobs.get(backend.db, job.id)
+    if republished:
+        assert (after.state, after.attempts) == ("dispatched", 1), "a republished dispatch went back to the backlog"
+        assert backend.registry.holds("n1", f"{job.id}-1")
+    else:
+        assert (after.state, after.attempts) == ("queued", 1)
+        assert not backend.registry.holds("n1", f"{job.id}-1")
 
 
 def _dispatched_rows(backend: Backend) -> dict[str, Job]:
