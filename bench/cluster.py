@@ -125,7 +125,10 @@ def workload(jobs: int, *, seed: int, alpha: float, minimum: float, cap: float,
     return out
 
 
-def run_policy(policy: str, jobs: list[tuple[float, int, int]], *, nodes: int, clients: int) -> dict[str, Any]:
+def run_policy(policy: str, jobs: list[tuple[float, int, int]], *, nodes: int, clients: int,
+               hosts: int = 0) -> dict[str, Any]:
+    """One run of ``jobs`` under ``policy``; ``hosts``: the nodes and agents run in that many
+    child processes (0: in this one)."""
     from backend.jobs.submit import Accepted, submit
     from comfysim import DEMO_MODELS, SimConfig
 
@@ -140,7 +143,7 @@ def run_policy(policy: str, jobs: list[tuple[float, int, int]], *, nodes: int, c
     busy: list[float] = []  # the lifecycle consumer applying one transaction's events
     together: list[int] = []  # events per transaction
     with common.distributed_stack(nodes=nodes, sim=sim, workflows=workflows, depth=depth, dispatch_interval=0.2,
-                                  registry_wrapper=wrapper) as stack:
+                                  registry_wrapper=wrapper, hosts=hosts) as stack:
         lifecycle = stack.worker.lifecycle
         inner_apply = lifecycle.apply_together  # every state change goes through it
 

@@ -263,8 +263,13 @@ def distributed_stack(
     before_agent_start: Callable[[Any], None] | None = None,
     bus_options: dict[str, Any] | None = None,
     blobs: Callable[[Path], Any] | None = None,
+    hosts: int = 0,
 ) -> Iterator[Stack]:
     """PostgreSQL + RabbitMQ + Redis, a Worker, ``nodes`` comfysim nodes and their agents.
+
+    ``hosts``: run the nodes and agents in that many child processes (:func:`host_processes`)
+    instead of this one, as GPU hosts are other machines (``before_agent_start`` and a
+    non-default ``blobs`` need them here).
 
     ``registry_wrapper`` wraps the registry the *backend* sees (the agents keep the real
     one): the cluster benchmark plugs alternative placement policies in there.
@@ -290,10 +295,14 @@ def distributed_stack(
                 sweep_policy=SweepPolicy(offline_grace=5.0, republish_after=30.0, max_attempts=5),
             ).start()
             # nodes=0: the nodes and their agents run elsewhere (see bench.hosts).
-            sims = start_sims(nodes, sim) if nodes else None
+            sims = start_sims(nodes, sim) if nodes and not hosts else None
             agents: dict[str, Any] = {}
             stack = Stack(backend=backend, worker=worker, sims=sims, agents=agents, tmp=tmp)
+            elsewhere = contextlib.ExitStack()
             try:
+                if hosts:
+                    elsewhere.enter_context(host_processes(backend, tmp, nodes=nodes, processes=hosts,
+                                                           step_seconds=sim.step_seconds, depth=depth))
                 for i, url in enumerate(sims.urls if sims else [], 1):
                     config = AgentConfig(
                         node_id=f"sim-{i}", comfy_url=url, assets_dir=tmp / "assets", label=f"sim {i}",
@@ -310,11 +319,46 @@ def distributed_stack(
             finally:
                 for agent in agents.values():
                     agent.stop()
+                elsewhere.close()
                 worker.stop()
                 if sims:
                     sims.stop()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def host_processes(backend: Any, tmp: Path, *, nodes: int, processes: int, step_seconds: float, depth: int = 1,
+                   record: bool = False) -> Iterator[list[Path]]:
+    """``nodes`` comfysim nodes (``sim-1`` …) with their agents, split over ``processes``
+    child processes (``python -m bench.hosts``) on ``backend``'s bus and registry; yields
+    once every process has started its agents. ``record``: each process writes when
+    comfysim emitted each progress event to a file of the yielded list, once the block
+    has ended."""
+    import subprocess
+    import sys
+
+    registry_prefix = backend.registry.key_prefix[1:-2]  # "{prefix}:" -> prefix
+    records: list[Path] = []
+    children: list[subprocess.Popen[str]] = []
+    try:
+        for i in range(processes):
+            first, last = i * nodes // processes, (i + 1) * nodes // processes
+            command = [sys.executable, "-m", "bench.hosts", "--nodes", str(last - first), "--first", str(first + 1),
+                       "--depth", str(depth), "--step-seconds", repr(step_seconds), "--bus-prefix", backend.bus.prefix,
+                       "--registry-prefix", registry_prefix, "--assets", str(tmp / "assets")]
+            if record:
+                records.append(tmp / f"emitted-{i}.json")
+                command += ["--record", str(records[-1])]
+            children.append(subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=REPO, text=True))
+        for child in children:
+            assert child.stdout is not None
+            if child.stdout.readline().strip() != "ready":
+                raise RuntimeError("a host process did not start")
+        yield records
+    finally:
+        for child in children:
+            child.communicate("", timeout=60)  # closing its stdin stops it; it writes its record
 
 
 def quiet_logs() -> None:

@@ -22,13 +22,13 @@ than the studio; the clocks are ``time.monotonic()``, one clock for all processe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
-import subprocess
-import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from . import common
@@ -83,19 +83,11 @@ def run_once(*, rate: float, seconds: float, nodes: int, step_scale: float, sepa
 
     with common.distributed_stack(nodes=in_process, sim=SimConfig(models=DEMO_MODELS, step_seconds=step),
                                   workflows=workflows) as stack:
-        hosts = None
-        record = stack.tmp / "emitted.json"
+        elsewhere = contextlib.ExitStack()
+        records: list[Path] = []
         if separate:
-            registry_prefix = stack.backend.registry.key_prefix[1:-2]  # "{prefix}:" -> prefix
-            hosts = subprocess.Popen(
-                [sys.executable, "-m", "bench.hosts", "--nodes", str(nodes), "--step-seconds", repr(step),
-                 "--bus-prefix", stack.backend.bus.prefix, "--registry-prefix", registry_prefix,
-                 "--assets", str(stack.tmp / "assets"), "--record", str(record)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=common.REPO, text=True,
-            )
-            assert hosts.stdout is not None
-            if hosts.stdout.readline().strip() != "ready":
-                raise RuntimeError("the host process did not start")
+            records = elsewhere.enter_context(common.host_processes(
+                stack.backend, stack.tmp, nodes=nodes, processes=1, step_seconds=step, record=True))
             stack.wait_nodes(nodes)
         else:
             for handle in stack.sims.nodes:
@@ -121,8 +113,8 @@ def run_once(*, rate: float, seconds: float, nodes: int, step_scale: float, sepa
             stack.wait_ended(ids, timeout=120)
         finally:
             subscription.close()
-            if hosts is not None:
-                hosts.communicate("", timeout=60)  # closing stdin stops it; it writes the record
+            elsewhere.close()  # the host process stops and writes its record
+            for record in records:
                 emitted.extend(tuple(x) for x in json.loads(record.read_text()))
     window = [(p.rsplit("-", 1)[0], v, t) for p, v, t in emitted if start <= t < end]
     with probe.lock:

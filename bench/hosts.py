@@ -5,12 +5,14 @@ in the benchmark's own process would make the studio's consumer, the agents and 
 simulated GPUs share one interpreter lock. The benchmark starts this module as a child
 process on the same servers (same bus and registry prefixes, same asset directory):
 
-    python -m bench.hosts --nodes 4 --step-seconds 0.001 --bus-prefix P --registry-prefix R \\
-        --assets DIR --record FILE
+    python -m bench.hosts --nodes 4 [--first 1] --step-seconds 0.001 --bus-prefix P \\
+        --registry-prefix R --assets DIR [--record FILE]
 
-It prints ``ready`` once every agent is started, runs until its stdin closes, then writes
-``[[prompt_id, step, t], ...]`` to ``FILE``: when comfysim emitted each ``progress`` event,
-on ``time.monotonic()`` (one clock for every process on Linux).
+It prints ``ready`` once every agent is started and runs until its stdin closes. With
+``--record`` it then writes ``[[prompt_id, step, t], ...]`` to ``FILE``: when comfysim
+emitted each ``progress`` event, on ``time.monotonic()`` (one clock for every process on
+Linux). Several such processes share the nodes of a large benchmark: ``--first`` numbers
+this one's nodes (``sim-<first>`` …).
 """
 
 from __future__ import annotations
@@ -27,11 +29,13 @@ from typing import Any
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.hosts")
     parser.add_argument("--nodes", type=int, required=True)
+    parser.add_argument("--first", type=int, default=1, help="the number of this process's first node")
+    parser.add_argument("--depth", type=int, default=1, help="the agents' --depth")
     parser.add_argument("--step-seconds", type=float, required=True)
     parser.add_argument("--bus-prefix", required=True)
     parser.add_argument("--registry-prefix", required=True)
     parser.add_argument("--assets", type=Path, required=True)
-    parser.add_argument("--record", type=Path, required=True)
+    parser.add_argument("--record", type=Path)
     args = parser.parse_args(argv)
 
     from agent.agent import Agent
@@ -50,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     inner = SocketHub.send
 
     def send(self: SocketHub, event: str, data: Any, sid: str | None = None) -> None:
-        if event == "progress":
+        if event == "progress" and args.record:
             now = time.monotonic()
             with lock:
                 emitted.append((str(data["prompt_id"]), int(data["value"]), now))
@@ -63,9 +67,9 @@ def main(argv: list[str] | None = None) -> None:
     blobs = LocalBlobStore(args.assets, durable=False)
     agents = []
     try:
-        for i, url in enumerate(sims.urls, 1):
+        for i, url in enumerate(sims.urls, args.first):
             config = AgentConfig(node_id=f"sim-{i}", comfy_url=url, assets_dir=args.assets, label=f"sim {i}",
-                                 previews=False, **common.AGENT_TIMING)
+                                 depth=args.depth, previews=False, **common.AGENT_TIMING)
             agent = Agent(config, bus=bus, registry=registry, blobs=blobs)
             agent.start()
             agents.append(agent)
@@ -77,8 +81,9 @@ def main(argv: list[str] | None = None) -> None:
         sims.stop()
         bus.close()
         registry.close()
-        with lock:
-            args.record.write_text(json.dumps(emitted))
+        if args.record:
+            with lock:
+                args.record.write_text(json.dumps(emitted))
 
 
 if __name__ == "__main__":

@@ -4,11 +4,13 @@ The studio's dispatcher only (``ours`` of ``python -m bench cluster``), with the
 node held constant: ``--jobs-per-node`` heavy-tailed jobs per node (Pareto, seeded), in the
 same four bursts, submitted by ``--clients`` threads. For each size: makespan ÷ the lower
 bound max(measured work / nodes, longest job), what one ``submit()`` call costs while
-the cluster runs, and how long the lifecycle consumer's events waited (a slot is freed
-only once its job's end is applied). All nodes (comfysim) and their agents run in this one process, so the
-larger sizes also measure how much of 2 cores they leave for the control plane.
+the cluster runs, and how long the lifecycle consumer's events waited (the database's
+view of a job; the node's slot is freed as its end event arrives). All nodes (comfysim)
+and their agents run in this one process, so the larger sizes also measure how much of 2
+cores they leave for the control plane; with ``--hosts K`` they run in K child processes
+instead (200 agents in one interpreter missed their heartbeats).
 
-    python -m bench scaling [--nodes 2,8,32,200] [--jobs-per-node 20]
+    python -m bench scaling [--nodes 2,8,32,200] [--jobs-per-node 20] [--hosts 4]
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ def main(argv: list[str] | None = None) -> dict[int, dict[str, Any]]:
     parser.add_argument("--cap-seconds", type=float, default=5.0, help="longest job allowed")
     parser.add_argument("--burst-gap", type=float, default=2.0, help="seconds between the 4 bursts")
     parser.add_argument("--clients", type=int, default=6, help="threads submitting each burst")
+    parser.add_argument("--hosts", type=int, default=0,
+                        help="child processes running the nodes and agents (0: this process)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     common.quiet_logs()
@@ -36,7 +40,7 @@ def main(argv: list[str] | None = None) -> dict[int, dict[str, Any]]:
     for nodes in (int(n) for n in args.nodes.split(",")):
         jobs = cluster.workload(args.jobs_per_node * nodes, seed=args.seed, alpha=1.6, minimum=args.min_seconds,
                                 cap=args.cap_seconds, bursts=cluster.four_bursts(args.burst_gap))
-        r = results[nodes] = cluster.run_policy("ours", jobs, nodes=nodes, clients=args.clients)
+        r = results[nodes] = cluster.run_policy("ours", jobs, nodes=nodes, clients=args.clients, hosts=args.hosts)
         load = common.machine().split("(load average at the end: ")[1].split(")")[0]
         r["load"] = load
         print(f"{nodes} nodes, {len(jobs)} jobs: makespan {r['makespan']:.2f} s, bound {r['bound']:.2f} s → "
@@ -50,13 +54,14 @@ def main(argv: list[str] | None = None) -> dict[int, dict[str, Any]]:
                         "lifecycle event lag p50 / p99", "failed", "load average at the end"], rows)
     print(out)
     if not args.no_write:
+        where = (f"the nodes and agents in {args.hosts} child processes (`bench.hosts`)" if args.hosts
+                 else "every node and agent in this one process")
         cmd = "python -m bench scaling" + ("" if argv is None else " " + " ".join(argv))
         common.write_section("scaling", f"""## 9. Scaling
 
 `{cmd.strip()}` — the studio's dispatcher on {args.jobs_per_node} jobs per node (Pareto lengths, shape 1.6,
 shortest {args.min_seconds} s, capped at {args.cap_seconds} s, seed {args.seed}; comfysim at
-{cluster.STEP_SECONDS} s per step), in 4 bursts {args.burst_gap:g} s apart, {args.clients} submitting threads; every
-node and agent in this one process. Lower bound = max(measured work / nodes, longest job). {common.machine()}.
+{cluster.STEP_SECONDS} s per step), in 4 bursts {args.burst_gap:g} s apart, {args.clients} submitting threads; {where}. Lower bound = max(measured work / nodes, longest job). {common.machine()}.
 
 {out}
 """)

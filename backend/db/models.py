@@ -89,6 +89,8 @@ class Job(Base):
         CheckConstraint(f"state IN {JOB_STATES}", name="ck_jobs_state"),
         CheckConstraint("cost >= 0", name="ck_jobs_cost_nonnegative"),
         Index("ix_jobs_state_created", "state", "created_at"),
+        #: The backlog's order: each waiting user's queued jobs, oldest first (backlog.py).
+        Index("ix_jobs_backlog", "state", "user_id", "created_at", "id"),
         Index("ix_jobs_user_created", "user_id", "created_at"),
         Index("ix_jobs_node_state", "node_id", "state"),
     )

@@ -92,6 +92,6 @@ def test_scaling_runs(capsys: pytest.CaptureFixture[str]) -> None:
     from bench import scaling
 
     results = scaling.main(["--nodes", "2", "--jobs-per-node", "3", "--min-seconds", "0.05", "--cap-seconds", "0.2",
-                            "--burst-gap", "0.2", "--clients", "2", "--no-write"])
+                            "--burst-gap", "0.2", "--clients", "2", "--hosts", "2", "--no-write"])  # one node per host process
     assert results[2]["ratio"] > 0 and results[2]["failed"] == 0 and results[2]["submit"][0] > 0
     assert "`submit()` p50 / p99" in capsys.readouterr().out
