@@ -316,7 +316,7 @@ class Dispatcher:
                 self._lost_race = True
 
         def send(r: _Reserved) -> bool:
-            return self.publish(r.spec, r.job, r.node, r.attempt, dispatched_at=dispatched[r.job.id],
+            return self.publish(r.spec, r.job, r.node, r.attempt, stamped=dispatched[r.job.id],
                                 aliases=aliases[r.spec.name])
 
         if len(moved) <= 1:
@@ -332,10 +332,10 @@ class Dispatcher:
             log.warning("prompt_id=%s node_id=%s slot not released now (%s)", prompt_id, node, exc)
 
     def publish(
-        self, spec: WorkflowSpec, job: Job, node: str, attempt: int, *, dispatched_at: dt.datetime,
+        self, spec: WorkflowSpec, job: Job, node: str, attempt: int, *, stamped: dt.datetime,
         aliases: dict[str, AliasMessage],
     ) -> bool:
-        """Send a job already marked ``dispatched`` (committed, stamped ``dispatched_at``) to
+        """Send a job already marked ``dispatched`` (committed, at time ``stamped``) to
         ``node``; on failure put that dispatch back in the backlog (or fail the job if its
         prompt cannot be built) and free the slot."""
         backend = self.backend
@@ -345,7 +345,7 @@ class Dispatcher:
             backend.bus.publish_job(node, message)
         except Unavailable as exc:
             with backend.db.write() as s:
-                requeued = store.undispatch(s, job.id, attempt, dispatched_at)
+                requeued = store.undispatch(s, job.id, attempt, stamped)
             if requeued:
                 log.warning("job_id=%s node_id=%s publishing failed (%s); back to the backlog", job.id, node, exc)
                 backend.registry.release(node, prompt_id)

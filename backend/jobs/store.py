@@ -223,8 +223,8 @@ def dispatch(s: Session, placements: Collection[tuple[str, int, str]]) -> dict[s
     """Move queued jobs to ``dispatched`` in one statement: ``placements`` are ``(job_id,
     attempts read, node_id)``; each job moves only if it is still queued with that attempt
     counter (as :func:`transition` with ``expect_attempts``), taking the next attempt and
-    the node. The jobs that moved, each with the ``dispatched_at`` it was stamped with
-    (:func:`undispatch` needs it)."""
+    the node. The jobs that moved, each with the time it was stamped with (its
+    ``dispatched_at`` and ``updated_at``; :func:`undispatch` needs it)."""
     if not placements:
         return {}
     nodes = {job_id: node for job_id, _, node in placements}
@@ -239,13 +239,26 @@ def dispatch(s: Session, placements: Collection[tuple[str, int, str]]) -> dict[s
     return dict.fromkeys(s.scalars(stmt), now)
 
 
-def undispatch(s: Session, job_id: str, attempt: int, dispatched_at: dt.datetime) -> bool:
-    """Put a job whose publish failed back in the backlog, if it is still that dispatch:
-    attempt ``attempt``, stamped ``dispatched_at``. An unconfirmed publish may have reached
-    the broker after all, and the sweeper republishes such a dispatch as it finds it
-    (stamping it anew): requeueing it then would run the job twice."""
+def undispatch(s: Session, job_id: str, attempt: int, stamped: dt.datetime) -> bool:
+    """Put a job whose publish failed back in the backlog, if it is still that dispatch,
+    untouched: attempt ``attempt``, last updated when :func:`dispatch` ``stamped`` it. An
+    unconfirmed publish may have reached the broker after all, and the sweeper republishes
+    such a dispatch as it finds it (:func:`claim_republish` updates it): requeueing it then
+    would run the job twice."""
     return _move(s, job_id, JobState.QUEUED, (JobState.DISPATCHED,),
-                 [Job.attempts == attempt, Job.dispatched_at == dispatched_at], {}) is not None
+                 [Job.attempts == attempt, Job.updated_at == stamped], {}) is not None
+
+
+def claim_republish(s: Session, job_id: str, attempt: int, node_id: str) -> bool:
+    """The sweeper's claim on a dispatch it will send again: True if the job is still
+    dispatched as ``attempt`` to ``node_id``. Its ``updated_at`` becomes now — the clock of
+    the next republish, and what tells :func:`undispatch` that it was sent again — while
+    ``dispatched_at`` keeps when the attempt was made (the node may have run it already)."""
+    claimed = s.scalar(update(Job)
+                       .where(Job.id == job_id, Job.state == JobState.DISPATCHED.value, Job.attempts == attempt,
+                              Job.node_id == node_id)
+                       .values(updated_at=utcnow()).returning(Job.id))
+    return claimed is not None
 
 
 def fail(

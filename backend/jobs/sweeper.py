@@ -33,9 +33,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from backend import jobs
+from backend.jobs import store
 from backend.db.models import Job, utcnow
 from backend.jobs.dispatcher import job_message
 from backend.errors import StudioError, Unavailable
@@ -156,7 +157,8 @@ class Sweeper:
                 changed |= self._node_lost(job)
             elif job.node_id not in online:
                 continue  # waiting for its node to come back (or to count as gone)
-            elif job.state == JobState.DISPATCHED and _age(job.dispatched_at, now) > policy.republish_after:
+            elif job.state == JobState.DISPATCHED and _age(job.updated_at, now) > policy.republish_after:
+                # updated_at: when it was dispatched or last republished
                 changed |= self._republish(job)
             elif job.state == JobState.RUNNING and _age(job.started_at, now) > max(
                 policy.min_run_timeout, policy.run_timeout_factor * job.estimate_seconds
@@ -232,10 +234,8 @@ class Sweeper:
             # Claim the attempt as it still is (and restart the clock for the next
             # republish) before giving it a slot: republishing an old attempt ran jobs twice.
             with backend.db.write() as s:
-                claimed = s.scalar(update(Job).where(
-                    Job.id == job.id, Job.state == JobState.DISPATCHED, Job.attempts == job.attempts,
-                    Job.node_id == job.node_id).values(dispatched_at=utcnow()).returning(Job.id))
-            if claimed is None:
+                claimed = store.claim_republish(s, job.id, job.attempts, job.node_id)
+            if not claimed:
                 log.info("job_id=%s node_id=%s attempt %d moved on before its republish; left alone",
                          job.id, job.node_id, job.attempts)
                 return False

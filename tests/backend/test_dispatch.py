@@ -337,8 +337,12 @@ def test_sweeper_republishes_a_dispatch_nobody_took(backend: Backend) -> None:
     job = txt2img(backend, user.id).job  # type: ignore[union-attr]
     Dispatcher(backend).dispatch_once()  # published, but no agent consumes yet
     node = NodeQueue(backend, "n1")
+    dispatched_at = jobs.get(backend.db, job.id).dispatched_at
     Sweeper(backend, policy=SweepPolicy(republish_after=0.0)).sweep_once()
     assert [m["prompt_id"] for m in node.drain()] == [f"{job.id}-1"] * 2  # same attempt: the agent dedupes
+    # The record keeps when the attempt was made: its node may have run it already, and a
+    # later stamp would end after the job did (the chaos checker counted it as held twice).
+    assert jobs.get(backend.db, job.id).dispatched_at == dispatched_at
 
 
 STALE_ACTIONS = {
@@ -390,8 +394,8 @@ def test_a_failed_publish_puts_back_only_its_own_dispatch(backend: Backend, repu
         Sweeper(backend, policy=SweepPolicy(republish_after=0.0)).sweep_once()
     backend.bus.close()  # the publish of this dispatch fails
     spec = backend.library.get(ours.workflow)
-    assert ours.dispatched_at is not None
-    assert not Dispatcher(backend).publish(spec, ours, "n1", 1, dispatched_at=ours.dispatched_at, aliases={})
+    assert ours.updated_at == ours.dispatched_at  # one stamp
+    assert not Dispatcher(backend).publish(spec, ours, "n1", 1, stamped=ours.dispatched_at, aliases={})
     after = jobs.get(backend.db, job.id)
     if republished:
         assert (after.state, after.attempts) == ("dispatched", 1), "a republished dispatch went back to the backlog"
@@ -466,12 +470,12 @@ def test_sweeper_fails_a_job_no_node_took_after_the_last_attempt_and_refunds_it(
     node = NodeQueue(backend, "n1")
     assert [m["prompt_id"] for m in node.drain()] == [f"{job.id}-1"]
 
-    _age_column(backend, job.id, "dispatched_at", 60)
+    _age_column(backend, job.id, "updated_at", 60)  # dispatched (or last republished) a minute ago
     Sweeper(backend, policy=SweepPolicy(republish_after=30.0, max_attempts=2)).sweep_once()
     assert [m["prompt_id"] for m in node.drain()] == [f"{job.id}-1"]  # attempts left: sent again
     assert jobs.get(backend.db, job.id).state == "dispatched"
 
-    _age_column(backend, job.id, "dispatched_at", 60)
+    _age_column(backend, job.id, "updated_at", 60)
     Sweeper(backend, policy=SweepPolicy(republish_after=30.0, max_attempts=1)).sweep_once()
     ended = jobs.get(backend.db, job.id)
     assert (ended.state, ended.error_type) == ("failed", "Undeliverable")

@@ -297,6 +297,10 @@ def check(cluster: Observed, row: Row, job_ids: list[str], rows: dict[str, Job],
 
     # No node was given more jobs than its slots: as the database saw it (a restarted studio
     # that forgot which slots were taken books them twice), and as its ComfyUI saw it.
+    for job in rows.values():  # most_booked below needs each stay to end after it began
+        if job.dispatched_at and job.finished_at and job.dispatched_at > job.finished_at:
+            problems.append(f"job {job.id} was dispatched at {job.dispatched_at:%H:%M:%S.%f}, after it finished "
+                            f"at {job.finished_at:%H:%M:%S.%f}")
     for node, most in most_booked(rows.values()).items():
         if most > SLOTS:
             problems.append(f"node {node} held {most} jobs at once in the database, it has {SLOTS} slots")
