@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import deque
+from typing import Any
 
-from sqlalchemy import Subquery, func, select, true
+from sqlalchemy import Select, Subquery, func, select, true
 from sqlalchemy.orm import aliased
 
 from backend.db import Database
@@ -31,14 +32,7 @@ def lines(db: Database, *, per_user: int = PER_USER, limit: int | None = None) -
     can fill a few slots reads a few jobs, however long the backlog behind them.
     """
     with db.read() as s:
-        firsts = _by_probing(per_user) if s.get_bind().dialect.name == "postgresql" else _by_window()
-        job = aliased(Job, firsts)
-        stmt = (
-            select(job)
-            .join(User, User.id == job.user_id)
-            .where(firsts.c.n <= per_user)
-            .order_by(firsts.c.n, func.coalesce(User.last_served_at, _NEVER), firsts.c.first, job.user_id)
-        )
+        stmt = _by_probing(per_user) if s.get_bind().dialect.name == "postgresql" else _by_window(per_user)
         if limit is not None:
             stmt = stmt.limit(limit)
         rows = list(s.scalars(stmt))
@@ -48,12 +42,17 @@ def lines(db: Database, *, per_user: int = PER_USER, limit: int | None = None) -
     return list(by_user.values())
 
 
-# Both give the queued jobs a user's line may hold, each with its place ``n`` in its
-# user's line and the time ``first`` of that user's oldest queued job.
+def _in_turn(stmt: Select[Any], job: Any, ranked: Subquery, per_user: int) -> Select[Any]:
+    """``stmt`` selecting ``job``, numbered in ``ranked`` (``n``: the place in its user's
+    line; ``first``: when that user's oldest queued job came), in the order a pass takes them."""
+    return (stmt.join(User, User.id == job.user_id)
+            .where(ranked.c.n <= per_user)
+            .order_by(ranked.c.n, func.coalesce(User.last_served_at, _NEVER), ranked.c.first, job.user_id))
 
-def _by_window() -> Subquery:
-    """Number every queued job by its id alone, then read whole rows: the whole backlog is
-    read (SQLite, where embedded backlogs are short and there is no LATERAL)."""
+
+def _by_window(per_user: int) -> Select[Any]:
+    """Number every queued job (by id alone), then read the whole rows of those kept: the
+    whole backlog is read (SQLite, where embedded backlogs are short and there is no LATERAL)."""
     ranked = (
         select(Job.id,
                func.row_number().over(partition_by=Job.user_id, order_by=(Job.created_at, Job.id)).label("n"),
@@ -61,31 +60,35 @@ def _by_window() -> Subquery:
         .where(Job.state == JobState.QUEUED)
         .subquery()
     )
-    return select(Job.__table__, ranked.c.n, ranked.c.first).join(ranked, ranked.c.id == Job.id).subquery()
+    return _in_turn(select(Job).join(ranked, ranked.c.id == Job.id), Job, ranked, per_user)
 
 
-def _by_probing(per_user: int) -> Subquery:
+def _by_probing(per_user: int) -> Select[Any]:
     """Find the waiting users by skipping through ``ix_jobs_backlog`` (one probe per user,
-    a recursive query: PostgreSQL has no skip scan), then each one's first ``per_user``
-    jobs by another probe: the cost grows with the users waiting, not with their jobs."""
-    queued = Job.__table__.c.state == JobState.QUEUED
-    waiting = select(Job.__table__.c.user_id).where(queued).order_by("user_id").limit(1).cte("waiting", recursive=True)
-    after = Job.__table__.alias("after")
+    a recursive query: PostgreSQL has no skip scan), then read each one's first
+    ``per_user`` jobs, whole, by another probe: the cost grows with the users waiting, not
+    with their jobs."""
+    jobs = Job.__table__
+    waiting = (select(jobs.c.user_id).where(jobs.c.state == JobState.QUEUED).order_by(jobs.c.user_id).limit(1)
+               .cte("waiting", recursive=True))
+    after = jobs.alias("after")
     next_user = (select(after.c.user_id).where(after.c.state == JobState.QUEUED, after.c.user_id > waiting.c.user_id)
                  .order_by(after.c.user_id).limit(1).scalar_subquery())
     waiting = waiting.union_all(select(next_user).where(waiting.c.user_id.is_not(None)))
-    mine = Job.__table__.alias("mine")
+    mine = jobs.alias("mine")
     top = (select(mine)
            .where(mine.c.state == JobState.QUEUED, mine.c.user_id == waiting.c.user_id)
            .order_by(mine.c.created_at, mine.c.id).limit(per_user)
            .lateral("top"))
-    return (
+    ranked = (
         select(top,
                func.row_number().over(partition_by=top.c.user_id, order_by=(top.c.created_at, top.c.id)).label("n"),
                func.min(top.c.created_at).over(partition_by=top.c.user_id).label("first"))
         .select_from(waiting.join(top, true()))
         .subquery()
     )
+    job = aliased(Job, ranked)
+    return _in_turn(select(job), job, ranked, per_user)
 
 
 def depth(db: Database) -> int:
