@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 
 from backend.jobs.messages import JobMessage
 
@@ -23,6 +24,8 @@ log = logging.getLogger("agent.followed.Followed")
 
 #: Why a job fails (or goes back to the backlog) when ComfyUI no longer knows its prompt.
 LOST_MESSAGE = "the node lost the job (ComfyUI restarted?)"
+#: Prompts remembered as ended here (a copy of a job message may come minutes later).
+ENDED_KEPT = 10_000
 
 
 class Followed:
@@ -40,6 +43,22 @@ class Followed:
         self.unadopted: list[Entry] = []
         #: The prompt ComfyUI runs now, for previews that do not name theirs.
         self.running: str | None = None
+        #: Prompts this agent stopped following (it published their last event, or their
+        #: reservation was released), newest last. Another copy of the job message — the
+        #: broker's redelivery, the sweeper's republish — may still arrive: submitting it
+        #: then would run a job the backend has already requeued elsewhere.
+        self._ended: OrderedDict[str, None] = OrderedDict()
+
+    def taken(self, prompt_id: str) -> bool:
+        """Whether ``prompt_id`` is followed here or was ended here: never submit it again."""
+        return prompt_id in self.jobs or prompt_id in self._ended
+
+    def ended(self, prompt_id: str) -> None:
+        """Remember that this agent is done with ``prompt_id``."""
+        self._ended[prompt_id] = None
+        self._ended.move_to_end(prompt_id)
+        while len(self._ended) > ENDED_KEPT:
+            self._ended.popitem(last=False)
 
     def new_job(self, message: JobMessage, client_id: str | None) -> ActiveJob:
         """An :class:`ActiveJob` for ``message``, paced as configured (not yet followed)."""
@@ -61,6 +80,7 @@ class Followed:
     def forget(self, job: ActiveJob) -> None:
         """Stop following a job: out of memory, the journal and the node's state."""
         self.jobs.pop(job.prompt_id, None)
+        self.ended(job.prompt_id)
         self.journal.remove(job.prompt_id)
         self.report()
         if self.running == job.prompt_id:

@@ -83,6 +83,14 @@ class Intake:
             renames = self._uploader.ensure(message["uploads"], job_id=job_id)
             prompt = rename_inputs(message["prompt"], renames)
             with followed.lock:
+                if followed.taken(prompt_id):
+                    # This agent ended the prompt already (e.g. recovery found the journaled
+                    # copy of a run killed before its POST missing from ComfyUI and sent it
+                    # back to the backlog), or recovery adopted it while we uploaded: the
+                    # backend may have given the job to another node meanwhile.
+                    log.info("job_id=%s node_id=%s ended or followed here already; dropped", job_id, self._node)
+                    delivery.ack()
+                    return
                 self._submit(message, prompt)
                 self._publish.lifecycle("submitted", message, prompt_id=prompt_id)
             delivery.ack()
@@ -118,6 +126,8 @@ class Intake:
         It is never submitted again (it may have run): failed if it had started, else
         back to the backlog."""
         job_id = message["job_id"]
+        with self._followed.lock:
+            self._followed.ended(message["prompt_id"])
         if message.get("started"):
             log.warning("job_id=%s node_id=%s %s", job_id, self._node, LOST_MESSAGE)
             self._publish.lifecycle("failed", message, error_type="Lost", message=LOST_MESSAGE, **stage_fields({}, None))

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import collections
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
 from agent.journal import Journal
@@ -106,6 +108,32 @@ def test_a_redelivery_after_a_restart_is_not_submitted_again(sim: SimHandle, har
     sim.reset_faults()
     assert harness.wait_end(running["job_id"])["type"] == "succeeded"
     assert posts[running["prompt_id"]] == 1
+
+
+def _killed_before_its_post(harness: Harness, job: dict[str, Any]) -> None:
+    """What an agent killed after journaling ``job`` but before POSTing it leaves: the
+    journal entry, the slot held. Call with the agent stopped."""
+    harness.registry.restore(NODE, {job["prompt_id"]: job["estimate_seconds"]})
+    harness.agent.runner.journal.write(job)
+
+
+def test_a_copy_of_a_job_the_restarted_agent_requeued_is_not_submitted(
+    sim: SimHandle, harness: Harness, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The restarted agent finds the journaled job missing from ComfyUI and sends it back to
+    the backlog. A copy of its message that arrives later (the broker's redelivery, the
+    sweeper's republish) while the backend still holds the slot must not run it: the
+    backend may already have given the job to another node (a chaos run saw it run twice)."""
+    caplog.set_level(logging.INFO, logger="agent")
+    posts = _count_posts(sim)
+    job = _job(harness, "killed")
+    harness.restart(before_start=lambda: _killed_before_its_post(harness, job))
+    assert harness.wait_end(job["job_id"])["type"] == "requeue"
+    harness.registry.restore(NODE, {job["prompt_id"]: job["estimate_seconds"]})  # the backend has not freed it yet
+    harness.bus.publish_job(NODE, job)
+    harness.wait_until(lambda: "; dropped" in caplog.text or posts[job["prompt_id"]], what="the copy settled")
+    assert posts[job["prompt_id"]] == 0
+    assert harness.types(job["job_id"]) == ["requeue"]
 
 
 def test_journaled_jobs_whose_slot_was_released_are_dropped_and_stopped(sim: SimHandle, harness: Harness) -> None:
