@@ -339,6 +339,7 @@ def host_processes(backend: Any, tmp: Path, *, nodes: int, processes: int, step_
     import sys
 
     registry_prefix = backend.registry.key_prefix[1:-2]  # "{prefix}:" -> prefix
+    processes = max(1, min(processes, nodes))  # none without a node
     records: list[Path] = []
     children: list[subprocess.Popen[str]] = []
     try:
