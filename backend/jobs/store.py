@@ -263,13 +263,16 @@ def claim_republish(s: Session, job_id: str, attempt: int, node_id: str) -> bool
 
 def fail(
     db: Database, job_id: str, *, error_type: str, message: str, stage: str | None = None,
-    expect: Collection[JobState] | None = None,
+    expect: Collection[JobState] | None = None, of_attempt: tuple[int, str | None] | None = None,
 ) -> bool:
-    """Fail an unfinished job and refund it; False if it had already ended."""
+    """Fail an unfinished job and refund it; False if it had already ended. ``of_attempt``
+    ``(attempt, node_id)``: only if it is still that attempt on that node (as :func:`advance`)."""
+    error = {"error_type": error_type[:128], "error_message": message, "error_stage": stage}
     with db.write() as s:
-        return transition(
-            s, job_id, JobState.FAILED, expect=expect, error_type=error_type[:128], error_message=message, error_stage=stage
-        )
+        if of_attempt is None:
+            return transition(s, job_id, JobState.FAILED, expect=expect, **error)
+        attempt, node_id = of_attempt
+        return advance(s, job_id, JobState.FAILED, attempt=attempt, node_id=node_id, expect=expect, **error) is not None
 
 
 def succeed(db: Database, job_id: str) -> bool:

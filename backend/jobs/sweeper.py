@@ -206,10 +206,8 @@ class Sweeper:
         return moved
 
     def _fail(self, job: Job, error_type: str, message: str) -> bool:
-        with self.backend.db.write() as s:
-            moved = jobs.advance(s, job.id, JobState.FAILED, attempt=job.attempts, node_id=job.node_id,
-                                 expect=(JobState(job.state),), error_type=error_type,
-                                 error_message=message) is not None
+        moved = jobs.fail(self.backend.db, job.id, error_type=error_type, message=message, expect=(JobState(job.state),),
+                          of_attempt=(job.attempts, job.node_id))
         if job.node_id:
             self.backend.registry.release(job.node_id, prompt_id_of(job.id, job.attempts))
         if moved:
