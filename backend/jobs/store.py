@@ -267,7 +267,7 @@ def fail(
 ) -> bool:
     """Fail an unfinished job and refund it; False if it had already ended. ``of_attempt``
     ``(attempt, node_id)``: only if it is still that attempt on that node (as :func:`advance`)."""
-    error = {"error_type": error_type[:128], "error_message": message, "error_stage": stage}
+    error: dict[str, Any] = {"error_type": error_type[:128], "error_message": message, "error_stage": stage}
     with db.write() as s:
         if of_attempt is None:
             return transition(s, job_id, JobState.FAILED, expect=expect, **error)
