@@ -6,7 +6,7 @@ import signal
 import sys
 import time
 
-from . import cluster, dispatch_pass, event_path, reconnect, recovery, scaling, studio_sessions, submit_path, uploads
+from . import cluster, dispatch_pass, event_path, lifecycle, reconnect, recovery, scaling, studio_sessions, submit_path, uploads
 
 BENCHMARKS = {
     "submit": submit_path.main,
@@ -18,6 +18,7 @@ BENCHMARKS = {
     "reconnect": reconnect.main,
     "dispatch": dispatch_pass.main,
     "scaling": scaling.main,
+    "lifecycle": lifecycle.main,
 }
 
 

@@ -129,6 +129,8 @@ PLANTS: tuple[Plant, ...] = (
           "progress=1.0, finished_at=freed_at)", "progress=1.0)", (LIFECYCLE,)),
     Plant("lifecycle: an end waits for the events before it to free its slot", "backend/jobs/lifecycle.py",
           "                if self._free(body):\n", "                if False:\n", (LIFECYCLE,)),
+    Plant("lifecycle: every job's events wait in one applier's line", "backend/jobs/lifecycle.py",
+          "self._inboxes[self._applier_of(body)].put(delivery)", "self._inboxes[0].put(delivery)", (LIFECYCLE,)),
     Plant("registry: a slot the node said ended is restored", "backend/ports/memory_registry.py",
           "if self._ended.get((node_id, prompt_id), now) <= now}", "}", (LIFECYCLE, REGISTRY)),
     Plant("cancel: a cancelled job keeps its slot", "backend/jobs/submit.py",

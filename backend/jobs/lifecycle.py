@@ -29,6 +29,7 @@ import logging
 import queue
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -68,40 +69,51 @@ PREFETCH = 64
 #: (state changes; an ``output`` registers a file in transactions of its own).
 BATCH = 32
 BATCHED = frozenset({"submitted", "started", "succeeded", "failed", "requeue"})
+#: Applier threads on PostgreSQL. Order matters only within a job, so the events are
+#: split by job id, each job's always to the same applier; an applier spends most of its
+#: time waiting for its commit, and four commits wait together where one waited alone.
+#: SQLite takes one writer at a time: more appliers would only queue for its lock.
+APPLIERS = 4
 
 
 class LifecycleConsumer:
     """Consumes the lifecycle queue; ``on_slot_freed`` is called when a job leaves a node.
 
-    Two threads: the bus's hands over each event as it arrives, and a job's end frees its
-    node's slot right there; the applier thread applies the events to the database in
-    their order (a run that queued up in one transaction) and settles each. After a
-    reconnect or a restart, events come again: each change is conditional, so applying
-    one twice changes nothing."""
+    The bus's thread hands over each event as it arrives, and a job's end frees its node's
+    slot right there; ``appliers`` threads (default :data:`APPLIERS`, one on SQLite) apply
+    the events to the database, each the events of its share of the jobs in their order (a
+    run that queued up in one transaction), and settle each. After a reconnect or a
+    restart, events come again: each change is conditional, so applying one twice changes
+    nothing."""
 
     def __init__(self, backend: Backend, *, on_slot_freed: Callable[[], None] = lambda: None,
-                 prefetch: int = PREFETCH, sizing: QueueSizing | None = None) -> None:
+                 prefetch: int = PREFETCH, sizing: QueueSizing | None = None, appliers: int | None = None) -> None:
         self.backend = backend
         self.on_slot_freed = on_slot_freed
         #: Told when a job reached ComfyUI (the dispatcher's sizing measures its lag).
         self.sizing = sizing
         self.prefetch = prefetch
+        self.appliers = appliers if appliers is not None else 1 if backend.db.is_sqlite else APPLIERS
+        if self.appliers < 1:
+            raise ValueError(f"appliers must be at least 1, not {self.appliers}")
         self._subscription: Subscription | None = None
         self._stop = threading.Event()
-        self._inbox: queue.SimpleQueue[Delivery] = queue.SimpleQueue()
-        self._applier: threading.Thread | None = None
+        #: One inbox per applier thread; a job's events always go to the same one.
+        self._inboxes: list[queue.SimpleQueue[Delivery]] = []
+        self._threads: list[threading.Thread] = []
         #: (node, prompt id) -> when: the ends whose slot was freed on arrival, not yet applied.
         self._freed: dict[tuple[str, str], dt.datetime] = {}
         self._freed_lock = threading.Lock()
 
     def start(self) -> None:
         self._stop.clear()
-        self._inbox = queue.SimpleQueue()
         with self._freed_lock:
             self._freed.clear()
-        self._applier = threading.Thread(target=self._apply_inbox, args=(self._inbox,), name="lifecycle-applier",
-                                         daemon=True)
-        self._applier.start()
+        self._inboxes = [queue.SimpleQueue() for _ in range(self.appliers)]
+        self._threads = [threading.Thread(target=self._apply_inbox, args=(inbox,), name=f"lifecycle-applier-{n}", daemon=True)
+                         for n, inbox in enumerate(self._inboxes)]
+        for thread in self._threads:
+            thread.start()
         self._subscription = self.backend.bus.consume_lifecycle(self._receive, prefetch=self.prefetch)
 
     def stop(self) -> None:
@@ -109,9 +121,9 @@ class LifecycleConsumer:
         if self._subscription is not None:
             self._subscription.close()  # unsettled deliveries, applied or not, go back in order
             self._subscription = None
-        if self._applier is not None:
-            self._applier.join(timeout=5)
-            self._applier = None
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._threads = []
 
     def _receive(self, delivery: Delivery) -> None:
         """On the bus's thread, as the event arrives: free the node's slot if the event
@@ -126,7 +138,12 @@ class LifecycleConsumer:
                         self._freed[(str(body.get("node_id")), prompt_id_of(body["job_id"], body["attempt"]))] = freed_at
         except Exception:  # noqa: BLE001 - a malformed event: the applier sets it aside
             log.exception("job_id=%s node_id=%s could not free the slot on arrival", body.get("job_id"), body.get("node_id"))
-        self._inbox.put(delivery)
+        self._inboxes[self._applier_of(body)].put(delivery)
+
+    def _applier_of(self, body: dict[str, Any]) -> int:
+        """The applier of the event's job: the same for every event of a job, and stable
+        across restarts (a CRC, not Python's per-process string hash)."""
+        return zlib.crc32(str(body.get("job_id")).encode()) % len(self._inboxes)
 
     def _measure(self, body: dict[str, Any]) -> None:
         if self.sizing is None:

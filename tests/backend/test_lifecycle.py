@@ -10,6 +10,7 @@ refund, nor pays the refund twice."""
 from __future__ import annotations
 
 import hashlib
+import threading
 
 import pytest
 
@@ -31,7 +32,7 @@ from backend.runtime import Backend
 from ..e2e.stack import png_bytes, wait_for
 from .helpers import make_user
 from .nodes import library_capabilities, register
-from .test_dispatch import NodeQueue, backend, event, library, started_job, txt2img  # noqa: F401 - fixtures
+from .test_dispatch import WAIT, NodeQueue, backend, event, library, started_job, txt2img  # noqa: F401 - fixtures
 
 
 def _running_job(backend: Backend) -> dict:  # noqa: F811 - the fixture's name
@@ -231,7 +232,7 @@ def test_events_that_queued_up_are_applied_together_and_a_bad_one_alone_is_set_a
     for body in queued:  # all waiting before the consumer starts: they arrive as one run
         backend.bus.publish_lifecycle(body)
     transactions: list[list[str]] = []
-    consumer = LifecycleConsumer(backend)
+    consumer = LifecycleConsumer(backend, appliers=1)  # one applier sees the job's events and the broken one in one run
     inner = consumer.apply_together
 
     def counted(events: list[dict]) -> None:
@@ -249,3 +250,48 @@ def test_events_that_queued_up_are_applied_together_and_a_bad_one_alone_is_set_a
         assert not backend.registry.holds("n1", msg["prompt_id"])
     finally:
         consumer.stop()
+
+
+def test_a_job_whose_event_waits_does_not_hold_up_the_events_of_other_jobs(backend: Backend) -> None:  # noqa: F811
+    """Appliers share the jobs: one job's event that waits (its output's file on a slow
+    store, a lock) holds up that job's later events, in order, and no other job's."""
+    user = make_user(backend.db, "ida", credits=500)
+    register(backend.registry, "n1", library_capabilities(backend.library))
+    node = NodeQueue(backend, "n1")
+    consumer = LifecycleConsumer(backend, appliers=2)
+    consumer.start()  # partitions exist once started
+    try:
+        by_applier: dict[int, dict] = {}
+        while len(by_applier) < 2:  # two running jobs that the two appliers share between them
+            txt2img(backend, user.id)
+            Dispatcher(backend).dispatch_once()
+            msg = node.take()
+            if consumer._applier_of(msg) in by_applier:  # the same applier's: finish it, try another
+                LifecycleConsumer(backend).apply(event(msg, "n1", "succeeded", seconds=1.0))
+            else:
+                by_applier[consumer._applier_of(msg)] = msg
+        held, other = by_applier[0], by_applier[1]
+        gate = threading.Event()
+        applied: dict[str, list[str]] = {held["job_id"]: [], other["job_id"]: []}
+        inner = consumer.apply_together
+
+        def gated(events: list[dict]) -> None:
+            if any(e["job_id"] == held["job_id"] for e in events):
+                gate.wait(WAIT)
+            for e in events:
+                applied[e["job_id"]].append(e["type"])
+            inner(events)
+
+        consumer.apply_together = gated  # type: ignore[method-assign]
+        for kind in ("submitted", "started", "succeeded"):
+            backend.bus.publish_lifecycle(event(held, "n1", kind, seconds=1.0))
+            backend.bus.publish_lifecycle(event(other, "n1", kind, seconds=1.0))
+        wait_for(lambda: jobs.get(backend.db, other["job_id"]).state == "succeeded", WAIT, "the other job's events applied")
+        assert jobs.get(backend.db, held["job_id"]).state == "dispatched" and applied[held["job_id"]] == []
+        gate.set()
+        wait_for(lambda: jobs.get(backend.db, held["job_id"]).state == "succeeded", WAIT, "the held job's events applied")
+        assert applied == {held["job_id"]: ["submitted", "started", "succeeded"],
+                           other["job_id"]: ["submitted", "started", "succeeded"]}
+    finally:
+        consumer.stop()
+    assert ledger.verify(backend.db) == []

@@ -95,3 +95,12 @@ def test_scaling_runs(capsys: pytest.CaptureFixture[str]) -> None:
                             "--burst-gap", "0.2", "--clients", "2", "--hosts", "2", "--no-write"])  # one node per host process
     assert results[2]["ratio"] > 0 and results[2]["failed"] == 0 and results[2]["submit"][0] > 0
     assert "`submit()` p50 / p99" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("db", ["postgres", "sqlite"])
+def test_lifecycle_runs(capsys: pytest.CaptureFixture[str], db: str) -> None:
+    from bench import lifecycle
+
+    rates = lifecycle.main(["--jobs", "6", "--appliers", "1,3", "--repeats", "1", "--db", db, "--no-write"])
+    assert set(rates) == {1, 3} and all(rate > 0 for rate in rates.values())
+    assert "events applied/s" in capsys.readouterr().out
