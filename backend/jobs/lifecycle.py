@@ -141,8 +141,8 @@ class LifecycleConsumer:
         self._inboxes[self._applier_of(body)].put(delivery)
 
     def _applier_of(self, body: dict[str, Any]) -> int:
-        """The applier of the event's job: the same for every event of a job, and stable
-        across restarts (a CRC, not Python's per-process string hash)."""
+        """The applier of the event's job, the same for every event of the job (an event
+        without a job id has one too: the applier sets it aside)."""
         return zlib.crc32(str(body.get("job_id")).encode()) % len(self._inboxes)
 
     def _measure(self, body: dict[str, Any]) -> None:
