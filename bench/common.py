@@ -62,8 +62,9 @@ class Runs:
         self.runs.append(list(samples))
 
     def p(self, q: float) -> float:
-        """Median over the runs of each run's ``q``-th percentile, in seconds."""
-        return statistics.median(percentile(r, q) for r in self.runs if r)
+        """Median over the runs of each run's ``q``-th percentile, in seconds (NaN: no samples)."""
+        values = [percentile(r, q) for r in self.runs if r]
+        return statistics.median(values) if values else math.nan
 
     def per_run(self, q: float) -> list[float]:
         return [percentile(r, q) for r in self.runs]

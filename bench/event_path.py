@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import statistics
 import threading
 import time
@@ -65,7 +66,9 @@ def run_once(*, rate: float, seconds: float, nodes: int, step_scale: float, sepa
     step = step_scale / per_node
     probe = EventProbe()
     warmup = 1.0
-    steps = int(per_node * (seconds + warmup + 3))
+    # Enough steps to sample through the warm-up, the window and a margin, even when a
+    # loaded machine is slow to start them.
+    steps = int(per_node * (seconds + warmup + 6))
     workflows = common.library(common.BENCH_WORKFLOWS)
     emitted: list[tuple[str, int, float]] = []
     in_process = 0 if separate else nodes
@@ -101,9 +104,10 @@ def run_once(*, rate: float, seconds: float, nodes: int, step_scale: float, sepa
                                 idempotency_key=uuid.uuid4().hex, on_queued=stack.worker.wake)
                 assert isinstance(result, Accepted), result
                 ids.append(result.job.id)
-            # Measure a window in the middle of the jobs, while every node is sampling.
+            # Measure a window in the middle of the jobs, once every node is sampling (its
+            # first progress reached the studio: the agents send a job's first at once).
             deadline = time.monotonic() + 30
-            while len(probe.got) < nodes * 10:
+            while not _every_job_heard(probe, nodes):
                 if time.monotonic() > deadline:
                     raise RuntimeError("no progress events reach the studio")
                 time.sleep(0.01)
@@ -117,6 +121,9 @@ def run_once(*, rate: float, seconds: float, nodes: int, step_scale: float, sepa
             for record in records:
                 emitted.extend(tuple(x) for x in json.loads(record.read_text()))
     window = [(p.rsplit("-", 1)[0], v, t) for p, v, t in emitted if start <= t < end]
+    if not window:
+        raise RuntimeError(f"the jobs' {steps} steps ended before the measured window: the machine ran them slower "
+                           f"than the window's placement allows for (load average {os.getloadavg()[0]:.1f})")
     with probe.lock:
         # The agent paces progress (a few events a second per job, the latest value always
         # delivered): a step is delivered when it or a later step of its job arrived; its
@@ -130,6 +137,11 @@ def run_once(*, rate: float, seconds: float, nodes: int, step_scale: float, sepa
     lost = sum(1 for j, v, _ in window if v > latest.get(j, -1))
     return {"latency": lat, "leg": leg, "rate": len(window) / seconds, "lost": lost, "emitted": len(window),
             "carried": carried / seconds}
+
+
+def _every_job_heard(probe: EventProbe, jobs: int) -> bool:
+    with probe.lock:
+        return len({job for job, _ in probe.got}) >= jobs
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
