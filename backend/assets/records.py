@@ -112,25 +112,56 @@ def register_output(
     changes nothing. Raises :class:`NotFound` if the job or the blob does not exist and
     :class:`InvalidUpload` if the blob's size is not ``size``.
     """
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
-    stored = blobs.size(asset_id)  # NotFound for a bad hash or a missing file
+    check_output_blob(blobs, asset_id, size)
+    with db.write() as s:
+        job = s.get(Job, job_id)
+        if job is None:
+            raise NotFound(f"No job {job_id}.", zh=f"没有任务 {job_id}。")
+        record_output_in(s, job_id=job_id, user_id=job.user_id, workflow=job.workflow, graph_node_id=graph_node_id,
+                         position=position, asset_id=asset_id, size=size, kind=kind, format=format, width=width,
+                         height=height, seconds=seconds)
+        return _owned(s, asset_id, job.user_id)
+
+
+def check_output_blob(blobs: BlobStore, asset_id: str, size: int) -> None:
+    """The output's bytes are in the store with the size the agent reported: checked
+    before the transaction that records them (no transaction waits on the store).
+    :class:`NotFound` for a bad hash or a missing blob, :class:`InvalidUpload` for
+    another size."""
+    stored = blobs.size(asset_id)
     if stored != size:
         raise InvalidUpload(
             f"The output file {asset_id} is {stored} bytes, not the {size} bytes reported for it.",
             zh=f"输出文件 {asset_id} 大小为 {stored} 字节，与报告的 {size} 字节不符。",
         )
-    with db.write() as s:
-        job = s.get(Job, job_id)
-        if job is None:
-            raise NotFound(f"No job {job_id}.", zh=f"没有任务 {job_id}。")
-        values = {"id": asset_id, "size": size, "kind": kind, "format": format.upper()}
-        _insert_ignore(s, Asset, {**values, "width": width, "height": height, "seconds": seconds}, ["id"])
-        label = f"{job.workflow}-{job_id[:8]}-{graph_node_id}-{position}.{format.lower()}"
-        _insert_ignore(s, AssetOwner, {"asset_id": asset_id, "user_id": job.user_id, "name": label}, ["asset_id", "user_id"])
-        output = {"job_id": job_id, "graph_node_id": graph_node_id, "position": position, "asset_id": asset_id, "kind": kind}
-        _insert_ignore(s, JobOutput, output, ["job_id", "graph_node_id", "position"])
-        return _owned(s, asset_id, job.user_id)
+
+
+def record_output_in(
+    s: Session,
+    *,
+    job_id: str,
+    user_id: int,
+    workflow: str,
+    graph_node_id: str,
+    position: int,
+    asset_id: str,
+    size: int,
+    kind: str,
+    format: str,
+    width: int | None = None,
+    height: int | None = None,
+    seconds: float | None = None,
+) -> None:
+    """The rows of a job output whose blob was checked (:func:`check_output_blob`), in the
+    caller's transaction: the asset, its owner ``user_id`` and the job's output."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+    values = {"id": asset_id, "size": size, "kind": kind, "format": format.upper()}
+    _insert_ignore(s, Asset, {**values, "width": width, "height": height, "seconds": seconds}, ["id"])
+    label = f"{workflow}-{job_id[:8]}-{graph_node_id}-{position}.{format.lower()}"
+    _insert_ignore(s, AssetOwner, {"asset_id": asset_id, "user_id": user_id, "name": label}, ["asset_id", "user_id"])
+    output = {"job_id": job_id, "graph_node_id": graph_node_id, "position": position, "asset_id": asset_id, "kind": kind}
+    _insert_ignore(s, JobOutput, output, ["job_id", "graph_node_id", "position"])
 
 
 def get_asset(db: Database, asset_id: str) -> AssetRecord:

@@ -65,15 +65,16 @@ ENDS = frozenset({"succeeded", "failed"})
 #: Events the bus may hand over before the applier is done with the ones before them. Each
 #: is looked at as it arrives (an end frees its node's slot then), and applied in order.
 PREFETCH = 64
-#: Most events applied in one transaction when they queue up, and the kinds that may be
-#: (state changes; an ``output`` registers a file in transactions of its own).
+#: Most events applied in one transaction when they queue up (every kind may be: an
+#: ``output``'s file is checked in the asset store before the transaction opens).
 BATCH = 32
-BATCHED = frozenset({"submitted", "started", "succeeded", "failed", "requeue"})
 #: Applier threads on PostgreSQL. Order matters only within a job, so the events are
-#: split by job id, each job's always to the same applier; an applier spends most of its
-#: time waiting for its commit, and four commits wait together where one waited alone.
-#: SQLite takes one writer at a time: more appliers would only queue for its lock.
-APPLIERS = 4
+#: split by job id, each job's always to the same applier. Two, as measured (``python -m
+#: bench lifecycle``): on a loaded machine an applier waits for its round trips, and two
+#: drained 1.4× as fast as one; on a quiet one applying is CPU-bound and more appliers
+#: only cut the runs that go in one transaction (four: 0.85× of one). SQLite takes one
+#: writer at a time: more appliers would only queue for its lock.
+APPLIERS = 2
 
 
 class LifecycleConsumer:
@@ -152,25 +153,22 @@ class LifecycleConsumer:
             self.sizing.submitted(prompt_id_of(body["job_id"], body["attempt"]))
 
     def _apply_inbox(self, inbox: "queue.SimpleQueue[Delivery]") -> None:
-        """Apply the events in order; a run of state changes that queued up goes in one
-        transaction (one commit instead of one each), an ``output`` on its own."""
+        """Apply the events in order; a run that queued up goes in one transaction (one
+        commit instead of one each)."""
         while not self._stop.is_set():
             try:
                 batch = [inbox.get(timeout=0.5)]
             except queue.Empty:
                 continue
-            while len(batch) < BATCH and batch[-1].body.get("type") in BATCHED:
+            while len(batch) < BATCH:
                 try:
                     batch.append(inbox.get_nowait())
                 except queue.Empty:
                     break
-            run, rest = (batch, []) if batch[-1].body.get("type") in BATCHED else (batch[:-1], batch[-1:])
-            if len(run) > 1:
-                self._deliver_together(run)
+            if len(batch) > 1:
+                self._deliver_together(batch)
             else:
-                rest = run + rest
-            for delivery in rest:
-                self._deliver(delivery)
+                self._deliver(batch[0])
 
     def _deliver_together(self, deliveries: list[Delivery]) -> None:
         try:
@@ -241,20 +239,20 @@ class LifecycleConsumer:
         Each state change is one conditional write that names the event's attempt and
         node, so an event of an older attempt (the job moved on meanwhile), another node's,
         a duplicate or one for an unknown job changes nothing, without a read first."""
-        if event["type"] == "output":
-            self._on_output(event)
-            return
         self.apply_together([event])
 
     def apply_together(self, events: list[dict[str, Any]]) -> None:
-        """Apply state-changing events (no ``output``) in order in one transaction, then
-        tell their users; all or nothing."""
+        """Apply events in order in one transaction, then tell their users; all or
+        nothing. An ``output`` whose file the asset store does not have (or not at the
+        size reported) raises before anything is written."""
         writes = []
         for event in events:
             write = getattr(self, f"_write_{event['type']}", None)
             if write is None:
                 log.warning("job_id=%s node_id=%s unknown event type %r", event["job_id"], event.get("node_id"), event["type"])
                 continue
+            if event["type"] == "output":
+                assets.check_output_blob(self.backend.blobs, _output_asset(event), int(event["size"]))
             freed_at = None
             if event["type"] in ENDS:
                 freed_at = self._freed_on_arrival(event)
@@ -328,32 +326,31 @@ class LifecycleConsumer:
             return _nothing
         return lambda: self._tell(owner, event, "started", node=event.get("node_id"))
 
-    def _on_output(self, event: dict[str, Any]) -> None:
+    def _write_output(self, s: Session, event: dict[str, Any], freed_at: dt.datetime | None) -> AfterCommit:
         job_id, node_id = event["job_id"], event.get("node_id")
-        with self.backend.db.read() as s:
-            job = s.get(Job, job_id)
-            current = job is not None and job.attempts == event.get("attempt") and job.node_id == node_id
-            owner = job.user_id if job is not None else None
-        if not current or owner is None:
+        job = s.execute(select(Job.user_id, Job.workflow).where(
+            Job.id == job_id, Job.attempts == event.get("attempt"), Job.node_id == node_id)).one_or_none()
+        if job is None:
             log.info("job_id=%s node_id=%s output of attempt %s ignored (an older attempt or an unknown job)", job_id,
                      node_id, event.get("attempt"))
-            return
-        record = assets.register_output(
-            self.backend.db,
-            self.backend.blobs,
+            return _nothing
+        graph_node, asset_id, kind = str(event["graph_node"]), _output_asset(event), event.get("kind", "image")
+        assets.record_output_in(
+            s,
             job_id=job_id,
-            graph_node_id=str(event["graph_node"]),
+            user_id=job.user_id,
+            workflow=job.workflow,
+            graph_node_id=graph_node,
             position=int(event.get("position", 0)),
-            # An agent of the release before says "asset": agents upgrade after the workers.
-            asset_id=event["asset_id"] if "asset_id" in event else event["asset"],
+            asset_id=asset_id,
             size=int(event["size"]),
-            kind=event.get("kind", "image"),
+            kind=kind,
             format=event.get("format", "PNG"),
             width=event.get("width"),
             height=event.get("height"),
             seconds=event.get("seconds"),
         )
-        self._tell(owner, event, "output", asset_id=record.id, kind=record.kind, graph_node=str(event["graph_node"]))
+        return lambda: self._tell(job.user_id, event, "output", asset_id=asset_id, kind=kind, graph_node=graph_node)
 
     def _write_succeeded(self, s: Session, event: dict[str, Any], freed_at: dt.datetime | None) -> AfterCommit:
         job_id = event["job_id"]
@@ -397,6 +394,11 @@ class LifecycleConsumer:
 
 
 AfterCommit = Callable[[], None]
+
+
+def _output_asset(event: dict[str, Any]) -> str:
+    # An agent of the release before says "asset": agents upgrade after the workers.
+    return str(event["asset_id"] if "asset_id" in event else event["asset"])
 
 
 def _nothing() -> None:
