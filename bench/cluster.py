@@ -271,6 +271,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--clients", type=int, default=4, help="threads submitting each burst")
     parser.add_argument("--policies", default="ours,round-robin,fewest")
     parser.add_argument("--burst-gap", type=float, default=5.0, help="seconds between the 4 bursts")
+    # GPU hosts are other machines: agents in the benchmark's own process took the
+    # control plane's GIL and made a busy node wait ~300 ms for its next job to reach it.
+    parser.add_argument("--hosts", type=int, default=2,
+                        help="run the nodes and their agents in this many child processes (0: in this process)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     common.quiet_logs()
@@ -282,7 +286,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"longest {max(planned):.2f} s), bound {max(sum(planned) / args.nodes, max(planned)):.1f} s", flush=True)
     results: dict[str, dict[str, Any]] = {}
     for policy in args.policies.split(","):
-        r = results[policy] = run_policy(policy, jobs, nodes=args.nodes, clients=args.clients)
+        r = results[policy] = run_policy(policy, jobs, nodes=args.nodes, clients=args.clients, hosts=args.hosts)
         print(f"{POLICIES[policy][0]}: makespan {r['makespan']:.2f} s, bound {r['bound']:.2f} s "
               f"(measured work {r['work']:.1f} node-s, longest {r['longest']:.2f} s) → {r['ratio']:.3f}; "
               f"{r['failed']} failed; nodes' last finish {', '.join(f'{x:.1f}' for x in r['last_finish'])} s; "
@@ -309,9 +313,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(out)
     if not args.no_write:
         cmd = "python -m bench cluster" + ("" if argv is None else " " + " ".join(argv))
+        where = (f"with their agents in {args.hosts} child processes, `bench.hosts`" if args.hosts
+                 else "with their agents in the benchmark's process")
         common.write_section("cluster", f"""## 3. Cluster efficiency
 
-`{cmd.strip()}` — {args.nodes} comfysim nodes at {STEP_SECONDS} s per step, {len(jobs)} jobs of 5 users,
+`{cmd.strip()}` — {args.nodes} comfysim nodes at {STEP_SECONDS} s per step ({where}), {len(jobs)} jobs of 5 users,
 Pareto lengths (shape {args.alpha}, shortest {args.min_seconds} s, capped at {args.cap_seconds} s, seed {args.seed}):
 planned work {sum(planned):.1f} node-s, longest job {max(planned):.2f} s. Arrivals in 4 bursts (40 % at 0 s,
 20 % each at {args.burst_gap:g}, {2 * args.burst_gap:g}, {3 * args.burst_gap:g} s), each burst submitted by {args.clients} threads. Lower bound = max(measured work / nodes,

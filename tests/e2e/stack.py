@@ -47,8 +47,11 @@ from tests.waiting import wait_for
 
 __all__ = ["FAST_AGENT", "FAST_SWEEP", "Stack", "build_backend", "memory_ports", "png_bytes", "running_stack", "wait_for"]
 
-#: Agent timings for tests: fast heartbeats and reconciliation, short state TTL.
-FAST_AGENT = dict(heartbeat_interval=0.5, state_ttl=2.0, silence_timeout=3.0, poll_interval=0.3, reconnect_max=1.0)
+#: Agent timings for tests: fast heartbeats and reconciliation. The state TTL is 20
+#: heartbeats: with 2 s (4 heartbeats), a loaded machine (two suites at once) starved the
+#: agents' threads long enough that both nodes of a stack expired and the CLI listed none.
+#: A test that wants a node to expire sooner gives its agent a TTL of its own.
+FAST_AGENT = dict(heartbeat_interval=0.5, state_ttl=10.0, silence_timeout=3.0, poll_interval=0.3, reconnect_max=1.0)
 #: Sweeper timings for tests.
 FAST_SWEEP = SweepPolicy(offline_grace=2.0, republish_after=5.0, max_attempts=5, agent_lost_after=4.0, adopt_after=10.0)
 
