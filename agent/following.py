@@ -29,6 +29,7 @@ from .translate import (
     checkpoint_of,
     failure_fields,
     file_key,
+    comfy_time,
     history_outcome,
     interrupted_fields,
     output_files,
@@ -84,7 +85,7 @@ class Follower:
 
     def _apply(self, job: ActiveJob, kind: str, data: dict[str, Any]) -> None:
         if kind == "execution_start":
-            self.mark_started(job)
+            self.mark_started(job, at=comfy_time(data))
         elif kind == "execution_cached":
             job.progress.cached([str(n) for n in data.get("nodes", [])])
         elif kind == "executing":
@@ -105,9 +106,9 @@ class Follower:
         elif kind == "execution_success":
             self._finish_from_history(job)
         elif kind == "execution_error":
-            self.end(job, "failed", **failure_fields(data, job.message["stages"]))
+            self.end(job, "failed", ended_at=comfy_time(data), **failure_fields(data, job.message["stages"]))
         elif kind == "execution_interrupted":
-            self.end(job, "failed", **interrupted_fields(data, job.message["stages"]))
+            self.end(job, "failed", ended_at=comfy_time(data), **interrupted_fields(data, job.message["stages"]))
 
     def guarded(self, job: ActiveJob, step: Callable[..., None], *args: Any) -> None:
         """Run one step of a job; failures of our side leave it for the watchdog to redo."""
@@ -132,12 +133,13 @@ class Follower:
             log.error("job_id=%s node_id=%s cannot be followed: %s", job.job_id, self._node, exc)
             self.end(job, "failed", error_type=type(exc).__name__, message=str(exc), **stage_fields({}, None))
 
-    def mark_started(self, job: ActiveJob) -> None:
+    def mark_started(self, job: ActiveJob, *, at: float | None = None) -> None:
+        """``at``: when ComfyUI says the prompt started (its clock, epoch seconds), if known."""
         self._followed.running = job.prompt_id
         if job.started:
             return
         # The backend tells the user "started" once the database agrees; not repeated here.
-        self._publish.lifecycle("started", job.message)  # first: if it fails, the next try sends it again
+        self._publish.lifecycle("started", job.message, started_at=at)  # first: if it fails, the next try sends it again
         job.started, job.started_at = True, time.monotonic()
         self._followed.journal_write(job)  # after the event: "started" in the journal means published
         self._state.update(
@@ -166,14 +168,16 @@ class Follower:
         self.finish(job, entry)
 
     def finish(self, job: ActiveJob, entry: dict[str, Any]) -> None:
-        """End a job from its history entry (the truth, whatever the socket said)."""
-        self.mark_started(job)
+        """End a job from its history entry (the truth, whatever the socket said). The
+        events carry ComfyUI's own times: an end read from history after a restart may come
+        long after the node finished the prompt, and the backend records when it did."""
         outcome = history_outcome(entry)
+        self.mark_started(job, at=outcome.started_at)
         if outcome.status == "error":
-            self.end(job, "failed", **failure_fields(outcome.payload, job.message["stages"]))
+            self.end(job, "failed", ended_at=outcome.ended_at, **failure_fields(outcome.payload, job.message["stages"]))
             return
         if outcome.status == "interrupted":
-            self.end(job, "failed", **interrupted_fields(outcome.payload, job.message["stages"]))
+            self.end(job, "failed", ended_at=outcome.ended_at, **interrupted_fields(outcome.payload, job.message["stages"]))
             return
         # Outputs not seen on the socket (cached ones, or events lost with a session).
         for graph_node, ui in (entry.get("outputs") or {}).items():
@@ -181,7 +185,7 @@ class Follower:
         seconds = outcome.seconds
         if seconds is None:
             seconds = time.monotonic() - (job.started_at or time.monotonic())
-        if self.end(job, "succeeded", seconds=round(seconds, 3)):
+        if self.end(job, "succeeded", seconds=round(seconds, 3), ended_at=outcome.ended_at):
             self._state.record_run(seconds, float(job.message.get("estimate_seconds") or 0))
 
     def end(self, job: ActiveJob, event_type: LifecycleType, /, **fields: Any) -> bool:

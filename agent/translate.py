@@ -125,18 +125,27 @@ class Outcome:
     status: str  # "success", "error" or "interrupted"
     seconds: float | None  # execution_start → end, from ComfyUI's own timestamps
     payload: dict[str, Any]
+    #: When the prompt started and ended, on ComfyUI's clock (epoch seconds), if it says.
+    started_at: float | None = None
+    ended_at: float | None = None
+
+
+def comfy_time(payload: dict[str, Any]) -> float | None:
+    """A ComfyUI message's ``timestamp`` (epoch milliseconds) in epoch seconds, if it has one."""
+    stamp = payload.get("timestamp")
+    return stamp / 1000.0 if isinstance(stamp, (int, float)) and not isinstance(stamp, bool) else None
 
 
 def history_outcome(entry: dict[str, Any]) -> Outcome:
     """Classify a history entry through its ``status.messages`` (ComfyUI's ``GET /history/<prompt_id>``)."""
     status = entry.get("status") or {}
     messages = {name: data for name, data in status.get("messages", []) if isinstance(data, dict)}
-    start = messages.get("execution_start", {}).get("timestamp")
+    start = comfy_time(messages.get("execution_start", {}))
     for kind, label in (("execution_error", "error"), ("execution_interrupted", "interrupted"), ("execution_success", "success")):
         if kind in messages:
-            end = messages[kind].get("timestamp")
-            seconds = (end - start) / 1000.0 if start is not None and end is not None else None
-            return Outcome(label, seconds, messages[kind])
+            end = comfy_time(messages[kind])
+            seconds = end - start if start is not None and end is not None else None
+            return Outcome(label, seconds, messages[kind], started_at=start, ended_at=end)
     if status.get("status_str") == "success" or status.get("completed"):
         return Outcome("success", None, {})
     return Outcome("error", None, {"exception_type": "Exception", "exception_message": "ComfyUI recorded an error without details"})

@@ -33,7 +33,7 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import case, literal, select
 from sqlalchemy.orm import Session
 
 from backend import assets, jobs
@@ -314,14 +314,15 @@ class LifecycleConsumer:
     # what to do once it committed (tell the user, free a slot). An end is stamped
     # ``finished_at`` with the moment its slot was freed (``freed_at``), not with the
     # commit's: the node's next job may be dispatched in between, and the database's
-    # record of what a node held at once must not show the two overlapping.
+    # record of what a node held at once must not show the two overlapping. When the
+    # node's own time is earlier still, that counts (``_on_node``).
 
     def _write_submitted(self, s: Session, event: dict[str, Any], freed_at: dt.datetime | None) -> AfterCommit:
         self._advance_in(s, event, JobState.SUBMITTED, prompt_id=event.get("prompt_id"))
         return _nothing
 
     def _write_started(self, s: Session, event: dict[str, Any], freed_at: dt.datetime | None) -> AfterCommit:
-        owner = self._advance_in(s, event, JobState.RUNNING)
+        owner = self._advance_in(s, event, JobState.RUNNING, started_at=_on_node(event, "started_at", utcnow()))
         if owner is None:
             return _nothing
         return lambda: self._tell(owner, event, "started", node=event.get("node_id"))
@@ -354,7 +355,7 @@ class LifecycleConsumer:
 
     def _write_succeeded(self, s: Session, event: dict[str, Any], freed_at: dt.datetime | None) -> AfterCommit:
         job_id = event["job_id"]
-        owner = self._advance_in(s, event, JobState.SUCCEEDED, progress=1.0, finished_at=freed_at)
+        owner = self._advance_in(s, event, JobState.SUCCEEDED, progress=1.0, finished_at=_ended(event, freed_at))
         if owner is None:
             return _nothing
         outputs = list(s.scalars(select(JobOutput.asset_id).where(JobOutput.job_id == job_id).order_by(JobOutput.id)))
@@ -371,7 +372,7 @@ class LifecycleConsumer:
         message = str(event.get("message") or "")[:MAX_MESSAGE]
         # Refunded in the same transaction as the state change (jobs.advance).
         owner = self._advance_in(s, event, JobState.FAILED, error_type=error_type[:128], error_message=message,
-                                 error_stage=stage, finished_at=freed_at)
+                                 error_stage=stage, finished_at=_ended(event, freed_at))
         if owner is None:
             return _nothing
 
@@ -394,6 +395,32 @@ class LifecycleConsumer:
 
 
 AfterCommit = Callable[[], None]
+
+
+def _ended(event: dict[str, Any], freed_at: dt.datetime | None) -> Any:
+    return _on_node(event, "ended_at", freed_at if freed_at is not None else utcnow())
+
+
+def _on_node(event: dict[str, Any], field: str, arrival: dt.datetime) -> Any:
+    """When the event's ``field`` says it happened on the node (ComfyUI's clock), if that is
+    before ``arrival``; else ``arrival``. An event can reach the database long after the
+    fact — an embedded studio killed before writing an end lost it with its in-process bus,
+    and the agent rebuilt it from ComfyUI's history on adoption, a minute later; the node had
+    its next jobs meanwhile. The node's time is bounded by the job's own record (never
+    before its dispatch or start: another machine's clock may be behind)."""
+    reported = event.get(field)
+    if not isinstance(reported, (int, float)) or isinstance(reported, bool):
+        return arrival
+    try:
+        at = dt.datetime.fromtimestamp(reported, dt.timezone.utc)
+    except (OverflowError, OSError, ValueError):  # nonsense from a broken clock
+        return arrival
+    if at >= arrival:
+        return arrival
+    stamp = Job.dispatched_at.type
+    return case((Job.started_at > literal(at, stamp), Job.started_at),
+                (Job.dispatched_at > literal(at, stamp), Job.dispatched_at),
+                else_=literal(at, stamp))
 
 
 def _output_asset(event: dict[str, Any]) -> str:

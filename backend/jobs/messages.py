@@ -111,11 +111,12 @@ def lifecycle(kind: LifecycleType, /, *, job_id: str, attempt: int, node_id: str
     """An agent → backend event. Extra fields by kind:
 
     - ``submitted``: ``prompt_id``
-    - ``started``: —
+    - ``started``: ``started_at`` (ComfyUI's clock, epoch seconds, or None)
     - ``output``: ``asset_id`` (sha256), ``graph_node`` (graph node id), ``position``, ``kind``,
       ``format``, ``size``, ``width``, ``height``, ``seconds``
-    - ``succeeded``: ``seconds`` (run time measured on the node)
-    - ``failed``: ``error_type``, ``message``, ``graph_node`` (graph node id or None)
+    - ``succeeded``: ``seconds`` (run time measured on the node), ``ended_at`` (ComfyUI's
+      clock, epoch seconds, or None)
+    - ``failed``: ``error_type``, ``message``, ``graph_node`` (graph node id or None), ``ended_at``
     - ``requeue``: ``reason`` (the job never started; put it back in the backlog)
     """
     return {"type": kind, "job_id": job_id, "attempt": attempt, "node_id": node_id, "ts": time.time(), **fields}

@@ -43,10 +43,12 @@ def test_a_rejection_names_each_failing_node() -> None:
 def test_history_outcomes_come_from_the_status_messages() -> None:
     ok = {"status": {"status_str": "success", "messages": [["execution_start", {"timestamp": 1000}], ["execution_success", {"timestamp": 3500}]]}}
     assert (history_outcome(ok).status, history_outcome(ok).seconds) == ("success", 2.5)
+    assert (history_outcome(ok).started_at, history_outcome(ok).ended_at) == (1.0, 3.5)  # ComfyUI's clock, seconds
     error = {"status": {"status_str": "error", "messages": [["execution_error", {"node_id": "2", "exception_type": "IndexError"}]]}}
     assert history_outcome(error).payload["exception_type"] == "IndexError"
     stopped = {"status": {"status_str": "error", "messages": [["execution_interrupted", {"node_id": "3"}]]}}
     assert history_outcome(stopped).status == "interrupted"
+    assert history_outcome(stopped).ended_at is None  # no timestamp: the backend stamps the arrival
 
 
 def test_overall_progress_counts_only_nodes_that_run() -> None:

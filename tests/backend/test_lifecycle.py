@@ -9,8 +9,11 @@ refund, nor pays the refund twice."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
+import logging
 import threading
+import time
 
 import pytest
 
@@ -22,7 +25,7 @@ from backend import jobs
 from backend.accounts import ledger
 from backend.jobs import messages
 from backend.db import Database
-from backend.db.models import Job, JobOutput, LedgerEntry
+from backend.db.models import Job, JobOutput, LedgerEntry, utcnow
 from backend.errors import DatabaseUnavailable
 from backend.jobs.dispatcher import Dispatcher
 from backend.jobs.lifecycle import MAX_EVENT_ATTEMPTS, LifecycleConsumer
@@ -32,7 +35,7 @@ from backend.runtime import Backend
 from ..e2e.stack import png_bytes, wait_for
 from .helpers import make_user
 from .nodes import library_capabilities, register
-from .test_dispatch import WAIT, NodeQueue, backend, event, library, started_job, txt2img  # noqa: F401 - fixtures
+from .test_dispatch import WAIT, NodeQueue, _age_column, backend, event, library, started_job, txt2img  # noqa: F401 - fixtures
 
 
 def _running_job(backend: Backend) -> dict:  # noqa: F811 - the fixture's name
@@ -197,7 +200,9 @@ def test_a_redelivered_end_after_a_crash_settles_the_job_once(backend: Backend) 
     assert ledger.verify(backend.db) == []
 
 
-def test_an_end_frees_the_slot_on_arrival_while_the_database_is_away(backend: Backend) -> None:  # noqa: F811
+def test_an_end_frees_the_slot_on_arrival_while_the_database_is_away(backend: Backend,  # noqa: F811
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="backend.jobs.lifecycle")
     user_id, job = started_job(backend, "hal")
     away = dataclasses.replace(backend, db=Database("postgresql+psycopg://nobody@127.0.0.1:1/none"))
     stuck = LifecycleConsumer(away)
@@ -205,9 +210,10 @@ def test_an_end_frees_the_slot_on_arrival_while_the_database_is_away(backend: Ba
     msg = {"job_id": job.id, "attempt": 1}
     blob = backend.blobs.write_bytes(png_bytes(16, 16))
     try:
-        # The applier is stuck on the output (its read waits for the database); the end
-        # behind it still frees the slot, as it arrives.
+        # The applier is stuck on the output (its write waits for the database); the end
+        # that arrives behind it still frees the slot, as it arrives.
         backend.bus.publish_lifecycle(_output(msg, position=0, asset=blob.sha256, size=blob.size, kind="image"))
+        wait_for(lambda: "event output waits for" in caplog.text, 10, "the applier stuck on the output")
         backend.bus.publish_lifecycle(event(msg, "n1", "succeeded", seconds=1.0))
         wait_for(lambda: not backend.registry.holds("n1", f"{job.id}-1"), 10, "the slot freed on arrival")
         assert jobs.get(backend.db, job.id).state == "running"  # the write waits for the database
@@ -295,3 +301,57 @@ def test_a_job_whose_event_waits_does_not_hold_up_the_events_of_other_jobs(backe
     finally:
         consumer.stop()
     assert ledger.verify(backend.db) == []
+
+
+def _stamps(backend: Backend, job_id: str) -> tuple:  # noqa: F811
+    with backend.db.read() as s:
+        job = s.get(Job, job_id)
+        return job.dispatched_at, job.started_at, job.finished_at
+
+
+@pytest.mark.parametrize("kind", ["succeeded", "failed"])
+def test_an_end_applied_long_after_the_node_finished_is_stamped_with_the_nodes_time(backend: Backend,
+                                                                                   kind: str) -> None:  # noqa: F811
+    """An end rebuilt from ComfyUI's history a minute late (an embedded studio killed before
+    writing it lost it with its in-process bus): the record says when the node finished,
+    or the node seems to hold its next jobs and that one at once."""
+    _, job = started_job(backend, "ivy")
+    _age_column(backend, job.id, "dispatched_at", 120)
+    _age_column(backend, job.id, "started_at", 90)
+    dispatched, started, _ = _stamps(backend, job.id)
+    ended = started + dt.timedelta(seconds=20)
+    LifecycleConsumer(backend).apply(event({"job_id": job.id, "attempt": 1}, "n1", kind, seconds=20.0, error_type="X",
+                                           message="m", ended_at=ended.timestamp()))
+    assert jobs.get(backend.db, job.id).state == kind
+    assert abs((_stamps(backend, job.id)[2] - ended).total_seconds()) < 0.01
+
+
+def test_a_nodes_time_before_the_jobs_start_or_after_its_arrival_is_not_believed(backend: Backend) -> None:  # noqa: F811
+    """The node's clock is another machine's: behind, the end would precede the start;
+    ahead, it would follow the arrival. Bounded by both."""
+    _, behind = started_job(backend, "jon")
+    _age_column(backend, behind.id, "started_at", 60)
+    started = _stamps(backend, behind.id)[1]
+    consumer = LifecycleConsumer(backend)
+    consumer.apply(event({"job_id": behind.id, "attempt": 1}, "n1", "succeeded", seconds=1.0,
+                         ended_at=(started - dt.timedelta(seconds=30)).timestamp()))
+    assert _stamps(backend, behind.id)[2] == started
+
+    _, ahead = started_job(backend, "kim")
+    before = utcnow()
+    consumer.apply(event({"job_id": ahead.id, "attempt": 1}, "n1", "succeeded", seconds=1.0,
+                         ended_at=time.time() + 3600))
+    finished = _stamps(backend, ahead.id)[2]
+    assert before <= finished <= utcnow()
+
+
+def test_a_start_reported_late_is_stamped_with_the_nodes_time(backend: Backend) -> None:  # noqa: F811
+    user = make_user(backend.db, "lea", credits=500)
+    register(backend.registry, "n1", library_capabilities(backend.library))
+    job = txt2img(backend, user.id).job  # type: ignore[union-attr]
+    Dispatcher(backend).dispatch_once()
+    _age_column(backend, job.id, "dispatched_at", 60)
+    began = _stamps(backend, job.id)[0] + dt.timedelta(seconds=10)
+    LifecycleConsumer(backend).apply(messages.lifecycle("started", job_id=job.id, attempt=1, node_id="n1",
+                                                        started_at=began.timestamp()))
+    assert abs((_stamps(backend, job.id)[1] - began).total_seconds()) < 0.01
