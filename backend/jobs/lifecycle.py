@@ -417,10 +417,9 @@ def _on_node(event: dict[str, Any], field: str, arrival: dt.datetime) -> Any:
         return arrival
     if at >= arrival:
         return arrival
-    stamp = Job.dispatched_at.type
-    return case((Job.started_at > literal(at, stamp), Job.started_at),
-                (Job.dispatched_at > literal(at, stamp), Job.dispatched_at),
-                else_=literal(at, stamp))
+    on_node = literal(at, Job.dispatched_at.type)
+    return case((Job.started_at > on_node, Job.started_at), (Job.dispatched_at > on_node, Job.dispatched_at),
+                else_=on_node)
 
 
 def _output_asset(event: dict[str, Any]) -> str:
