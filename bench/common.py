@@ -363,6 +363,39 @@ def host_processes(backend: Any, tmp: Path, *, nodes: int, processes: int, step_
             child.communicate("", timeout=60)  # closing its stdin stops it; it writes its record
 
 
+@contextlib.contextmanager
+def private_broker() -> Iterator[str]:
+    """A RabbitMQ of the benchmark's own for the block (the test suite's
+    ``tests/private_servers.py``), yielding its URL; :data:`AMQP_URL` and the variable the
+    host processes read point at it meanwhile. For cluster sizes the shared broker cannot
+    hold: each node has a quorum job queue (a few open files each) and a connection, and a
+    RabbitMQ started with the usual limit of 1,024 open files refuses connections and
+    leaves publishes unconfirmed at about 200 nodes. The private one inherits this
+    process's limit (``ulimit -n``)."""
+    global AMQP_URL
+    from tests import private_servers
+
+    with private_servers.private_servers("rabbitmq") as servers:
+        assert servers.rabbitmq is not None
+        saved = AMQP_URL, os.environ.get("STUDIO_TEST_AMQP_URL")
+        AMQP_URL = os.environ["STUDIO_TEST_AMQP_URL"] = servers.rabbitmq.url
+        try:
+            yield AMQP_URL
+        finally:
+            AMQP_URL = saved[0]
+            if saved[1] is None:
+                os.environ.pop("STUDIO_TEST_AMQP_URL", None)
+            else:
+                os.environ["STUDIO_TEST_AMQP_URL"] = saved[1]
+
+
+def open_files_limit() -> int:
+    """This process's open-file limit, which the servers it starts inherit."""
+    import resource
+
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
 def quiet_logs() -> None:
     """Benchmarks print figures, not the INFO lines of every job."""
     import logging

@@ -5,17 +5,20 @@ node held constant: ``--jobs-per-node`` heavy-tailed jobs per node (Pareto, seed
 same four bursts, submitted by ``--clients`` threads. For each size: makespan ÷ the lower
 bound max(measured work / nodes, longest job), what one ``submit()`` call costs while
 the cluster runs, and how long the lifecycle consumer's events waited (the database's
-view of a job; the node's slot is freed as its end event arrives). All nodes (comfysim)
-and their agents run in this one process, so the larger sizes also measure how much of 2
-cores they leave for the control plane; with ``--hosts K`` they run in K child processes
-instead (200 agents in one interpreter missed their heartbeats).
+view of a job; the node's slot is freed as its end event arrives). The nodes (comfysim)
+and their agents run in ``--hosts`` child processes (4; 0: this process, where 200 agents
+missed their heartbeats), on the same machine, so the larger sizes also measure how much
+of its cores they leave for the control plane. The bus is a RabbitMQ the benchmark starts
+(``--broker private``): 200 nodes' quorum queues and connections need more open files than
+a broker started with the usual 1,024 has.
 
-    python -m bench scaling [--nodes 2,8,32,200] [--jobs-per-node 20] [--hosts 4]
+    python -m bench scaling [--nodes 2,8,32,200] [--jobs-per-node 20] [--hosts 4] [--broker private]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 from typing import Any
 
 from . import cluster, common
@@ -30,11 +33,19 @@ def main(argv: list[str] | None = None) -> dict[int, dict[str, Any]]:
     parser.add_argument("--cap-seconds", type=float, default=5.0, help="longest job allowed")
     parser.add_argument("--burst-gap", type=float, default=2.0, help="seconds between the 4 bursts")
     parser.add_argument("--clients", type=int, default=6, help="threads submitting each burst")
-    parser.add_argument("--hosts", type=int, default=0,
+    parser.add_argument("--hosts", type=int, default=4,
                         help="child processes running the nodes and agents (0: this process)")
+    parser.add_argument("--broker", choices=("private", "shared"), default="private",
+                        help="RabbitMQ: one the benchmark starts (default; 200 nodes need more open files than "
+                             "a broker started with 1,024 has) or the shared one of STUDIO_TEST_AMQP_URL")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     common.quiet_logs()
+    with common.private_broker() if args.broker == "private" else contextlib.nullcontext():
+        return _run(args, argv)
+
+
+def _run(args: argparse.Namespace, argv: list[str] | None) -> dict[int, dict[str, Any]]:
     results: dict[int, dict[str, Any]] = {}
     rows = []
     for nodes in (int(n) for n in args.nodes.split(",")):
@@ -56,12 +67,15 @@ def main(argv: list[str] | None = None) -> dict[int, dict[str, Any]]:
     if not args.no_write:
         where = (f"the nodes and agents in {args.hosts} child processes (`bench.hosts`)" if args.hosts
                  else "every node and agent in this one process")
+        broker = ("a RabbitMQ of the benchmark's own (`tests/private_servers.py`; its open-file limit: "
+                  f"{common.open_files_limit()}; ~200 nodes exhaust a broker started with 1,024)"
+                  if args.broker == "private" else "the shared RabbitMQ")
         cmd = "python -m bench scaling" + ("" if argv is None else " " + " ".join(argv))
         common.write_section("scaling", f"""## 9. Scaling
 
 `{cmd.strip()}` — the studio's dispatcher on {args.jobs_per_node} jobs per node (Pareto lengths, shape 1.6,
 shortest {args.min_seconds} s, capped at {args.cap_seconds} s, seed {args.seed}; comfysim at
-{cluster.STEP_SECONDS} s per step), in 4 bursts {args.burst_gap:g} s apart, {args.clients} submitting threads; {where}. Lower bound = max(measured work / nodes, longest job). {common.machine()}.
+{cluster.STEP_SECONDS} s per step), in 4 bursts {args.burst_gap:g} s apart, {args.clients} submitting threads; {where}; {broker}. Lower bound = max(measured work / nodes, longest job). {common.machine()}.
 
 {out}
 """)
