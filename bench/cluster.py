@@ -27,6 +27,7 @@ where a job takes a little longer than its steps.
 from __future__ import annotations
 
 import argparse
+import math
 import random
 import threading
 import time
@@ -188,6 +189,7 @@ def run_policy(policy: str, jobs: list[tuple[float, int, int]], *, nodes: int, c
             for th in threads:
                 th.join()
         rows = stack.wait_ended(ids, timeout=600, poll=0.2)
+        sizing = stack.worker.dispatcher.sizing.measured() or (math.nan, math.nan)
     failed = [r for r in rows.values() if r.state != "succeeded"]
     end = max(r.finished_at for r in rows.values()).timestamp()
     first = min(r.created_at for r in rows.values()).timestamp()
@@ -239,6 +241,7 @@ def run_policy(policy: str, jobs: list[tuple[float, int, int]], *, nodes: int, c
                       common.percentile(to_start, 50)),
         "started": start_wall,
         "submit": (common.percentile(submits, 50), common.percentile(submits, 99)),
+        "sizing": sizing,
     }
 
 
@@ -296,7 +299,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"waits p50/p99 {r['gap'][0] * 1000:.0f}/{r['gap'][1] * 1000:.0f} ms ({r['gap'][2]} gaps); of those ≥ 100 ms "
               f"({r['long_gaps'][0]}), the next job was dispatched only after the end in {r['long_gaps'][1]} "
               f"(end → dispatch p50 {r['long_gaps'][2] * 1000:.0f} ms); dispatch → agent's submitted p50 "
-              f"{r['long_gaps'][3] * 1000:.0f} ms; submitted → started p50 {r['long_gaps'][4] * 1000:.0f} ms", flush=True)
+              f"{r['long_gaps'][3] * 1000:.0f} ms; submitted → started p50 {r['long_gaps'][4] * 1000:.0f} ms; the queue "
+              f"sizing's lag at the end: dispatch round trip {r['sizing'][0] * 1000:.0f} ms + reaction "
+              f"{r['sizing'][1] * 1000:.0f} ms", flush=True)
     rows = []
     for policy, r in results.items():
         target = gap_target = ""

@@ -12,12 +12,12 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import case, func, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from backend.db import Database
-from backend.db.models import Job, LedgerEntry, User
+from backend.db.models import Job, LedgerEntry, User, utcnow
 from backend.errors import InsufficientCredits, InvalidParameter, NotFound, PermissionDenied
 from backend.jobs.state import REFUNDED
 
@@ -63,33 +63,46 @@ def credit(
     return entry
 
 
-def charge(s: Session, user_id: int, job_id: str, cost: int) -> LedgerEntry:
-    """Debit ``cost`` for ``job_id`` if the account is enabled and its balance covers it;
-    else raise PermissionDenied or InsufficientCredits. Both conditions are in the one
-    UPDATE, so an enabled account with credits costs no read before it."""
+def charge(s: Session, user_id: int, job_id: str, cost: int) -> int:
+    """Debit ``cost`` for ``job_id`` if the account is enabled and its balance covers it,
+    and write its ledger row; the balance after. Else raise PermissionDenied or
+    InsufficientCredits. Both conditions are in the one UPDATE, so an enabled account with
+    credits costs no read before it; on PostgreSQL the UPDATE and the ledger row are one
+    statement (a debit that matched no row writes none), so a submit's charge is one round
+    trip."""
     if cost < 0:
         raise InvalidParameter("A price cannot be negative.", param="cost")
-    new_balance = s.scalar(
-        update(User)
-        .where(User.id == user_id, User.balance >= cost, User.disabled.is_not(True))
-        .values(balance=User.balance - cost)
-        .returning(User.balance)
-    )
+    debit = (update(User)
+             .where(User.id == user_id, User.balance >= cost, User.disabled.is_not(True))
+             .values(balance=User.balance - cost)
+             .returning(User.balance))
+    row = {"user_id": user_id, "kind": "charge", "amount": -cost, "job_id": job_id, "created_at": utcnow()}
+    if s.get_bind().dialect.name == "postgresql":
+        debited = debit.cte("debited")
+        columns = [*row, "balance_after"]
+        new_balance = s.scalar(
+            insert(LedgerEntry)
+            .from_select(columns, select(*(literal(v, LedgerEntry.__table__.c[k].type) for k, v in row.items()),
+                                         debited.c.balance))
+            .add_cte(debited)
+            .returning(LedgerEntry.balance_after)
+        )
+    else:  # SQLite has no UPDATE inside WITH: two statements
+        new_balance = s.scalar(debit)
+        if new_balance is not None:
+            s.execute(insert(LedgerEntry).values(**row, balance_after=new_balance))
     if new_balance is None:
-        row = s.execute(select(User.balance, User.disabled).where(User.id == user_id)).first()
-        if row is None:
+        found = s.execute(select(User.balance, User.disabled).where(User.id == user_id)).first()
+        if found is None:
             raise NotFound(f"No user with id {user_id}.")
-        balance, disabled = row
+        balance, disabled = found
         if disabled:
             raise PermissionDenied("This account is disabled.", zh="该账户已被停用。")
         raise InsufficientCredits(
             f"This costs {cost} credits but your balance is {balance}. Redeem a code or ask an administrator for credits.",
             zh=f"本次需要 {cost} 积分，当前余额为 {balance}。请兑换积分码或联系管理员充值。",
         )
-    entry = LedgerEntry(user_id=user_id, kind="charge", amount=-cost, balance_after=new_balance, job_id=job_id)
-    s.add(entry)
-    s.flush()
-    return entry
+    return new_balance
 
 
 def refund(s: Session, job_id: str, *, note: str | None = None) -> int:

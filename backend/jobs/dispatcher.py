@@ -154,19 +154,26 @@ class Dispatcher:
         self._refused = False
         self._lost_race = False
         self._wake = threading.Event()
+        self._woken_at: float | None = None
         self._pass_lock = threading.Lock()
 
     def wake(self) -> None:
+        if self._woken_at is None:  # the first wake-up the next pass answers
+            self._woken_at = time.monotonic()
         self._wake.set()
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
             self._wake.wait(self.interval)
             self._wake.clear()
+            woken, self._woken_at = self._woken_at, None  # after clear(): a later wake-up gets a pass of its own
             if stop.is_set():
                 return
             try:
-                self.dispatch_once()
+                if self.dispatch_once() and woken is not None:
+                    # How long a freed slot (or a submit) waits for its job: the sizing keeps
+                    # that much work queued on each node.
+                    self.sizing.reacted(time.monotonic() - woken)
             except Unavailable as exc:  # database, registry or bus away: try again next pass
                 log.warning("dispatch pass failed: %s", exc)
             except StudioError as exc:

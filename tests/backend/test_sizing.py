@@ -4,6 +4,9 @@ agent offers, and one queued until the lag is measured."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 from backend.jobs.dispatcher import Dispatcher
 from backend.jobs.sizing import QueueSizing
 from backend.ports.registry import NodeState, NodeView
@@ -47,6 +50,37 @@ def test_a_node_takes_more_while_its_queued_work_is_shorter_than_the_lag() -> No
     assert sizing.slots(_view(6.0, 0.25, 0.25)) == 3  # 0.5 s queued: enough
     assert sizing.slots(_view(0.25, 6.0)) == 2  # one long job queued is enough
     assert sizing.slots(_view(6.0, 0.2, slots=8, speed=3.0)) == 2  # a slow node's 0.2 s takes 0.6 s
+
+
+def test_the_lag_adds_the_dispatchers_reaction_to_the_round_trip() -> None:
+    sizing = _sizing(0.5)
+    assert sizing.lag() == 0.5
+    for seconds in [0.01] * 8 + [0.3] * 2:  # the slow end counts
+        sizing.reacted(seconds)
+    assert sizing.lag() == 0.8
+    assert sizing.slots(_view(6.0, 0.6)) == 3  # 0.6 s queued covered the round trip, not the refill
+
+
+def test_a_pass_that_places_jobs_after_a_wake_up_is_a_reaction_sample(backend: Backend) -> None:  # noqa: F811
+    user = make_user(backend.db, "ida", credits=10_000)
+    register(backend.registry, "n1", library_capabilities(backend.library), slots=2)
+    node = NodeQueue(backend, "n1")
+    dispatcher = Dispatcher(backend, interval=60.0, sizing=_sizing(0.5))  # no periodic pass in this test
+    stop = threading.Event()
+    runner = threading.Thread(target=dispatcher.run, args=(stop,), daemon=True)
+    runner.start()
+    try:
+        txt2img(backend, user.id, queue_if_busy=True)
+        dispatcher.wake()
+        node.take()
+        deadline = time.monotonic() + 10  # the sample is taken once the pass has returned
+        while dispatcher.sizing.lag() == 0.5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert dispatcher.sizing.lag() > 0.5  # type: ignore[operator]
+    finally:
+        stop.set()
+        dispatcher.wake()
+        runner.join(10)
 
 
 def test_the_dispatcher_fills_as_many_slots_as_the_sizing_asks(backend: Backend) -> None:  # noqa: F811
