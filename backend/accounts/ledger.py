@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import case, func, insert, literal, select, update
+from sqlalchemy import bindparam, case, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -63,6 +63,30 @@ def credit(
     return entry
 
 
+_users, _ledger = User.__table__, LedgerEntry.__table__
+# The charge's statements, built once (values bound at execution): every submit runs them.
+# No parameter may be named after a column of ``users``: executing a Core UPDATE with such
+# a name would add it to the SET clause.
+_DEBIT = (update(_users)
+          .where(_users.c.id == bindparam("user_id"), _users.c.balance >= bindparam("cost"),
+                 _users.c.disabled.is_not(True))
+          .values(balance=_users.c.balance - bindparam("cost"))
+          .returning(_users.c.balance))
+_CHARGE_ROW = insert(_ledger).values(
+    user_id=bindparam("user_id"), kind=bindparam("kind"), amount=bindparam("amount"), job_id=bindparam("job_id"),
+    created_at=bindparam("at"), balance_after=bindparam("balance_after"))
+_debited = _DEBIT.cte("debited")
+#: The debit and its ledger row in one statement (PostgreSQL): a debit that matched no row writes none.
+_CHARGE = (insert(_ledger)
+           .from_select(["user_id", "kind", "amount", "job_id", "created_at", "balance_after"],
+                        select(bindparam("user_id", type_=_ledger.c.user_id.type), bindparam("kind", type_=_ledger.c.kind.type),
+                               bindparam("amount", type_=_ledger.c.amount.type),
+                               bindparam("job_id", type_=_ledger.c.job_id.type),
+                               bindparam("at", type_=_ledger.c.created_at.type), _debited.c.balance))
+           .add_cte(_debited)
+           .returning(_ledger.c.balance_after))
+
+
 def charge(s: Session, user_id: int, job_id: str, cost: int) -> int:
     """Debit ``cost`` for ``job_id`` if the account is enabled and its balance covers it,
     and write its ledger row; the balance after. Else raise PermissionDenied or
@@ -72,25 +96,13 @@ def charge(s: Session, user_id: int, job_id: str, cost: int) -> int:
     trip."""
     if cost < 0:
         raise InvalidParameter("A price cannot be negative.", param="cost")
-    debit = (update(User)
-             .where(User.id == user_id, User.balance >= cost, User.disabled.is_not(True))
-             .values(balance=User.balance - cost)
-             .returning(User.balance))
-    row = {"user_id": user_id, "kind": "charge", "amount": -cost, "job_id": job_id, "created_at": utcnow()}
+    values = {"user_id": user_id, "kind": "charge", "cost": cost, "amount": -cost, "job_id": job_id, "at": utcnow()}
     if s.get_bind().dialect.name == "postgresql":
-        debited = debit.cte("debited")
-        columns = [*row, "balance_after"]
-        new_balance = s.scalar(
-            insert(LedgerEntry)
-            .from_select(columns, select(*(literal(v, LedgerEntry.__table__.c[k].type) for k, v in row.items()),
-                                         debited.c.balance))
-            .add_cte(debited)
-            .returning(LedgerEntry.balance_after)
-        )
+        new_balance = s.scalar(_CHARGE, values)
     else:  # SQLite has no UPDATE inside WITH: two statements
-        new_balance = s.scalar(debit)
+        new_balance = s.scalar(_DEBIT, values)
         if new_balance is not None:
-            s.execute(insert(LedgerEntry).values(**row, balance_after=new_balance))
+            s.execute(_CHARGE_ROW, {**values, "balance_after": new_balance})
     if new_balance is None:
         found = s.execute(select(User.balance, User.disabled).where(User.id == user_id)).first()
         if found is None:

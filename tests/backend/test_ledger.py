@@ -37,6 +37,18 @@ def test_charge_debits_and_records_the_job(db: Database) -> None:
     assert ledger.verify(db) == []
 
 
+def test_a_charge_changes_the_balance_and_nothing_else_of_the_user(db: Database) -> None:
+    # The charge's statements are built once and run with bound values; a value named after
+    # a column of users would quietly join the UPDATE's SET clause.
+    user = make_user(db, "ann", credits=10)
+    with db.read() as s:
+        before = s.execute(select(User.__table__).where(User.id == user.id)).mappings().one()
+    charged_job(db, user, 3)
+    with db.read() as s:
+        after = s.execute(select(User.__table__).where(User.id == user.id)).mappings().one()
+    assert {k: v for k, v in after.items() if after[k] != before[k]} == {"balance": 7}
+
+
 def test_a_balance_can_be_spent_to_exactly_zero(db: Database) -> None:
     user = make_user(db, "ava", credits=10)
     charged_job(db, user, 10)
