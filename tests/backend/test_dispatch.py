@@ -140,9 +140,10 @@ def test_an_input_is_named_by_its_asset_id_and_for_one_release_by_its_old_name(b
 def test_no_capable_node_is_a_clear_rejection_and_charges_nothing(backend: Backend) -> None:
     user = make_user(backend.db, "bea", credits=100)
     register(backend.registry, "cpu-only", library_capabilities(backend.library, models=False))
-    result = txt2img(backend, user.id)
-    assert isinstance(result, Rejected) and "No online node can run this workflow" in result.message["en"]
-    assert "没有在线节点" in result.message["zh"]
+    for confirmed in (False, True):  # "queue anyway" does not queue a job no node can run
+        result = txt2img(backend, user.id, queue_if_busy=confirmed)
+        assert isinstance(result, Rejected) and "No online node can run this workflow" in result.message["en"]
+        assert "没有在线节点" in result.message["zh"]
     with backend.db.read() as s:
         assert ledger.balance(s, user.id) == 100
 
