@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import cast
 
-from sqlalchemy import bindparam, case, func, insert, select, update
+from sqlalchemy import Table, bindparam, case, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -63,7 +64,7 @@ def credit(
     return entry
 
 
-_users, _ledger = User.__table__, LedgerEntry.__table__
+_users, _ledger = cast(Table, User.__table__), cast(Table, LedgerEntry.__table__)
 # The charge's statements, built once (values bound at execution): every submit runs them.
 # No parameter may be named after a column of ``users``: executing a Core UPDATE with such
 # a name would add it to the SET clause.
