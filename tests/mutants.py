@@ -43,7 +43,7 @@ ADMIN = "tests/studio/test_admin_and_account.py"
 PLANTS: tuple[Plant, ...] = (
     # ---- money ---------------------------------------------------------------------------
     Plant("debit: an exact balance is refused", "backend/accounts/ledger.py",
-          "User.balance >= cost", "User.balance > cost", (LEDGER,)),
+          '_users.c.balance >= bindparam("cost")', '_users.c.balance > bindparam("cost")', (LEDGER,)),
     Plant("credit: an adjustment to exactly zero is refused", "backend/accounts/ledger.py",
           "User.balance + amount >= 0", "User.balance + amount > 0", (LEDGER,)),
     Plant("refund: a transition that did not move refunds anyway", "backend/jobs/store.py",
@@ -75,7 +75,8 @@ PLANTS: tuple[Plant, ...] = (
     Plant("jobs: anyone cancels any job", "backend/jobs/store.py",
           "job.user_id != by_user)", "job.user_id != job.user_id)", (JOBS,)),
     Plant("jobs: a disabled account starts jobs", "backend/accounts/ledger.py",
-          "User.balance >= cost, User.disabled.is_not(True))", "User.balance >= cost)", (JOBS,)),
+          '_users.c.balance >= bindparam("cost"),\n                 _users.c.disabled.is_not(True))',
+          '_users.c.balance >= bindparam("cost"))', (JOBS,)),
     Plant("accounts: a disabled account signs in", "backend/accounts/users.py",
           "    if user.disabled:\n        raise AuthError", "    if False:\n        raise AuthError",
           ("tests/backend/test_accounts.py",)),
