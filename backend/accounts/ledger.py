@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, case, func, insert, select, update
+from sqlalchemy import BindParameter, Table, bindparam, case, func, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -73,17 +73,22 @@ _DEBIT = (update(_users)
                  _users.c.disabled.is_not(True))
           .values(balance=_users.c.balance - bindparam("cost"))
           .returning(_users.c.balance))
-_CHARGE_ROW = insert(_ledger).values(
-    user_id=bindparam("user_id"), kind=bindparam("kind"), amount=bindparam("amount"), job_id=bindparam("job_id"),
-    created_at=bindparam("at"), balance_after=bindparam("balance_after"))
+#: The ledger row's columns and the parameter each takes (``created_at`` is a column of users).
+_ROW_PARAMS = {"user_id": "user_id", "amount": "amount", "job_id": "job_id", "created_at": "at"}
+
+
+def _row_param(column: str) -> BindParameter[Any]:
+    return bindparam(_ROW_PARAMS[column], type_=_ledger.c[column].type)
+
+
+_CHARGE_ROW = insert(_ledger).values(kind="charge", balance_after=bindparam("balance_after"),
+                                     **{column: _row_param(column) for column in _ROW_PARAMS})
 _debited = _DEBIT.cte("debited")
 #: The debit and its ledger row in one statement (PostgreSQL): a debit that matched no row writes none.
 _CHARGE = (insert(_ledger)
-           .from_select(["user_id", "kind", "amount", "job_id", "created_at", "balance_after"],
-                        select(bindparam("user_id", type_=_ledger.c.user_id.type), bindparam("kind", type_=_ledger.c.kind.type),
-                               bindparam("amount", type_=_ledger.c.amount.type),
-                               bindparam("job_id", type_=_ledger.c.job_id.type),
-                               bindparam("at", type_=_ledger.c.created_at.type), _debited.c.balance))
+           .from_select(["kind", "balance_after", *_ROW_PARAMS],
+                        select(literal("charge", _ledger.c.kind.type), _debited.c.balance,
+                               *(_row_param(column) for column in _ROW_PARAMS)))
            .add_cte(_debited)
            .returning(_ledger.c.balance_after))
 
@@ -97,7 +102,7 @@ def charge(s: Session, user_id: int, job_id: str, cost: int) -> int:
     trip."""
     if cost < 0:
         raise InvalidParameter("A price cannot be negative.", param="cost")
-    values = {"user_id": user_id, "kind": "charge", "cost": cost, "amount": -cost, "job_id": job_id, "at": utcnow()}
+    values = {"user_id": user_id, "cost": cost, "amount": -cost, "job_id": job_id, "at": utcnow()}
     if s.get_bind().dialect.name == "postgresql":
         new_balance = s.scalar(_CHARGE, values)
     else:  # SQLite has no UPDATE inside WITH: two statements
